@@ -169,8 +169,7 @@ def repair_layout(
 
     if len(cands) > limits.max_objects:
         notes.append(
-            f"kept the first {limits.max_objects} of {len(cands)} objects "
-            f"(the limit is {limits.max_objects})"
+            f"kept the first {limits.max_objects} of {len(cands)} objects (the limit is {limits.max_objects})"
         )
         cands = cands[: limits.max_objects]
 

@@ -1,0 +1,55 @@
+"""The ``lmd-bot`` command line.
+
+Each subcommand lives in its own module under :mod:`lmd_bot.commands` with two functions:
+``add_parser(subparsers)`` (cheap: argparse only) and ``run(args) -> int``, which imports what it
+needs. ``lmd-bot --help`` therefore loads no torch, diffusers or discord and answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from lmd_bot import __version__
+from lmd_bot.errors import LmdError
+
+# Subcommand modules under lmd_bot.commands, in the order --help lists them.
+COMMANDS = ("layout",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lmd-bot",
+        description="Draw what people asked for: an LLM plans the layout, Stable Diffusion follows it.",
+    )
+    parser.add_argument("--version", action="version", version=f"lmd-bot {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"lmd_bot.commands.{name}")
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except LmdError as exc:
+        logging.getLogger("lmd_bot").debug("command failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)  # noqa: T201 - the CLI's user-facing output
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the ``lmd-bot`` CLI; see :mod:`lmd_bot.cli`."""

@@ -1,0 +1,39 @@
+"""``lmd-bot layout``: check, convert and draw layout files (JSON or LMD text)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("layout", help="validate a layout file, convert it, draw its plan picture")
+    p.add_argument("file", type=Path, help="a layout as JSON or in the LMD text format ('-' for stdin)")
+    p.add_argument("--to", choices=("json", "lmd"), default="json", help="format to print")
+    p.add_argument("--overlay", type=Path, help="write the plan picture (PNG) here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lmd_bot.layout import format_lmd_text
+    from lmd_bot.layout.io import load_layout_text
+
+    text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
+    result = load_layout_text(text)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)  # noqa: T201
+    layout = result.layout
+    out = (
+        format_lmd_text(layout)
+        if args.to == "lmd"
+        else json.dumps(layout.model_dump(), indent=2, ensure_ascii=False)
+    )
+    print(out)  # noqa: T201
+    if args.overlay:
+        from lmd_bot.overlay import draw_overlay
+
+        args.overlay.write_bytes(draw_overlay(layout))
+        print(f"wrote {args.overlay}", file=sys.stderr)  # noqa: T201
+    return 0

@@ -1,0 +1,170 @@
+"""Settings: ``config/default.toml``, then an optional TOML file of yours, then the environment.
+
+Precedence, highest first: keyword arguments (tests), environment variables
+(``LMD_<SECTION>__<KEY>``, e.g. ``LMD_DISCORD__TOKEN``; a ``.env`` file is read too), the file named
+by ``LMD_CONFIG``, then ``config/default.toml``, which documents every key.
+
+Secrets (the Discord token, the API keys) are ``SecretStr``: they print as ``**********`` and are
+never logged. A missing or invalid setting raises :class:`~lmd_bot.errors.ConfigError` whose
+message names the setting, its environment variable and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from lmd_bot.errors import ConfigError
+from lmd_bot.layout.schema import LayoutLimits
+
+ENV_PREFIX = "LMD_"
+DEFAULT_TOML = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DiscordSettings(_Section):
+    token: SecretStr | None = None
+    dev_guild_id: int | None = None
+    sync_global: bool = False
+    message_content_intent: bool = True
+    allowed_guild_ids: list[int] = Field(default_factory=list)
+    allowed_channel_ids: list[int] = Field(default_factory=list)
+
+
+class PlannerSettings(_Section):
+    backend: Literal["anthropic", "openai"] = "anthropic"
+    model: str = "claude-haiku-5-5"
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    openai_base_url: str = "http://127.0.0.1:11434/v1"
+    openai_model: str = "llama3.1"
+    openai_api_key: SecretStr | None = None
+    max_tokens: int = Field(2000, ge=256, le=16000)
+    attempt_timeout_s: float = Field(30.0, gt=0)
+    deadline_s: float = Field(90.0, gt=0)
+    max_repairs: int = Field(2, ge=0, le=5)
+    max_retries: int = Field(4, ge=0, le=10)
+
+
+class LayoutSettings(_Section):
+    max_objects: int = Field(16, ge=1, le=64)
+    max_caption_chars: int = Field(120, ge=8, le=2000)
+    max_prompt_chars: int = Field(400, ge=16, le=2000)
+    max_user_text_chars: int = Field(1500, ge=16, le=6000)
+
+    def limits(self) -> LayoutLimits:
+        return LayoutLimits(
+            max_objects=self.max_objects,
+            max_caption_chars=self.max_caption_chars,
+            max_prompt_chars=self.max_prompt_chars,
+        )
+
+
+class DiffusionSettings(_Section):
+    mode: Literal["lmd+", "lmd", "sd", "fast"] = "lmd+"
+    sd_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    gligen_model: str = "gligen/diffusers-generation-text-box"
+    sam_model: str = "facebook/sam-vit-base"
+    use_sam: bool = True
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    steps: int = Field(50, ge=1, le=150)
+    guidance_scale: float = Field(7.5, ge=0, le=30)
+    size: int = Field(512, ge=256, le=1024, multiple_of=64)
+
+
+class QueueSettings(_Section):
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    per_user_cap: int = Field(2, ge=1, le=50)
+    job_timeout_s: float = Field(600.0, gt=0)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///data/lmd-bot.sqlite3"
+
+
+class StorageSettings(_Section):
+    image_dir: Path = Path("data/images")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    discord: DiscordSettings = DiscordSettings()
+    planner: PlannerSettings = PlannerSettings()
+    layout: LayoutSettings = LayoutSettings()
+    diffusion: DiffusionSettings = DiffusionSettings()
+    queue: QueueSettings = QueueSettings()
+    db: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = [DEFAULT_TOML]
+        if user := os.environ.get(f"{ENV_PREFIX}CONFIG"):
+            files.append(Path(user))
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=files, deep_merge=True),
+        )
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load the settings, turning any validation error into a ConfigError that names the key."""
+    user = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if user and not Path(user).is_file():
+        raise ConfigError(f"{ENV_PREFIX}CONFIG names {user!r}, which is not a file.")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not isinstance(p, int))
+            key = ".".join(map(str, loc))
+            lines.append(
+                f"setting {key!r} ({_env_name(loc)}): {err['msg']}. "
+                f"Fix it in your config file or the environment (see config/default.toml)."
+            )
+        raise ConfigError("Invalid configuration:\n" + "\n".join(lines)) from None
+    except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
+        raise ConfigError(f"Could not read the configuration: {exc}") from None
+
+
+def require_secret(value: SecretStr | None, key: str, how: str) -> str:
+    """The secret's value, or a ConfigError naming the setting and how to set it."""
+    if value is None or not value.get_secret_value().strip():
+        raise ConfigError(f"Missing setting {key!r}: set {_env_name(tuple(key.split('.')))}. {how}")
+    return value.get_secret_value().strip()
