@@ -1,0 +1,69 @@
+"""The renderer interface: what the job queue, the bot and the benchmark ask of stage 2.
+
+A renderer is synchronous and blocking: it runs inside the GPU worker (a separate process), never
+on the bot's event loop. The controller (:mod:`lmd_bot.diffusion`) implements it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmd_bot.layout.schema import SceneLayout
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class RenderMode(StrEnum):
+    LMD_PLUS = "lmd+"  # LMD's controller on GLIGEN (the default)
+    LMD = "lmd"  # LMD's controller on SD v1.5
+    FAST = "fast"  # one GLIGEN pass with box guidance: drafts
+    SD = "sd"  # plain Stable Diffusion from the original prompt: the baseline
+
+
+class RenderRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    layout: SceneLayout
+    prompt: str = ""  # the user's original prompt (``sd`` mode draws from it)
+    mode: RenderMode = RenderMode.LMD_PLUS
+    seed: int = Field(0, ge=0, lt=2**63)
+    steps: int = Field(50, ge=1, le=150)
+    guidance_scale: float = Field(7.5, ge=0, le=30)
+
+
+@dataclass(frozen=True)
+class RenderProgress:
+    step: int
+    total: int
+    stage: str = "overall"  # "objects" while per-object runs go, then "overall"
+    preview: Image.Image | None = None  # a cheap, small preview decoded from the latents
+
+
+@dataclass
+class RenderOutput:
+    image: Image.Image
+    seconds: float
+    stats: dict[str, float] = field(default_factory=dict)  # unet passes, peak memory, cache hits
+
+
+ProgressCallback = Callable[[RenderProgress], None]
+CancelCheck = Callable[[], bool]
+
+
+class Renderer(Protocol):
+    def render(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> RenderOutput:
+        """Render the request. Raises :class:`lmd_bot.errors.CancelledError` when ``should_cancel``
+        returns true between steps, :class:`lmd_bot.errors.OutOfMemoryError` on OOM, and
+        :class:`lmd_bot.errors.RenderError` for any other failure."""
+        ...
