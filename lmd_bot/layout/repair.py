@@ -121,11 +121,13 @@ def _rescale(cands: list[_Candidate], width: int, height: int) -> None:
 
 
 def _clip(c: _Candidate, width: int, height: int) -> tuple[int, int, int, int]:
-    x0 = min(max(round(c.x), 0), width)
-    y0 = min(max(round(c.y), 0), height)
-    x1 = min(max(round(c.x + c.w), 0), width)
-    y1 = min(max(round(c.y + c.h), 0), height)
-    return x0, y0, x1 - x0, y1 - y0
+    """Round origin and size separately (as :class:`Box` does), then clip to the canvas."""
+    x, y, w, h = round(c.x), round(c.y), round(c.w), round(c.h)
+    if x < 0:
+        x, w = 0, w + x
+    if y < 0:
+        y, h = 0, h + y
+    return x, y, min(w, width - x), min(h, height - y)
 
 
 def repair_layout(
