@@ -41,6 +41,8 @@ class DiscordSettings(_Section):
     message_content_intent: bool = True
     allowed_guild_ids: list[int] = Field(default_factory=list)
     allowed_channel_ids: list[int] = Field(default_factory=list)
+    status_edit_interval_s: float = Field(3.0, ge=0, le=60)
+    thread_auto_archive_minutes: Literal[60, 1440, 4320, 10080] = 1440
 
 
 class PlannerSettings(_Section):
@@ -90,6 +92,26 @@ class QueueSettings(_Section):
     redis_url: str = "redis://127.0.0.1:6379/0"
     per_user_cap: int = Field(2, ge=1, le=50)
     job_timeout_s: float = Field(600.0, gt=0)
+    renderer: Literal["diffusion", "tiny", "preview"] = "diffusion"
+    max_queued: int = Field(100, ge=1, le=10000)
+    max_attempts: int = Field(2, ge=1, le=5)
+    cancel_grace_s: float = Field(15.0, gt=0)
+    worker_start_timeout_s: float = Field(900.0, gt=0)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+    redis_prefix: str = Field("lmd", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
+    worker_heartbeat_s: float = Field(5.0, gt=0, le=300)
+
+
+class GuardSettings(_Section):
+    rate_limit_count: int = Field(8, ge=1, le=10000)
+    rate_limit_window_s: float = Field(60.0, gt=0)
+    banned_words: list[str] = Field(default_factory=list)
+    banned_patterns: list[str] = Field(default_factory=list)
+    editors: Literal["owner", "everyone"] = "owner"
+    safety_policy: Literal["spoiler", "withhold", "off"] = "spoiler"
+    safety_checker: str = ""
+    safety_model: str = "CompVis/stable-diffusion-safety-checker"
+    relax_in_nsfw_channels: bool = True
 
 
 class DatabaseSettings(_Section):
@@ -115,6 +137,7 @@ class Settings(BaseSettings):
     layout: LayoutSettings = LayoutSettings()
     diffusion: DiffusionSettings = DiffusionSettings()
     queue: QueueSettings = QueueSettings()
+    guard: GuardSettings = GuardSettings()
     db: DatabaseSettings = DatabaseSettings()
     storage: StorageSettings = StorageSettings()
 
