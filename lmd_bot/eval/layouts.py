@@ -98,14 +98,14 @@ def evaluate_layouts(
     prompts: Sequence[BenchmarkPrompt],
     responses: dict[str, list[str]],
     *,
-    failures: dict[int, str] | None = None,
+    failures: dict[str, list[str]] | None = None,
 ) -> list[ItemResult]:
     """Check every prompt against its recorded answer(s).
 
-    ``failures`` maps prompt indexes to why no answer exists (a planner error in this run): those
-    prompts fail with that reason instead of being reported as not evaluated.
+    ``failures`` maps prompts to why calls for them gave no answer (planner errors in this run):
+    repeats left without an answer fail with those reasons instead of counting as not evaluated.
     """
-    failures = failures or {}
+    unanswered = {prompt: list(reasons) for prompt, reasons in (failures or {}).items()}
     cursor = AnswerCursor(responses)
     results = []
     for item in prompts:
@@ -135,8 +135,9 @@ def evaluate_layouts(
         if result is None:
             expected = check(item, []).expected
             base = {"index": item.index, "task": item.task, "prompt": item.prompt, "expected": expected}
-            if item.index in failures:
-                result = ItemResult(**base, passed=False, found=failures[item.index], source="planner")
+            if unanswered.get(item.prompt):
+                reason = unanswered[item.prompt].pop(0)
+                result = ItemResult(**base, passed=False, found=reason, source="planner")
             elif errors:
                 found = "no recorded answer parses: " + "; ".join(errors)
                 result = ItemResult(**base, passed=False, found=found, source="recorded answers")

@@ -1,0 +1,342 @@
+"""``lmd-bot eval``: the LMD benchmark (prompts, layouts, image generation, image scoring).
+
+- ``eval prompts``: print the 400 prompts with their task;
+- ``eval layouts --responses FILE`` or ``--planner anthropic``: score layouts (stage 1);
+- ``eval generate --mode M --layouts FILE``: render one image per prompt into a folder;
+- ``eval images --dir DIR``: score the images with OWL-ViT and OWLv2 (stage 1+2).
+
+Reports (Markdown, JSON, PNG plot) go to the ``--out`` folder. See docs/benchmark.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lmd_bot.errors import LmdError
+
+if TYPE_CHECKING:
+    from lmd_bot.eval.planning import PlanRun
+    from lmd_bot.eval.prompts import BenchmarkPrompt
+    from lmd_bot.eval.report import Report
+
+MODES = ("lmd+", "lmd", "fast", "sd")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)  # noqa: T201 - the CLI's progress output
+
+
+def _index_spec(text: str) -> list[int]:
+    """'0-9,100,200-203' -> sorted indexes in 0..399."""
+    out: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            first, last = int(lo), int(hi or lo)
+            if not 0 <= first <= last <= 399:
+                raise ValueError
+            out.update(range(first, last + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of indexes in 0-399 like '0-9,100,200-203'"
+        ) from None
+    return sorted(out)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="run the LMD benchmark on layouts and images")
+    ev = p.add_subparsers(dest="eval_command", metavar="STEP", required=True)
+
+    pr = ev.add_parser("prompts", help="print the benchmark's 400 prompts")
+    pr.add_argument("--json", action="store_true", help="print JSON with each prompt's facts")
+    pr.set_defaults(func=run_prompts)
+
+    la = ev.add_parser("layouts", help="score layouts (stage 1) from recorded answers or a planner")
+    src = la.add_mutually_exclusive_group(required=True)
+    src.add_argument("--responses", type=Path, help="JSON: prompt -> list of raw LMD-text answers")
+    src.add_argument("--planner", choices=("anthropic", "openai"), help="plan the prompts with this backend")
+    la.add_argument("--out", type=Path, default=Path("benchmark/layouts"), help="report folder (and answers)")
+    la.add_argument("--concurrency", type=int, default=4, help="planner calls at once (default 4)")
+    la.add_argument("--yes", action="store_true", help="start planning without asking about the cost")
+    la.set_defaults(func=run_layouts)
+
+    ge = ev.add_parser("generate", help="render one image per prompt (resumable)")
+    ge.add_argument("--mode", choices=MODES, help="rendering mode (default: the configured one)")
+    ge.add_argument("--layouts", type=Path, help="recorded answers (JSON: prompt -> answers); not for sd")
+    ge.add_argument("--out", type=Path, help="image folder (default benchmark/images/<mode>)")
+    ge.add_argument("--steps", type=int, help="denoising steps (default: the configured ones)")
+    ge.add_argument("--guidance-scale", type=float, help="CFG scale (default: the configured one)")
+    ge.add_argument("--indexes", type=_index_spec, help="only these prompts, e.g. '0-9,100,200-203'")
+    ge.add_argument("--tiny", action="store_true", help="tiny random-weight models: a CPU plumbing run")
+    ge.set_defaults(func=run_generate)
+
+    im = ev.add_parser("images", help="score benchmark images with OWL-ViT and OWLv2 (stage 1+2)")
+    im.add_argument("--dir", type=Path, required=True, help="the folder 'eval generate' wrote")
+    im.add_argument("--out", type=Path, help="report folder (default DIR/eval)")
+    im.add_argument(
+        "--detectors",
+        nargs="+",
+        choices=("owlvit", "owlv2"),
+        default=["owlvit", "owlv2"],
+        help="default: both",
+    )
+    im.add_argument("--owlvit-model", help="OWL-ViT hub id or folder (default google/owlvit-base-patch32)")
+    im.add_argument(
+        "--owlv2-model", help="OWLv2 hub id or folder (default google/owlv2-base-patch16-ensemble)"
+    )
+    im.add_argument("--score-threshold", type=float, default=0.15, help="detection score threshold (0.15)")
+    im.add_argument("--nms-threshold", type=float, default=0.15, help="class-aware NMS IoU threshold (0.15)")
+    im.add_argument("--device", default="auto", help="auto, cuda, cpu, ...")
+    im.set_defaults(func=run_images)
+
+
+def run_prompts(args: argparse.Namespace) -> int:
+    from lmd_bot.eval.prompts import lmd_benchmark_prompts
+
+    prompts = lmd_benchmark_prompts()
+    if args.json:
+        print(json.dumps([p.model_dump(mode="json") for p in prompts], indent=2))  # noqa: T201
+    else:
+        for p in prompts:
+            print(f"{p.index}\t{p.task.value}\t{p.prompt}")  # noqa: T201
+    return 0
+
+
+def _finish(report: Report, out: Path) -> int:
+    paths = report.write(out)
+    for run in report.runs:
+        acc = run.accuracies()
+        cells = ", ".join(f"{k} {'–' if v is None else f'{v:.1f}'}" for k, v in acc.items())
+        missing = len(run.missing())
+        _say(f"{run.name}: {cells}" + (f" ({missing} prompts not evaluated)" if missing else ""))
+    _say("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+# --- layouts ---------------------------------------------------------------------------------
+
+
+def run_layouts(args: argparse.Namespace) -> int:
+    from lmd_bot.eval.generate import file_sha256
+    from lmd_bot.eval.layouts import evaluate_layouts
+    from lmd_bot.eval.prompts import lmd_benchmark_prompts
+    from lmd_bot.eval.published import PUBLISHED_LAYOUTS
+    from lmd_bot.eval.report import Report, Run
+    from lmd_bot.eval.responses import load_responses
+
+    prompts = lmd_benchmark_prompts()
+    settings: dict[str, Any] = {
+        "prompts": f"{len(prompts)} (lmd-method.md 7.1)",
+        "box filter": "the reference's filter_boxes(scale_boxes=False) (lmd-method.md 7.3)",
+    }
+    failures: dict[str, list[str]] = {}
+    if args.responses:
+        responses = load_responses(args.responses)
+        settings["answers"] = f"{args.responses} (sha256 {file_sha256(args.responses)[:16]})"
+        name = "layouts"
+    else:
+        responses, failures, extra = _plan_layouts(args, prompts)
+        settings.update(extra)
+        name = extra["planner"]
+    run = Run(name=name, items=evaluate_layouts(prompts, responses, failures=failures))
+    report = Report(
+        stage="layouts",
+        title="LMD benchmark: layout accuracy (stage 1)",
+        settings=settings,
+        runs=[run],
+        published=list(PUBLISHED_LAYOUTS),
+    )
+    return _finish(report, args.out)
+
+
+def _plan_layouts(
+    args: argparse.Namespace, prompts: tuple[BenchmarkPrompt, ...]
+) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, Any]]:
+    from lmd_bot.config import load_settings
+    from lmd_bot.eval.cost import estimate_cost, usage_cost
+    from lmd_bot.eval.planning import pending_calls, plan_benchmark
+    from lmd_bot.eval.responses import load_responses
+
+    if args.concurrency < 1:
+        raise LmdError("--concurrency must be at least 1", user_message="--concurrency must be at least 1.")
+    settings = load_settings()
+    settings = settings.model_copy(
+        update={"planner": settings.planner.model_copy(update={"backend": args.planner})}
+    )
+    model = settings.planner.model if args.planner == "anthropic" else settings.planner.openai_model
+    identity = {"backend": args.planner, "model": model}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    responses_path = args.out / "responses.json"
+    identity_path = args.out / "planner.json"
+    if identity_path.exists() and json.loads(identity_path.read_text(encoding="utf-8")) != identity:
+        recorded = identity_path.read_text(encoding="utf-8").strip()
+        msg = f"{args.out} holds answers from another planner ({recorded}); use another --out folder."
+        raise LmdError(msg, user_message=msg)
+    identity_path.write_text(json.dumps(identity), encoding="utf-8")
+
+    existing = load_responses(responses_path) if responses_path.exists() else {}
+    calls = len(pending_calls(prompts, existing))
+    estimate = estimate_cost(model, calls)
+    _say(f"{calls} of {len(prompts)} prompts still need a layout: {estimate.describe()}.")
+    if calls and not args.yes:
+        if not sys.stdin.isatty():
+            msg = f"Planning would make {estimate.describe()}. Add --yes to start."
+            raise LmdError(msg, user_message=msg)
+        if input("Start? [y/N] ").strip().lower() not in ("y", "yes"):
+            _say("Not started.")
+            raise SystemExit(1)
+
+    def progress(done: int, total: int) -> None:
+        if done % 10 == 0 or done == total:
+            _say(f"planned {done}/{total}")
+
+    async def plan_all() -> PlanRun:
+        from lmd_bot.planner import build_planner
+
+        planner = build_planner(settings)
+        try:
+            return await plan_benchmark(
+                planner, prompts, responses_path, concurrency=args.concurrency, on_answer=progress
+            )
+        finally:
+            await planner.aclose()
+
+    run = asyncio.run(plan_all()) if calls else None
+    responses = run.responses if run else existing
+    usage = run.usage if run else None
+    extra: dict[str, Any] = {"planner": f"{args.planner} {model}", "answers": str(responses_path)}
+    if run:
+        cost = usage_cost(model, run.usage)
+        extra["this run"] = (
+            f"{run.planned} answers added, {sum(len(v) for v in run.failures.values())} calls failed; "
+            f"tokens in {usage.input_tokens:,} (+{usage.cache_read_tokens:,} cache reads, "
+            f"{usage.cache_write_tokens:,} cache writes), out {usage.output_tokens:,}"
+            + (f"; about ${cost:.2f}" if cost is not None else "")
+        )
+    return responses, run.failures if run else {}, extra
+
+
+# --- generate --------------------------------------------------------------------------------
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from lmd_bot.config import load_settings
+    from lmd_bot.eval.generate import GenerateSettings, benchmark_layouts, file_sha256, generate_images
+    from lmd_bot.eval.prompts import lmd_benchmark_prompts
+    from lmd_bot.eval.responses import load_responses
+    from lmd_bot.layout import SceneLayout
+    from lmd_bot.rendering import RenderMode
+
+    settings = load_settings()
+    mode = RenderMode(args.mode or settings.diffusion.mode)
+    prompts = lmd_benchmark_prompts()
+    if args.indexes:
+        prompts = tuple(prompts[i] for i in args.indexes)
+
+    if args.layouts:
+        layouts, problems = benchmark_layouts(prompts, load_responses(args.layouts))
+        for index, why in problems.items():
+            _say(f"#{index}: no usable layout ({why})")
+    elif mode is RenderMode.SD:
+        layouts = {p.index: SceneLayout() for p in prompts}  # plain SD draws from the prompt alone
+    else:
+        msg = f"--mode {mode.value} renders layouts: pass --layouts FILE (recorded answers)."
+        raise LmdError(msg, user_message=msg)
+
+    diffusion = settings.diffusion
+    steps = args.steps or diffusion.steps
+    guidance = diffusion.guidance_scale if args.guidance_scale is None else args.guidance_scale
+    gen_settings = GenerateSettings(
+        mode=mode,
+        steps=steps,
+        guidance_scale=guidance,
+        layouts_file=str(args.layouts) if args.layouts else None,
+        layouts_sha256=file_sha256(args.layouts) if args.layouts else None,
+        renderer={
+            **diffusion.model_dump(mode="json", exclude={"mode", "steps", "guidance_scale", "device"}),
+            "tiny": args.tiny,
+        },
+    )
+    out = args.out or Path("benchmark/images") / mode.value
+
+    from lmd_bot.diffusion.renderer import build_renderer
+
+    renderer = build_renderer(diffusion, tiny=args.tiny)
+    total = len(prompts)
+    position = 0
+
+    def progress(item: BenchmarkPrompt, status: str) -> None:
+        nonlocal position
+        position += 1
+        if status != "skipped":
+            _say(f"[{position}/{total}] #{item.index} {status}")
+
+    summary = generate_images(prompts, layouts, renderer, out, gen_settings, on_image=progress)
+    _say(
+        f"{len(summary.rendered)} rendered, {len(summary.skipped)} already there, "
+        f"{len(summary.failed)} failed in {summary.seconds:.0f} s; images in {out}"
+    )
+    if summary.failed:
+        _say("rerun the same command to retry the failed prompts")
+    return 1 if summary.failed else 0
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def run_images(args: argparse.Namespace) -> int:
+    from lmd_bot.eval.detector import load_detector
+    from lmd_bot.eval.generate import SETTINGS_NAME
+    from lmd_bot.eval.images import evaluate_images
+    from lmd_bot.eval.prompts import lmd_benchmark_prompts
+    from lmd_bot.eval.published import PUBLISHED_IMAGES
+    from lmd_bot.eval.report import Report, Run
+
+    if not args.dir.is_dir():
+        msg = f"{args.dir} is not a folder of benchmark images (see 'lmd-bot eval generate')."
+        raise LmdError(msg, user_message=msg)
+    prompts = lmd_benchmark_prompts()
+    settings: dict[str, Any] = {"images": str(args.dir)}
+    recorded = args.dir / SETTINGS_NAME
+    mode = None
+    if recorded.exists():
+        generation = json.loads(recorded.read_text(encoding="utf-8"))
+        mode = generation.get("mode")
+        settings.update({f"generation: {k}": v for k, v in generation.items()})
+    models = {"owlvit": args.owlvit_model, "owlv2": args.owlv2_model}
+
+    runs = []
+    for kind in dict.fromkeys(args.detectors):
+        detector = load_detector(
+            kind,
+            models[kind],
+            device=args.device,
+            score_threshold=args.score_threshold,
+            nms_threshold=args.nms_threshold,
+        )
+        settings.update({f"{detector.name}: {k}": v for k, v in detector.settings().items()})
+        settings[f"{detector.name}: device"] = detector.device
+        done = 0
+
+        def progress(_item: object, name: str = detector.name) -> None:
+            nonlocal done
+            done += 1
+            if done % 50 == 0 or done == len(prompts):
+                _say(f"{name}: scored {done}/{len(prompts)}")
+
+        runs.append(
+            Run(name=detector.name, items=evaluate_images(prompts, args.dir, detector, on_item=progress))
+        )
+        del detector  # free its memory before the next detector loads
+
+    title = "LMD benchmark: image accuracy (stage 1+2)" + (f", mode {mode}" if mode else "")
+    report = Report(
+        stage="images", title=title, settings=settings, runs=runs, published=list(PUBLISHED_IMAGES)
+    )
+    return _finish(report, args.out or args.dir / "eval")
