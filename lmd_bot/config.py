@@ -58,6 +58,9 @@ class PlannerSettings(_Section):
     deadline_s: float = Field(90.0, gt=0)
     max_repairs: int = Field(2, ge=0, le=5)
     max_retries: int = Field(4, ge=0, le=10)
+    # Anthropic only; "default" leaves the parameter out (the model's own default).
+    effort: Literal["low", "medium", "high", "xhigh", "max", "default"] = "low"
+    thinking: Literal["disabled", "adaptive", "between_tools", "default"] = "disabled"
 
 
 class LayoutSettings(_Section):
