@@ -171,14 +171,12 @@ def _plan_layouts(
     model = settings.planner.model if args.planner == "anthropic" else settings.planner.openai_model
     identity = {"backend": args.planner, "model": model}
 
-    args.out.mkdir(parents=True, exist_ok=True)
     responses_path = args.out / "responses.json"
     identity_path = args.out / "planner.json"
     if identity_path.exists() and json.loads(identity_path.read_text(encoding="utf-8")) != identity:
         recorded = identity_path.read_text(encoding="utf-8").strip()
         msg = f"{args.out} holds answers from another planner ({recorded}); use another --out folder."
         raise LmdError(msg, user_message=msg)
-    identity_path.write_text(json.dumps(identity), encoding="utf-8")
 
     existing = load_responses(responses_path) if responses_path.exists() else {}
     calls = len(pending_calls(prompts, existing))
@@ -191,6 +189,8 @@ def _plan_layouts(
         if input("Start? [y/N] ").strip().lower() not in ("y", "yes"):
             _say("Not started.")
             raise SystemExit(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    identity_path.write_text(json.dumps(identity), encoding="utf-8")
 
     def progress(done: int, total: int) -> None:
         if done % 10 == 0 or done == total:

@@ -16,6 +16,7 @@ imported here only, when a detector is built.
 from __future__ import annotations
 
 import logging
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, Literal
 
 from lmd_bot.errors import ConfigError
@@ -133,6 +134,9 @@ def load_detector(
     )
 
     model_id = model_id or DEFAULT_MODELS[kind]
+    if kind == "owlv2" and not (find_spec("scipy") or find_spec("torchvision")):
+        msg = "The OWLv2 detector needs scipy (or torchvision): pip install 'lmd-bot[eval]'."
+        raise ConfigError(msg, user_message=msg)
     model_cls, processor_cls = (
         (OwlViTForObjectDetection, OwlViTProcessor)
         if kind == "owlvit"

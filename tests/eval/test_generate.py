@@ -1,0 +1,103 @@
+"""Rendering the benchmark into a folder: seeds, layouts, resuming, settings, failures."""
+
+import json
+
+import pytest
+from PIL import Image, ImageDraw
+
+from lmd_bot.errors import LmdError, OutOfMemoryError
+from lmd_bot.eval.generate import GenerateSettings, benchmark_layouts, generate_images, image_path
+from lmd_bot.eval.prompts import lmd_benchmark_prompts
+from lmd_bot.rendering import RenderMode, RenderOutput
+from tests.eval.answers import correct_answer
+
+PROMPTS = lmd_benchmark_prompts()
+SUBSET = [PROMPTS[i] for i in (0, 1, 150, 200, 300)]
+
+
+class BoxRenderer:
+    """A Renderer test double for plumbing: paints each layout box in a solid colour, records the
+    requests, and can be told to run out of memory on given seeds."""
+
+    def __init__(self, oom_seeds=()):
+        self.requests = []
+        self.oom_seeds = set(oom_seeds)
+
+    def render(self, request, progress=None, should_cancel=None):
+        self.requests.append(request)
+        if request.seed in self.oom_seeds:
+            raise OutOfMemoryError("CUDA out of memory")
+        image = Image.new("RGB", (64, 64), "white")
+        draw = ImageDraw.Draw(image)
+        for obj in request.layout.objects:
+            x0, y0, x1, y1 = (v * 64 for v in obj.box.to_xyxy_norm())
+            draw.rectangle([x0, y0, x1, y1], fill=(200, 30, 30))
+        return RenderOutput(image=image, seconds=0.01)
+
+
+def settings(**kw):
+    return GenerateSettings(mode=RenderMode.LMD_PLUS, steps=2, guidance_scale=7.5, **kw)
+
+
+@pytest.fixture
+def layouts():
+    answers = {}
+    for item in SUBSET:
+        answers.setdefault(item.prompt, []).append(correct_answer(item))
+    found, problems = benchmark_layouts(SUBSET, answers)
+    assert not problems
+    return found
+
+
+def test_generate_renders_each_prompt_with_its_index_as_seed(tmp_path, layouts):
+    renderer = BoxRenderer()
+    summary = generate_images(SUBSET, layouts, renderer, tmp_path, settings())
+    assert summary.rendered == [0, 1, 150, 200, 300]
+    assert [r.seed for r in renderer.requests] == [0, 1, 150, 200, 300]
+    assert [r.prompt for r in renderer.requests] == [p.prompt for p in SUBSET]
+    assert {r.mode for r in renderer.requests} == {RenderMode.LMD_PLUS}
+    assert [len(r.layout.objects) for r in renderer.requests] == [0, 0, 3, 2, 2]
+    for item in SUBSET:
+        assert Image.open(image_path(tmp_path, item.index)).size == (64, 64)
+        record = json.loads((tmp_path / str(item.index) / "render.json").read_text())
+        assert record["seed"] == item.index and record["prompt"] == item.prompt
+    recorded = json.loads((tmp_path / "settings.json").read_text())
+    assert recorded["mode"] == "lmd+" and recorded["steps"] == 2
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_generate_resumes_without_rendering_again(tmp_path, layouts):
+    generate_images(SUBSET, layouts, BoxRenderer(), tmp_path, settings())
+    image_path(tmp_path, 200).unlink()
+    renderer = BoxRenderer()
+    summary = generate_images(SUBSET, layouts, renderer, tmp_path, settings())
+    assert [r.seed for r in renderer.requests] == [200]
+    assert summary.skipped == [0, 1, 150, 300] and summary.rendered == [200]
+
+
+def test_generate_refuses_a_folder_made_with_other_settings(tmp_path, layouts):
+    generate_images(SUBSET[:1], layouts, BoxRenderer(), tmp_path, settings())
+    other = GenerateSettings(mode=RenderMode.LMD, steps=2, guidance_scale=7.5)
+    with pytest.raises(LmdError, match=r"other settings \(mode: 'lmd\+' -> 'lmd'\)"):
+        generate_images(SUBSET, layouts, BoxRenderer(), tmp_path, other)
+
+
+def test_generate_goes_on_after_running_out_of_memory(tmp_path, layouts):
+    renderer = BoxRenderer(oom_seeds={150})
+    summary = generate_images(SUBSET, layouts, renderer, tmp_path, settings())
+    assert summary.failed == {150: OutOfMemoryError.user_message}
+    assert summary.rendered == [0, 1, 200, 300]
+    assert not (tmp_path / "150").exists()
+    # A rerun fills the gap.
+    summary = generate_images(SUBSET, layouts, BoxRenderer(), tmp_path, settings())
+    assert summary.rendered == [150]
+
+
+def test_prompts_without_a_usable_layout_are_reported(tmp_path):
+    item = PROMPTS[150]
+    found, problems = benchmark_layouts([item, PROMPTS[151]], {item.prompt: ["not a layout"]})
+    assert found == {}
+    assert "answer 1" in problems[150]
+    assert problems[151] == "no recorded answer for this prompt"
+    summary = generate_images([item], found, BoxRenderer(), tmp_path, settings())
+    assert summary.failed == {150: "no usable layout"}
