@@ -1,0 +1,118 @@
+"""What the LLM answers, before our validation: the JSON answer schema and the LMD text reader.
+
+Both backends turn the model's text into a :class:`RawAnswer` (a reply, or raw objects that may
+still break every rule) or raise :class:`AnswerError` listing what is wrong, which the planner
+sends back to the model. Range checks and repairs happen later, in the planner, through
+:func:`lmd_bot.layout.repair.repair_layout`.
+
+The JSON schema (:class:`PlannerAnswer`) is what the Anthropic backend asks for in the API's
+JSON-schema output mode. The API enforces its shape (every field required, boxes as objects of
+integers) but not numeric ranges, so it has no ``ge``/``le`` constraints: those would only move
+into descriptions and be checked twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from lmd_bot.errors import LayoutError
+from lmd_bot.layout.io import describe_validation_error
+from lmd_bot.layout.lmd_text import parse_lmd_text
+from lmd_bot.layout.repair import RawObject
+
+
+class AnswerError(Exception):
+    """The model's answer cannot be read; ``problems`` go back to the model."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+@dataclass
+class RawAnswer:
+    """A reply, or a layout as the model gave it (ids: the model's, or ``None`` for new objects)."""
+
+    reply: str | None = None
+    objects: list[RawObject] = field(default_factory=list)
+    background: str = ""
+    negative: str = ""
+
+
+# --- JSON (Anthropic) ------------------------------------------------------------------------
+
+
+class BoxAnswer(BaseModel):
+    """A box in canvas pixels; the planner checks the ranges."""
+
+    x: int = Field(description="left edge, 0 to 512")
+    y: int = Field(description="top edge, 0 to 512")
+    w: int = Field(description="width, more than 0; x + w <= 512")
+    h: int = Field(description="height, more than 0; y + h <= 512")
+
+
+class ObjectAnswer(BaseModel):
+    id: int = Field(description="the object's id in the previous layout if it is the same object; 0 if new")
+    caption: str = Field(description="one object and its attributes, a short English noun phrase")
+    box: BoxAnswer
+
+
+class LayoutAnswer(BaseModel):
+    objects: list[ObjectAnswer]
+    background: str = Field(description="the setting and style, in English, without the boxed objects")
+    negative: str = Field(description="what must not appear, comma-separated, in English; may be empty")
+
+
+class PlannerAnswer(BaseModel):
+    """The whole answer: a layout, or a short reply when the message is not a scene."""
+
+    kind: Literal["layout", "reply"]
+    layout: LayoutAnswer | None
+    reply: str | None
+
+
+def read_json_answer(text: str) -> RawAnswer:
+    """Read an answer in the JSON schema (the Anthropic backend's)."""
+    try:
+        answer = PlannerAnswer.model_validate_json(text)
+    except ValidationError as exc:
+        lines = describe_validation_error(exc)
+        raise AnswerError([f"the answer is not valid JSON for the schema: {'; '.join(lines[:3])}"]) from None
+    if answer.kind == "reply":
+        if not answer.reply or not answer.reply.strip():
+            raise AnswerError(['"kind" is "reply" but the reply is empty'])
+        return RawAnswer(reply=answer.reply)
+    if answer.layout is None:
+        raise AnswerError(['"kind" is "layout" but "layout" is null'])
+    return RawAnswer(
+        objects=[
+            RawObject(caption=o.caption, box=o.box.model_dump(), id=o.id) for o in answer.layout.objects
+        ],
+        background=answer.layout.background,
+        negative=answer.layout.negative,
+    )
+
+
+# --- LMD text (OpenAI-compatible) ------------------------------------------------------------
+
+_FENCE = re.compile(r"^```[\w-]*\s*\n?|\n?```\s*$")
+
+
+def read_lmd_answer(text: str) -> RawAnswer:
+    """Read an answer in the LMD text format, or a ``Reply: ...`` line. Ids are left to matching."""
+    # Small local models like to wrap the answer in a Markdown code fence.
+    text = _FENCE.sub("", text.strip()).strip()
+    if text.startswith("Reply:") and "Background prompt:" not in text:
+        reply = text.removeprefix("Reply:").strip()
+        if not reply:
+            raise AnswerError(["the reply is empty"])
+        return RawAnswer(reply=reply)
+    try:
+        parsed = parse_lmd_text(text)
+    except LayoutError as exc:
+        raise AnswerError([f"the answer is not in the format: {exc}"]) from None
+    return RawAnswer(objects=parsed.objects, background=parsed.background, negative=parsed.negative)
