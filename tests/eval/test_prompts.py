@@ -90,3 +90,16 @@ def test_generating_the_set_leaves_numpys_global_generator_alone():
     lmd_benchmark_prompts.cache_clear()
     lmd_benchmark_prompts()
     assert np.random.rand() == expected
+
+
+def test_scoring_layouts_imports_neither_torch_nor_transformers():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lmd_bot.eval.layouts, lmd_bot.eval.report, lmd_bot.eval.planning, lmd_bot.eval.generate; "
+        "import lmd_bot.eval.images, lmd_bot.eval.detector, lmd_bot.commands.eval; "
+        "print(sorted(m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
