@@ -1,0 +1,19 @@
+"""Stage 2 of LMD: the training-free layout-to-image controller on Stable Diffusion.
+
+lmd-method.md section 3, implemented on diffusers' models (UNet, VAE, DDIM scheduler, attention
+processors) and transformers' CLIP and SAM. Modules, from the layout down to the pixels:
+
+- :mod:`.spec` — layout -> generation spec (prompts, phrases, negatives, seeds); no torch;
+- :mod:`.tokens` — where each phrase and its head word sit in the CLIP-tokenized prompt;
+- :mod:`.attention` — capturing cross-attention maps on the few layers guidance needs;
+- :mod:`.losses` — the box energy and the attention-transfer loss;
+- :mod:`.guidance` — backward guidance of the latents (schedule, threshold, step size);
+- :mod:`.masks` — object masks from SAM or from the attention map;
+- :mod:`.latents` — initial noise, blending, quantized shifts and composition;
+- :mod:`.pipeline` — per-object and overall generation, plain SD;
+- :mod:`.loading`, :mod:`.tiny` — real checkpoints, tiny random-weight models;
+- :mod:`.renderer` — the :class:`lmd_bot.rendering.Renderer` the bot and the CLI use.
+
+Importing this package is cheap; torch, diffusers and transformers load with the modules that
+need them.
+"""

@@ -1,0 +1,123 @@
+"""Initial noise, blending, quantized shifts and latent composition (lmd-method.md 3.6-3.7).
+
+Shapes: a latent is ``(1, C, h, w)``; a trajectory stacks the ``steps + 1`` latents of a run,
+``(steps + 1, 1, C, h, w)``, from the initial noise to the final latent; masks are ``(h, w)`` bool.
+
+Shifts are quantized to **64 image pixels** (1/8 of a 512 canvas, pitfall 6): 8 latent cells,
+2 cells of a 16x16 attention map, 1 cell of the 8x8 mid-block map, so the latents and every saved
+attention map move together by whole cells.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lmd_bot.layout.geometry import NBox, box_center, nbox_to_grid_rect
+
+SHIFT_QUANTUM_PX = 64
+
+
+def draw_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
+    """Standard normal noise from ``seed``, drawn on the CPU in float32 (same on every device)."""
+    return torch.randn(tuple(shape), generator=torch.Generator("cpu").manual_seed(seed))
+
+
+def blend_noise(
+    background: torch.Tensor, own: torch.Tensor, mask: torch.Tensor, ratio: float
+) -> torch.Tensor:
+    """Background noise, with ``ratio`` of the object's own noise mixed in inside ``mask``.
+
+    ``sqrt(1 - r) * z_bg + sqrt(r) * z_obj`` stays unit-variance, and outside the box the object
+    run starts from exactly the background's noise, so object and background agree (pitfall 5).
+    """
+    m = mask.to(background.dtype)
+    mixed = (1 - ratio) ** 0.5 * background + ratio**0.5 * own
+    return background * (1 - m) + mixed * m
+
+
+def rect_mask(nbox: NBox, h: int, w: int) -> torch.Tensor:
+    r = nbox_to_grid_rect(nbox, h, w)
+    mask = torch.zeros(h, w, dtype=torch.bool)
+    mask[r.y0 : r.y1, r.x0 : r.x1] = True
+    return mask
+
+
+def quantized_offset(mask: torch.Tensor, target: NBox, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """Shift ``(dy, dx)`` in quanta of 64 px moving the mask's centroid to ``target``'s centre."""
+    h, w = mask.shape
+    rows, cols = torch.nonzero(mask, as_tuple=True)
+    if rows.numel() == 0:
+        return (0, 0)
+    cy = (rows.float() + 0.5).mean().item() / h
+    cx = (cols.float() + 0.5).mean().item() / w
+    tx, ty = box_center(target)
+    return (
+        round((ty - cy) * image_hw[0] / SHIFT_QUANTUM_PX),
+        round((tx - cx) * image_hw[1] / SHIFT_QUANTUM_PX),
+    )
+
+
+def shift(tensor: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Move the last two dimensions by ``(dy, dx)`` cells; vacated cells become zero."""
+    h, w = tensor.shape[-2:]
+    out = torch.zeros_like(tensor)
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    src_y, dst_y = slice(max(-dy, 0), h - max(dy, 0)), slice(max(dy, 0), h - max(-dy, 0))
+    src_x, dst_x = slice(max(-dx, 0), w - max(dx, 0)), slice(max(dx, 0), w - max(-dx, 0))
+    out[..., dst_y, dst_x] = tensor[..., src_y, src_x]
+    return out
+
+
+def shift_quanta(tensor: torch.Tensor, quanta: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
+    """Shift a map of any grid by whole 64 px quanta (the grid must divide the image evenly)."""
+    h, w = tensor.shape[-2:]
+    cells_y = h * SHIFT_QUANTUM_PX // image_hw[0]
+    cells_x = w * SHIFT_QUANTUM_PX // image_hw[1]
+    return shift(tensor, quanta[0] * cells_y, quanta[1] * cells_x)
+
+
+@dataclass
+class Composition:
+    latents: torch.Tensor  # (steps + 1, 1, C, h, w): composed latents, index 0 = initial noise
+    frozen: torch.Tensor  # (h, w) bool: cells owned by an object
+    owner: torch.Tensor  # (h, w) int: 0 background, i + 1 for the i-th trajectory
+
+
+def compose(
+    background: torch.Tensor,
+    trajectories: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor],
+    valid: Sequence[torch.Tensor] | None = None,
+) -> Composition:
+    """Compose per-object trajectories over the background noise, the largest mask first.
+
+    ``background`` is the overall run's initial latent ``(1, C, h, w)``. Each object owns the cells
+    of its mask at every step, and at the start it also brings its initial noise into its mask's
+    bounding box grown by one cell (where ``valid``, i.e. where its shifted trajectory has data).
+    Smaller masks come later, so they end on top.
+    """
+    steps_plus_one = trajectories[0].shape[0] if trajectories else 1
+    comp = background.unsqueeze(0).repeat(steps_plus_one, *([1] * background.ndim)).clone()
+    h, w = background.shape[-2:]
+    owner = torch.zeros(h, w, dtype=torch.long, device=background.device)
+    order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))  # stable: ties keep order
+    for i in order:
+        mask = masks[i].to(background.device)
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        if rows.numel() == 0:
+            continue
+        start = torch.zeros(h, w, dtype=torch.bool, device=background.device)
+        start[
+            max(int(rows.min()) - 1, 0) : int(rows.max()) + 2,
+            max(int(cols.min()) - 1, 0) : int(cols.max()) + 2,
+        ] = True
+        if valid is not None:
+            start &= valid[i].to(background.device)
+        comp[0] = torch.where(start, trajectories[i][0], comp[0])
+        comp = torch.where(mask, trajectories[i], comp)
+        owner[mask] = i + 1
+    return Composition(latents=comp, frozen=owner > 0, owner=owner)
