@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -302,13 +303,18 @@ def run_images(args: argparse.Namespace) -> int:
         msg = f"{args.dir} is not a folder of benchmark images (see 'lmd-bot eval generate')."
         raise LmdError(msg, user_message=msg)
     prompts = lmd_benchmark_prompts()
+    out = args.out or args.dir / "eval"
     settings: dict[str, Any] = {"images": str(args.dir)}
     recorded = args.dir / SETTINGS_NAME
     mode = None
     if recorded.exists():
         generation = json.loads(recorded.read_text(encoding="utf-8"))
         mode = generation.get("mode")
-        settings.update({f"generation: {k}": v for k, v in generation.items()})
+        for key, value in generation.items():
+            if isinstance(value, dict):
+                settings.update({f"generation: {key}.{k}": v for k, v in value.items()})
+            else:
+                settings[f"generation: {key}"] = value
     models = {"owlvit": args.owlvit_model, "owlv2": args.owlv2_model}
 
     runs = []
@@ -330,13 +336,17 @@ def run_images(args: argparse.Namespace) -> int:
             if done % 50 == 0 or done == len(prompts):
                 _say(f"{name}: scored {done}/{len(prompts)}")
 
-        runs.append(
-            Run(name=detector.name, items=evaluate_images(prompts, args.dir, detector, on_item=progress))
-        )
+        items = evaluate_images(prompts, args.dir, detector, on_item=progress)
+        # Sources become paths relative to the report, so its image links open from report.md.
+        items = [
+            i.model_copy(update={"source": os.path.relpath(args.dir / i.source, out)}) if i.source else i
+            for i in items
+        ]
+        runs.append(Run(name=detector.name, items=items))
         del detector  # free its memory before the next detector loads
 
     title = "LMD benchmark: image accuracy (stage 1+2)" + (f", mode {mode}" if mode else "")
     report = Report(
         stage="images", title=title, settings=settings, runs=runs, published=list(PUBLISHED_IMAGES)
     )
-    return _finish(report, args.out or args.dir / "eval")
+    return _finish(report, out)

@@ -46,6 +46,15 @@ def draw_accuracy_plot(report: Report) -> bytes:
     draw = ImageDraw.Draw(img)
     x0, x1, y0, y1 = _LEFT, _W - _RIGHT, _TOP, _H - _BOTTOM  # plot area; y0 is the top (100 %)
     draw.text((_W / 2, 24), report.title, font=_font(22, bold=True), fill="black", anchor="mm")
+    partial = [
+        f"{run.name}: {len(run.items) - len(run.missing())} of {len(run.items)} prompts evaluated"
+        for run in report.runs
+        if run.missing()
+    ]
+    if partial:  # an accuracy over a few prompts must not pass for the benchmark's
+        draw.text(
+            (_W / 2, 52), "Incomplete — " + "; ".join(partial), font=_font(15), fill="#b91c1c", anchor="mm"
+        )
 
     axis_font, small = _font(15), _font(11)
     for pct in range(0, 101, 20):

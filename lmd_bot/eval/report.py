@@ -174,7 +174,11 @@ def _markdown(report: Report) -> str:
             continue
         lines += ["| # | task | prompt | expected | found | source |", "|---|---|---|---|---|---|"]
         for item in failures:
-            cells = [str(item.index), item.task.value, item.prompt, item.expected, item.found, item.source]
-            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+            cells = [
+                _cell(c) for c in (str(item.index), item.task.value, item.prompt, item.expected, item.found)
+            ]
+            source = _cell(item.source)
+            cells.append(f"[{source}](<{item.source}>)" if item.source.endswith(".png") else source)
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
