@@ -158,8 +158,8 @@ class LayoutPlanner:
                 "planner deadline of %.0f s passed; %d tries, usage %s", self._deadline_s, tries, usage
             )
             raise PlannerBusyError(f"no usable answer within {self._deadline_s:.0f} s") from None
-        except PlannerError:
-            log.warning("planner failed after %d tries; usage %s", tries, usage.model_dump())
+        except PlannerError as exc:
+            log.warning("planner failed: %s; usage %s", exc, usage.model_dump())
             raise
         log.warning("planner gave up after %d repair rounds; usage %s", self._max_repairs, usage.model_dump())
         if completion.stop == "refusal":

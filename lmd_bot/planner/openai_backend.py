@@ -80,8 +80,12 @@ class OpenAICompatBackend:
             async with self._session.post(
                 self._url, json=body, headers=self._headers, timeout=timeout
             ) as resp:
-                raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
                 status, headers = resp.status, resp.headers
+                raw = b""
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    raw += chunk
+                    if len(raw) > MAX_RESPONSE_BYTES:
+                        raise PlannerError(f"{self._url} sent more than {MAX_RESPONSE_BYTES} bytes")
         except aiohttp.ClientError as exc:  # refused, reset, dropped mid-answer, bad framing
             raise RetryableError(f"{self._url} unreachable: {exc.__class__.__name__}: {exc}") from None
         detail = raw[:300].decode("utf-8", "replace")
@@ -94,8 +98,6 @@ class OpenAICompatBackend:
             )
         if status != 200:
             raise PlannerError(f"{self._url} answered {status}: {detail}")
-        if len(raw) > MAX_RESPONSE_BYTES:
-            raise PlannerError(f"{self._url} sent more than {MAX_RESPONSE_BYTES} bytes")
         return _completion(raw, self._url)
 
     def read(self, text: str, previous: SceneLayout | None) -> RawAnswer:

@@ -1,0 +1,110 @@
+"""build_planner from the settings, and `lmd-bot plan` end to end against the fake API."""
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+
+from lmd_bot.config import load_settings
+from lmd_bot.errors import ConfigError
+from lmd_bot.planner import build_planner
+from tests.planner.conftest import API_KEY
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for key in list(os.environ):
+        if key.startswith("LMD_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_missing_api_key_names_the_setting():
+    with pytest.raises(ConfigError) as err:
+        build_planner(load_settings())
+    assert "LMD_PLANNER__API_KEY" in str(err.value)
+
+
+async def test_built_anthropic_planner_uses_the_configured_server_and_model(fake_anthropic):
+    settings = load_settings(
+        planner={"api_key": API_KEY, "base_url": fake_anthropic.base_url, "model": "claude-sonnet-5-5"},
+        layout={"max_objects": 4},
+    )
+    fake_anthropic.push_layout([(f"a cat {i}", (i * 100, 10, 90, 90)) for i in range(6)])
+    fake_anthropic.push_layout([(f"a cat {i}", (i * 100, 10, 90, 90)) for i in range(4)])
+    planner = build_planner(settings)
+    try:
+        result = await planner.plan("four cats")
+    finally:
+        await planner.aclose()
+    assert len(result.layout.objects) == 4
+    body = fake_anthropic.bodies[0]
+    assert body["model"] == "claude-sonnet-5-5" and "At most 4 objects" in body["system"][0]["text"]
+
+
+async def test_built_openai_planner_needs_no_key(fake_openai):
+    settings = load_settings(planner={"backend": "openai", "openai_base_url": fake_openai.api_base})
+    fake_openai.push_completion("Objects: [('a cat', [10, 10, 100, 100])]\nBackground prompt: A garden")
+    planner = build_planner(settings)
+    try:
+        result = await planner.plan("a cat in a garden")
+    finally:
+        await planner.aclose()
+    assert result.layout.background == "A garden"
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lmd_bot.cli", "plan", *args,
+        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_plan_command_prints_layout_writes_overlay_and_revises(fake_anthropic, tmp_path):
+    env = {"LMD_PLANNER__API_KEY": API_KEY, "LMD_PLANNER__BASE_URL": fake_anthropic.base_url}
+    fake_anthropic.push_layout(
+        [("a red apple", (52, 292, 96, 92)), ("a blue cup", (382, 236, 100, 148))], "A table"
+    )
+    code, out, err = await run_cli("an apple and a cup", "--history-out", "scene.json", env=env)
+    assert code == 0, err
+    as_json, as_text = out.split("\n\n", 1)
+    assert [o["caption"] for o in json.loads(as_json)["objects"]] == ["a red apple", "a blue cup"]
+    assert as_text.startswith("[('a red apple', [52, 292, 96, 92]), ('a blue cup', [382, 236, 100, 148])]")
+    assert "Background prompt: A table" in as_text
+    assert (tmp_path / "plan.png").read_bytes()[:4] == b"\x89PNG"
+    assert "usage:" in err and "cache write" in err
+
+    fake_anthropic.push_layout(
+        [("a red apple", (52, 292, 96, 92), 1), ("a green cup", (382, 236, 100, 148), 2)], "A table"
+    )
+    code, out, err = await run_cli(
+        "make the cup green",
+        "--revise",
+        "scene.json",
+        "--history-out",
+        "scene.json",
+        "--overlay",
+        "r2.png",
+        env=env,
+    )
+    assert code == 0, err
+    history = json.loads((tmp_path / "scene.json").read_text())
+    assert [r["instruction"] for r in history] == ["an apple and a cup", "make the cup green"]
+    assert [(o["id"], o["caption"]) for o in history[1]["layout"]["objects"]] == [
+        (1, "a red apple"),
+        (2, "a green cup"),
+    ]
+    assert [m["role"] for m in fake_anthropic.bodies[1]["messages"]] == ["user", "assistant", "user"]
+    assert (tmp_path / "r2.png").exists()
+
+
+async def test_plan_command_reports_errors_without_a_traceback(fake_anthropic, tmp_path):
+    code, _, err = await run_cli("a cat", env={})
+    assert code == 2 and "LMD_PLANNER__API_KEY" in err and "Traceback" not in err
+    (tmp_path / "bad.json").write_text('[{"instruction": "x", "layout": {"objects": 5}}]')
+    code, _, err = await run_cli("edit", "--revise", "bad.json", env={"LMD_PLANNER__API_KEY": API_KEY})
+    assert code == 2 and "bad.json is not a scene history" in err and "Traceback" not in err
