@@ -1,0 +1,84 @@
+"""Backward guidance: schedule, step size, the stale-loss stop, and that it lowers the energy."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from diffusers import EulerDiscreteScheduler
+
+from lmd_bot.diffusion.attention import GUIDANCE_KEYS, attention_capture
+from lmd_bot.diffusion.guidance import BackwardGuidance, GuidanceParams, step_size
+from lmd_bot.diffusion.losses import PhraseTarget, layout_loss
+from lmd_bot.diffusion.tiny import ddim_scheduler
+
+
+def test_iteration_schedule_is_the_reference_at_50_steps_and_stretches():
+    params = GuidanceParams()
+    at_50 = [params.iterations(i, 50) for i in range(50)]
+    assert at_50 == [4] * 5 + [3] * 5 + [2] * 10 + [1] * 10 + [0] * 20
+    assert [params.iterations(i, 5) for i in range(5)] == [4, 2, 1, 0, 0]  # steps 0, 10, 20 of 50
+    assert [params.iterations(i, 6) for i in range(6)] == [4, 3, 2, 1, 0, 0]
+    at_25 = [params.iterations(i, 25) for i in range(25)]
+    assert sum(1 for n in at_25 if n) == 15 and at_25[0] == 4
+
+
+def test_step_size_depends_on_the_scheduler():
+    ddim = ddim_scheduler()
+    ddim.set_timesteps(50)
+    t = ddim.timesteps[3]
+    assert step_size(ddim, 3, t) == pytest.approx(math.sqrt(1 - float(ddim.alphas_cumprod[int(t)])))
+    euler = EulerDiscreteScheduler.from_config(ddim.config)
+    euler.set_timesteps(50)
+    assert step_size(euler, 3, euler.timesteps[3]) == pytest.approx(float(euler.sigmas[3]) ** 2)
+
+
+def _guidance(components, store, params, steps=5):
+    text = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
+    target = [PhraseTarget(positions=[4, 5], word_position=5, boxes=[(0.5, 0.0, 1.0, 0.5)])]
+    return BackwardGuidance(
+        params,
+        unet=components.unet,
+        scheduler=components.scheduler,
+        store=store,
+        cond_embeddings=text,
+        loss_fn=lambda maps, _i: layout_loss(maps, target, params.weights),
+        steps=steps,
+    )
+
+
+def test_guidance_lowers_the_energy_on_the_tiny_unet(components):
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    scheduler = components.scheduler
+    scheduler.set_timesteps(5)
+    t = scheduler.timesteps[0]
+    strong = GuidanceParams(loss_scale=200.0)  # random weights respond weakly: a bigger step shows it
+    with attention_capture(components.unet, GUIDANCE_KEYS, (16, 16)) as store:
+        guidance = _guidance(components, store, strong)
+        guided = guidance(latents, 0, t)
+        assert guidance.passes == 4
+        after = _guidance(components, store, strong.model_copy(update={"max_iter": (1,)}))
+        after(guided, 0, t)
+    losses = guidance.losses + after.losses  # energy before each update, then after the last
+    assert all(b < a for a, b in itertools.pairwise(losses))
+    assert losses[-1] < losses[0] - 1e-3
+    assert not torch.equal(guided, latents)
+
+
+def test_stale_loss_stops_guidance_for_good_by_default(components):
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    scheduler = components.scheduler
+    scheduler.set_timesteps(5)
+    # Any real energy is below 100: after the first pass the carried loss ends guidance.
+    stale = GuidanceParams(loss_threshold=100.0)
+    fresh = stale.model_copy(update={"stale_loss_stop": False})
+    with attention_capture(components.unet, GUIDANCE_KEYS, (16, 16)) as store:
+        runs = {}
+        for name, params in (("stale", stale), ("fresh", fresh)):
+            guidance = _guidance(components, store, params)
+            z = latents
+            for index, t in enumerate(scheduler.timesteps):
+                z = guidance(z, index, t)
+            runs[name] = guidance.passes
+    assert runs["stale"] == 1
+    assert runs["fresh"] == 3  # one pass at each of the 3 guided steps of 5
