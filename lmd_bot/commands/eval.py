@@ -182,7 +182,10 @@ def _plan_layouts(
     existing = load_responses(responses_path) if responses_path.exists() else {}
     calls = len(pending_calls(prompts, existing))
     estimate = estimate_cost(model, calls)
-    _say(f"{calls} of {len(prompts)} prompts still need a layout: {estimate.describe()}.")
+    if calls:
+        _say(f"{calls} of {len(prompts)} prompts still need a layout: {estimate.describe()}.")
+    else:
+        _say(f"all {len(prompts)} prompts have a recorded layout in {responses_path}; nothing to plan.")
     if calls and not args.yes:
         if not sys.stdin.isatty():
             msg = f"Planning would make {estimate.describe()}. Add --yes to start."

@@ -103,3 +103,85 @@ def test_planner_run_asks_before_spending(tmp_path, capsys, monkeypatch):
     assert "400 of 400 prompts still need a layout" in err
     assert "Add --yes to start" in err
     assert not (tmp_path / "responses.json").exists()
+
+
+class _FakeClaudeThread:
+    """FakeAnthropic served from its own event loop in a thread, so the synchronous CLI can call it.
+    Every request gets the correct layout for the benchmark prompt found in its messages."""
+
+    def __init__(self, api_key):
+        import threading
+
+        self.api_key = api_key
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self):
+        from tests.eval.answers import correct_objects
+        from tests.fakes import Reply
+        from tests.fakes.fake_anthropic import FakeAnthropic, layout_answer
+
+        by_prompt = {p.prompt: p for p in PROMPTS}
+
+        def body(request):
+            text = json.dumps(request.body["messages"], ensure_ascii=False)
+            item = by_prompt[max((p for p in by_prompt if p in text), key=len)]
+            negative = f"{item.facts.object}s" if item.task == "negation" else ""
+            answer = layout_answer(correct_objects(item), negative=negative)
+            return {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": request.body["model"],
+                "content": [{"type": "text", "text": answer}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 1000, "output_tokens": 100},
+            }
+
+        self.loop = asyncio.get_running_loop()
+        self.stop = asyncio.Event()
+        async with FakeAnthropic(api_key=self.api_key) as fake:
+            fake.always = Reply(200, body)
+            self.fake = fake
+            self.ready.set()
+            await self.stop.wait()
+
+    def __enter__(self):
+        self.thread.start()
+        self.ready.wait(10)
+        return self.fake
+
+    def __exit__(self, *exc):
+        self.loop.call_soon_threadsafe(self.stop.set)
+        self.thread.join(10)
+
+
+def test_eval_layouts_with_the_real_planner_against_a_fake_claude(tmp_path, monkeypatch, capsys):
+    """`--planner anthropic` end to end: the real planner and SDK, a fake Messages API on 127.0.0.1."""
+    with _FakeClaudeThread(api_key="test-key") as fake:
+        monkeypatch.setenv("LMD_PLANNER__API_KEY", "test-key")
+        monkeypatch.setenv("LMD_PLANNER__BASE_URL", fake.base_url)
+        monkeypatch.setenv("LMD_PLANNER__MODEL", "claude-haiku-5-5")
+        args = [
+            "eval",
+            "layouts",
+            "--planner",
+            "anthropic",
+            "--out",
+            str(tmp_path),
+            "--concurrency",
+            "8",
+            "--yes",
+        ]
+        assert main(args) == 0
+        assert len(fake.received) == 400
+        # Resuming: nothing left to plan, no request made.
+        assert main(args) == 0
+        assert len(fake.received) == 400
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["accuracy"]["anthropic claude-haiku-5-5"]["average"] == 100.0
+    assert sum(len(v) for v in json.loads((tmp_path / "responses.json").read_text()).values()) == 400
+    err = capsys.readouterr().err
+    assert "400 of 400 prompts still need a layout: 400 planner calls" in err
+    assert "all 400 prompts have a recorded layout" in err

@@ -97,7 +97,8 @@ def test_scoring_layouts_imports_neither_torch_nor_transformers():
     import sys
 
     code = (
-        "import sys, lmd_bot.eval.layouts, lmd_bot.eval.report, lmd_bot.eval.planning, lmd_bot.eval.generate; "
+        "import sys, lmd_bot.eval.layouts, lmd_bot.eval.report, lmd_bot.eval.planning; "
+        "import lmd_bot.eval.generate; "
         "import lmd_bot.eval.images, lmd_bot.eval.detector, lmd_bot.commands.eval; "
         "print(sorted(m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules))"
     )
