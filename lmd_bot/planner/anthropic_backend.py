@@ -74,9 +74,6 @@ class AnthropicBackend:
         output_config: dict[str, Any] = {"format": ANSWER_FORMAT}
         if self._effort:
             output_config["effort"] = self._effort
-        extra: dict[str, Any] = {}
-        if self._thinking:
-            extra["thinking"] = {"type": self._thinking}
         try:
             message = await self._client.messages.create(
                 model=self._model,
@@ -84,8 +81,8 @@ class AnthropicBackend:
                 system=self._system,
                 messages=[{"role": t.role, "content": t.content} for t in turns],
                 output_config=output_config,
+                thinking={"type": self._thinking} if self._thinking else anthropic.omit,
                 timeout=anthropic.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s)),
-                **extra,
             )
         except anthropic.EnforcedSpendLimitReachedError as exc:
             raise PlannerError(

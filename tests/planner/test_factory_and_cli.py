@@ -108,3 +108,22 @@ async def test_plan_command_reports_errors_without_a_traceback(fake_anthropic, t
     (tmp_path / "bad.json").write_text('[{"instruction": "x", "layout": {"objects": 5}}]')
     code, _, err = await run_cli("edit", "--revise", "bad.json", env={"LMD_PLANNER__API_KEY": API_KEY})
     assert code == 2 and "bad.json is not a scene history" in err and "Traceback" not in err
+
+
+async def test_effort_and_thinking_default_leave_the_parameters_out(fake_anthropic):
+    settings = load_settings(
+        planner={
+            "api_key": API_KEY,
+            "base_url": fake_anthropic.base_url,
+            "effort": "default",
+            "thinking": "default",
+        }
+    )
+    fake_anthropic.push_layout([("a cat", (10, 10, 100, 100))])
+    planner = build_planner(settings)
+    try:
+        await planner.plan("a cat")
+    finally:
+        await planner.aclose()
+    body = fake_anthropic.bodies[0]
+    assert "thinking" not in body and set(body["output_config"]) == {"format"}
