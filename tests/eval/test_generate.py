@@ -101,3 +101,44 @@ def test_prompts_without_a_usable_layout_are_reported(tmp_path):
     assert problems[151] == "no recorded answer for this prompt"
     summary = generate_images([item], found, BoxRenderer(), tmp_path, settings())
     assert summary.failed == {150: "no usable layout"}
+
+
+def test_eval_generate_command_renders_the_chosen_prompts_and_resumes(tmp_path, monkeypatch, capsys):
+    import lmd_bot.diffusion.renderer as renderer_module
+    from lmd_bot.cli import main
+
+    made = []
+
+    def build_renderer(settings, *, tiny=False):
+        made.append(tiny)
+        return BoxRenderer()
+
+    monkeypatch.setattr(renderer_module, "build_renderer", build_renderer)
+    answers = {}
+    for item in PROMPTS:
+        answers.setdefault(item.prompt, []).append(correct_answer(item))
+    layouts = tmp_path / "answers.json"
+    layouts.write_text(json.dumps(answers))
+    out = tmp_path / "images"
+    args = ["eval", "generate", "--mode", "lmd", "--layouts", str(layouts), "--out", str(out)]
+    args += ["--indexes", "0-1,150,398-399", "--steps", "3", "--tiny"]
+
+    assert main(args) == 0
+    assert made == [True]
+    assert sorted(int(p.parent.name) for p in out.glob("*/img_0.png")) == [0, 1, 150, 398, 399]
+    recorded = json.loads((out / "settings.json").read_text())
+    assert (recorded["mode"], recorded["steps"], recorded["renderer"]["tiny"]) == ("lmd", 3, True)
+    assert recorded["layouts_file"] == str(layouts) and len(recorded["layouts_sha256"]) == 64
+    assert main(args) == 0
+    assert "0 rendered, 5 already there, 0 failed" in capsys.readouterr().err
+
+
+def test_eval_generate_command_needs_layouts_except_for_plain_sd(tmp_path, capsys):
+    from lmd_bot.cli import main
+
+    assert main(["eval", "generate", "--mode", "lmd+", "--out", str(tmp_path / "x")]) == 2
+    assert "pass --layouts FILE" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit):
+        main(["eval", "generate", "--mode", "sd", "--indexes", "390-420"])
+    assert "not a list of indexes in 0-399" in capsys.readouterr().err
