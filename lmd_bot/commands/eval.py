@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,19 @@ def _index_spec(text: str) -> list[int]:
     return sorted(out)
 
 
+def _bounded(kind: type, low: float, high: float) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="run the LMD benchmark on layouts and images")
     ev = p.add_subparsers(dest="eval_command", metavar="STEP", required=True)
@@ -70,8 +84,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ge.add_argument("--mode", choices=MODES, help="rendering mode (default: the configured one)")
     ge.add_argument("--layouts", type=Path, help="recorded answers (JSON: prompt -> answers); not for sd")
     ge.add_argument("--out", type=Path, help="image folder (default benchmark/images/<mode>)")
-    ge.add_argument("--steps", type=int, help="denoising steps (default: the configured ones)")
-    ge.add_argument("--guidance-scale", type=float, help="CFG scale (default: the configured one)")
+    ge.add_argument(
+        "--steps", type=_bounded(int, 1, 150), help="denoising steps (default: the configured ones)"
+    )
+    ge.add_argument(
+        "--guidance-scale", type=_bounded(float, 0, 30), help="CFG scale (default: the configured one)"
+    )
     ge.add_argument("--indexes", type=_index_spec, help="only these prompts, e.g. '0-9,100,200-203'")
     ge.add_argument("--tiny", action="store_true", help="tiny random-weight models: a CPU plumbing run")
     ge.set_defaults(func=run_generate)
@@ -174,10 +192,11 @@ def _plan_layouts(
 
     responses_path = args.out / "responses.json"
     identity_path = args.out / "planner.json"
-    if identity_path.exists() and json.loads(identity_path.read_text(encoding="utf-8")) != identity:
+    if identity_path.exists():
         recorded = identity_path.read_text(encoding="utf-8").strip()
-        msg = f"{args.out} holds answers from another planner ({recorded}); use another --out folder."
-        raise LmdError(msg, user_message=msg)
+        if recorded != json.dumps(identity):
+            msg = f"{args.out} holds answers from another planner ({recorded}); use another --out folder."
+            raise LmdError(msg, user_message=msg)
 
     existing = load_responses(responses_path) if responses_path.exists() else {}
     calls = len(pending_calls(prompts, existing))
@@ -239,14 +258,15 @@ def run_generate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     mode = RenderMode(args.mode or settings.diffusion.mode)
-    prompts = lmd_benchmark_prompts()
-    if args.indexes:
-        prompts = tuple(prompts[i] for i in args.indexes)
+    everything = lmd_benchmark_prompts()
+    prompts = tuple(everything[i] for i in args.indexes) if args.indexes else everything
 
     if args.layouts:
-        layouts, problems = benchmark_layouts(prompts, load_responses(args.layouts))
-        for index, why in problems.items():
-            _say(f"#{index}: no usable layout ({why})")
+        # Over all 400 prompts, so that prompt i gets the same recorded answer whatever --indexes says.
+        layouts, problems = benchmark_layouts(everything, load_responses(args.layouts))
+        for item in prompts:
+            if item.index in problems:
+                _say(f"#{item.index}: no usable layout ({problems[item.index]})")
     elif mode is RenderMode.SD:
         layouts = {p.index: SceneLayout() for p in prompts}  # plain SD draws from the prompt alone
     else:

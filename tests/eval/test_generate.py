@@ -117,15 +117,20 @@ def test_eval_generate_command_renders_the_chosen_prompts_and_resumes(tmp_path, 
     answers = {}
     for item in PROMPTS:
         answers.setdefault(item.prompt, []).append(correct_answer(item))
+    # The ten "without backpacks" answers differ by background: repeat k must get answer k.
+    answers[PROMPTS[0].prompt] = [
+        f"[]\nBackground prompt: room {k}\nNegative prompt: backpacks" for k in range(10)
+    ]
     layouts = tmp_path / "answers.json"
     layouts.write_text(json.dumps(answers))
     out = tmp_path / "images"
     args = ["eval", "generate", "--mode", "lmd", "--layouts", str(layouts), "--out", str(out)]
-    args += ["--indexes", "0-1,150,398-399", "--steps", "3", "--tiny"]
+    args += ["--indexes", "0,7,150,398-399", "--steps", "3", "--tiny"]
 
     assert main(args) == 0
     assert made == [True]
-    assert sorted(int(p.parent.name) for p in out.glob("*/img_0.png")) == [0, 1, 150, 398, 399]
+    assert sorted(int(p.parent.name) for p in out.glob("*/img_0.png")) == [0, 7, 150, 398, 399]
+    assert json.loads((out / "7" / "render.json").read_text())["layout"]["background"] == "room 7"
     recorded = json.loads((out / "settings.json").read_text())
     assert (recorded["mode"], recorded["steps"], recorded["renderer"]["tiny"]) == ("lmd", 3, True)
     assert recorded["layouts_file"] == str(layouts) and len(recorded["layouts_sha256"]) == 64
