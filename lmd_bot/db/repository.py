@@ -1,0 +1,415 @@
+"""Repository: every query the services make, each in its own short transaction.
+
+Methods take and return the records of :mod:`lmd_bot.scenes.models`. A method that writes
+several rows (a scene with its first round, a round with its job) does it in one transaction, so
+a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from lmd_bot.db.models import GuildConfig, Job, MessageLink, Round, Scene, utcnow
+from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.rendering import RenderMode
+from lmd_bot.scenes.models import (
+    JobRecord,
+    JobStatus,
+    MessageKind,
+    MessageRef,
+    RoundKind,
+    RoundRecord,
+    SceneRecord,
+    ServerSettings,
+)
+
+_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back without their zone; everything is stored in UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _scene(row: Scene) -> SceneRecord:
+    return SceneRecord(
+        id=row.id,
+        owner_id=row.owner_id,
+        guild_id=row.guild_id,
+        channel_id=row.channel_id,
+        thread_id=row.thread_id,
+        plan_message_id=row.plan_message_id,
+        prompt=row.prompt,
+        mode=RenderMode(row.mode),
+        steps=row.steps,
+        seed=row.seed,
+        allow_everyone=row.allow_everyone,
+        nsfw=row.nsfw,
+        head_round_id=row.head_round_id,
+        created_at=_aware(row.created_at),
+    )
+
+
+def _round(row: Round) -> RoundRecord:
+    return RoundRecord(
+        id=row.id,
+        scene_id=row.scene_id,
+        parent_id=row.parent_id,
+        number=row.number,
+        kind=RoundKind(row.kind),
+        instruction=row.instruction,
+        layout=SceneLayout.model_validate(row.layout),
+        seed=row.seed,
+        notes=list(row.notes or []),
+        created_at=_aware(row.created_at),
+    )
+
+
+def _job(row: Job) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        scene_id=row.scene_id,
+        round_id=row.round_id,
+        user_id=row.user_id,
+        guild_id=row.guild_id,
+        status=JobStatus(row.status),
+        mode=RenderMode(row.mode),
+        steps=row.steps,
+        seed=row.seed,
+        attempts=row.attempts,
+        error=row.error,
+        status_message_id=row.status_message_id,
+        image_path=row.image_path,
+        overlay_path=row.overlay_path,
+        flagged=row.flagged,
+        render_seconds=row.render_seconds,
+        queued_at=_aware(row.queued_at),
+        started_at=_aware(row.started_at),
+        finished_at=_aware(row.finished_at),
+    )
+
+
+class NotFoundError(LookupError):
+    """A scene, round or job id that is not in the database."""
+
+
+class Repository:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    # --- scenes and rounds ---------------------------------------------------------------------
+
+    async def create_scene(
+        self,
+        *,
+        owner_id: int,
+        guild_id: int | None,
+        channel_id: int | None,
+        prompt: str,
+        mode: RenderMode,
+        steps: int,
+        seed: int,
+        nsfw: bool,
+        layout: SceneLayout,
+        notes: Iterable[str] = (),
+    ) -> tuple[SceneRecord, RoundRecord]:
+        """A new scene with its first round (the plan) as its head, in one transaction."""
+        async with self._sessions.begin() as s:
+            scene = Scene(
+                owner_id=owner_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                prompt=prompt,
+                mode=mode.value,
+                steps=steps,
+                seed=seed,
+                allow_everyone=False,
+                nsfw=nsfw,
+                created_at=utcnow(),
+            )
+            s.add(scene)
+            await s.flush()
+            first = Round(
+                scene_id=scene.id,
+                parent_id=None,
+                number=1,
+                kind=RoundKind.PLAN.value,
+                instruction=prompt,
+                layout=layout.model_dump(mode="json"),
+                seed=seed,
+                notes=list(notes),
+                created_at=utcnow(),
+            )
+            s.add(first)
+            await s.flush()
+            scene.head_round_id = first.id
+            return _scene(scene), _round(first)
+
+    async def add_round(
+        self,
+        *,
+        scene_id: int,
+        parent_id: int,
+        kind: RoundKind,
+        instruction: str,
+        layout: SceneLayout,
+        seed: int,
+        notes: Iterable[str] = (),
+        job: dict[str, Any] | None = None,
+    ) -> tuple[RoundRecord, JobRecord | None]:
+        """A new round under ``parent_id``; it becomes the scene's head and its seed the scene's
+        seed. With ``job`` (the job's user_id, guild_id, mode, steps), its render job is created in
+        the same transaction."""
+        async with self._sessions.begin() as s:
+            scene = await s.get(Scene, scene_id, with_for_update=True)
+            parent = await s.get(Round, parent_id)
+            if scene is None or parent is None or parent.scene_id != scene_id:
+                raise NotFoundError(f"round {parent_id} of scene {scene_id}")
+            number = (
+                await s.scalar(
+                    select(func.coalesce(func.max(Round.number), 0)).where(Round.scene_id == scene_id)
+                )
+            ) + 1
+            row = Round(
+                scene_id=scene_id,
+                parent_id=parent_id,
+                number=number,
+                kind=kind.value,
+                instruction=instruction,
+                layout=layout.model_dump(mode="json"),
+                seed=seed,
+                notes=list(notes),
+                created_at=utcnow(),
+            )
+            s.add(row)
+            await s.flush()
+            scene.head_round_id = row.id
+            scene.seed = seed
+            job_row = None
+            if job is not None:
+                job_row = self._new_job(scene_id=scene_id, round_id=row.id, seed=seed, **job)
+                s.add(job_row)
+                await s.flush()
+            return _round(row), (_job(job_row) if job_row is not None else None)
+
+    async def bind_thread(self, scene_id: int, *, thread_id: int | None, plan_message_id: int | None) -> None:
+        async with self._sessions.begin() as s:
+            await s.execute(
+                update(Scene)
+                .where(Scene.id == scene_id)
+                .values(thread_id=thread_id, plan_message_id=plan_message_id)
+            )
+
+    async def set_head(self, scene_id: int, round_id: int, seed: int) -> None:
+        async with self._sessions.begin() as s:
+            await s.execute(
+                update(Scene).where(Scene.id == scene_id).values(head_round_id=round_id, seed=seed)
+            )
+
+    async def set_allow_everyone(self, scene_id: int, allow: bool) -> None:
+        async with self._sessions.begin() as s:
+            await s.execute(update(Scene).where(Scene.id == scene_id).values(allow_everyone=allow))
+
+    async def scene(self, scene_id: int) -> SceneRecord:
+        async with self._sessions() as s:
+            row = await s.get(Scene, scene_id)
+            if row is None:
+                raise NotFoundError(f"scene {scene_id}")
+            return _scene(row)
+
+    async def scene_by_thread(self, thread_id: int) -> SceneRecord | None:
+        async with self._sessions() as s:
+            row = await s.scalar(select(Scene).where(Scene.thread_id == thread_id))
+            return _scene(row) if row is not None else None
+
+    async def round(self, round_id: int) -> RoundRecord:
+        async with self._sessions() as s:
+            row = await s.get(Round, round_id)
+            if row is None:
+                raise NotFoundError(f"round {round_id}")
+            return _round(row)
+
+    async def rounds(self, scene_id: int) -> dict[int, RoundRecord]:
+        async with self._sessions() as s:
+            rows = await s.scalars(select(Round).where(Round.scene_id == scene_id))
+            return {r.id: _round(r) for r in rows}
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_job(
+        *,
+        scene_id: int,
+        round_id: int,
+        seed: int,
+        user_id: int,
+        guild_id: int | None,
+        mode: RenderMode,
+        steps: int,
+    ) -> Job:
+        return Job(
+            scene_id=scene_id,
+            round_id=round_id,
+            user_id=user_id,
+            guild_id=guild_id,
+            status=JobStatus.QUEUED.value,
+            mode=mode.value,
+            steps=steps,
+            seed=seed,
+            attempts=0,
+            flagged=False,
+            queued_at=utcnow(),
+        )
+
+    async def create_job(
+        self,
+        *,
+        scene_id: int,
+        round_id: int,
+        user_id: int,
+        guild_id: int | None,
+        mode: RenderMode,
+        steps: int,
+        seed: int,
+    ) -> JobRecord:
+        async with self._sessions.begin() as s:
+            row = self._new_job(
+                scene_id=scene_id,
+                round_id=round_id,
+                seed=seed,
+                user_id=user_id,
+                guild_id=guild_id,
+                mode=mode,
+                steps=steps,
+            )
+            s.add(row)
+            await s.flush()
+            return _job(row)
+
+    async def job(self, job_id: int) -> JobRecord:
+        async with self._sessions() as s:
+            row = await s.get(Job, job_id)
+            if row is None:
+                raise NotFoundError(f"job {job_id}")
+            return _job(row)
+
+    async def update_job(self, job_id: int, **values: Any) -> JobRecord:
+        for key in ("status",):
+            if key in values and isinstance(values[key], JobStatus):
+                values[key] = values[key].value
+        async with self._sessions.begin() as s:
+            row = await s.get(Job, job_id)
+            if row is None:
+                raise NotFoundError(f"job {job_id}")
+            for key, value in values.items():
+                setattr(row, key, value)
+            await s.flush()
+            return _job(row)
+
+    async def finish_job_if_active(self, job_id: int, status: JobStatus, **values: Any) -> JobRecord | None:
+        """Set a final status only if the job is still queued or running (events can race a cancel)."""
+        async with self._sessions.begin() as s:
+            row = await s.get(Job, job_id, with_for_update=True)
+            if row is None or row.status not in _ACTIVE:
+                return None
+            row.status = status.value
+            row.finished_at = utcnow()
+            for key, value in values.items():
+                setattr(row, key, value)
+            await s.flush()
+            return _job(row)
+
+    async def count_active_jobs(self, user_id: int) -> int:
+        async with self._sessions() as s:
+            return await s.scalar(
+                select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.status.in_(_ACTIVE))
+            )
+
+    async def jobs_with_status(self, *statuses: JobStatus) -> list[JobRecord]:
+        async with self._sessions() as s:
+            rows = await s.scalars(
+                select(Job)
+                .where(Job.status.in_([st.value for st in statuses]))
+                .order_by(Job.queued_at, Job.id)
+            )
+            return [_job(r) for r in rows]
+
+    async def active_jobs_of_scene(self, scene_id: int) -> list[JobRecord]:
+        async with self._sessions() as s:
+            rows = await s.scalars(
+                select(Job).where(Job.scene_id == scene_id, Job.status.in_(_ACTIVE)).order_by(Job.id)
+            )
+            return [_job(r) for r in rows]
+
+    async def recent_jobs_of_user(self, user_id: int, limit: int = 10) -> list[JobRecord]:
+        async with self._sessions() as s:
+            rows = await s.scalars(
+                select(Job).where(Job.user_id == user_id).order_by(Job.id.desc()).limit(limit)
+            )
+            return [_job(r) for r in rows]
+
+    async def latest_done_job(self, round_id: int) -> JobRecord | None:
+        async with self._sessions() as s:
+            row = await s.scalar(
+                select(Job)
+                .where(Job.round_id == round_id, Job.status == JobStatus.DONE.value)
+                .order_by(Job.id.desc())
+                .limit(1)
+            )
+            return _job(row) if row is not None else None
+
+    # --- messages ------------------------------------------------------------------------------
+
+    async def link_message(
+        self, message_id: int, *, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
+    ) -> None:
+        async with self._sessions.begin() as s:
+            row = await s.get(MessageLink, message_id)
+            if row is None:
+                s.add(
+                    MessageLink(
+                        message_id=message_id,
+                        scene_id=scene_id,
+                        round_id=round_id,
+                        job_id=job_id,
+                        kind=kind.value,
+                    )
+                )
+            else:
+                row.scene_id, row.round_id, row.job_id, row.kind = scene_id, round_id, job_id, kind.value
+
+    async def message(self, message_id: int) -> MessageRef | None:
+        async with self._sessions() as s:
+            row = await s.get(MessageLink, message_id)
+            if row is None:
+                return None
+            return MessageRef(
+                message_id=row.message_id,
+                scene_id=row.scene_id,
+                round_id=row.round_id,
+                job_id=row.job_id,
+                kind=MessageKind(row.kind),
+            )
+
+    # --- server settings -----------------------------------------------------------------------
+
+    async def server_settings(self, guild_id: int) -> ServerSettings:
+        async with self._sessions() as s:
+            row = await s.get(GuildConfig, guild_id)
+            return ServerSettings.model_validate(row.data) if row is not None else ServerSettings()
+
+    async def save_server_settings(self, guild_id: int, value: ServerSettings, *, by: int | None) -> None:
+        data = value.model_dump(mode="json")
+        async with self._sessions.begin() as s:
+            row = await s.get(GuildConfig, guild_id)
+            if row is None:
+                s.add(GuildConfig(guild_id=guild_id, data=data, updated_by=by, updated_at=utcnow()))
+            else:
+                row.data, row.updated_by, row.updated_at = data, by, utcnow()

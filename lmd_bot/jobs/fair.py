@@ -1,0 +1,63 @@
+"""Round-robin across users: each user's jobs wait in their own line, and the lines take turns.
+
+A user who queues five jobs does not hold up a user who queues one after them: the second user's
+job runs after at most one of the first user's.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+from lmd_bot.jobs.models import QueuedJob
+
+
+class FairQueue:
+    def __init__(self) -> None:
+        # Users in turn order; each maps to their waiting jobs, oldest first.
+        self._lines: OrderedDict[int, deque[QueuedJob]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return sum(len(line) for line in self._lines.values())
+
+    def __contains__(self, job_id: object) -> bool:
+        return any(job.job_id == job_id for line in self._lines.values() for job in line)
+
+    def push(self, job: QueuedJob) -> None:
+        # A user joining gets the last turn; a user already waiting keeps their turn.
+        self._lines.setdefault(job.user_id, deque()).append(job)
+
+    def pop(self) -> QueuedJob | None:
+        if not self._lines:
+            return None
+        user, line = next(iter(self._lines.items()))
+        job = line.popleft()
+        del self._lines[user]
+        if line:
+            self._lines[user] = line  # back of the turn order
+        return job
+
+    def remove(self, job_id: int) -> QueuedJob | None:
+        for user, line in self._lines.items():
+            for job in line:
+                if job.job_id == job_id:
+                    line.remove(job)
+                    if not line:
+                        del self._lines[user]
+                    return job
+        return None
+
+    def order(self) -> list[QueuedJob]:
+        """Every waiting job in the order :meth:`pop` would hand them out."""
+        lines = [deque(line) for line in self._lines.values()]
+        out: list[QueuedJob] = []
+        while lines:
+            remaining = []
+            for line in lines:
+                out.append(line.popleft())
+                if line:
+                    remaining.append(line)
+            lines = remaining
+        return out
+
+    def count_for(self, user_id: int) -> int:
+        return len(self._lines.get(user_id, ()))

@@ -1,0 +1,80 @@
+"""Which renderer the GPU worker process builds, described so it can cross a process boundary.
+
+A :class:`RendererSpec` names factories as ``"module:function"`` strings with keyword arguments;
+the worker process imports and calls them, so the bot process never imports torch or diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmd_bot.config import Settings
+from lmd_bot.errors import ConfigError
+from lmd_bot.rendering import Renderer
+
+
+def _import(path: str, what: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{what} must look like 'package.module:function', got {path!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{what}: cannot import {path!r}: {exc}") from exc
+
+
+class RendererSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    factory: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    safety_checker: str = ""  # "module:function" returning an object with check(image) -> bool
+    safety_kwargs: dict[str, Any] = Field(default_factory=dict)
+    log_level: str = "INFO"
+
+    def load_renderer(self) -> Renderer:
+        return _import(self.factory, "renderer factory")(**self.kwargs)
+
+    def load_checker(self) -> Any | None:
+        if not self.safety_checker:
+            return None
+        return _import(self.safety_checker, "guard.safety_checker")(**self.safety_kwargs)
+
+
+def diffusion_renderer(diffusion: dict[str, Any], tiny: bool = False) -> Renderer:
+    """The real LMD controller (or, with ``tiny``, the same code on tiny random-weight models)."""
+    from lmd_bot.config import DiffusionSettings
+    from lmd_bot.diffusion.renderer import build_renderer
+
+    return build_renderer(DiffusionSettings.model_validate(diffusion), tiny=tiny)
+
+
+def preview_renderer() -> Renderer:
+    from lmd_bot.jobs.preview import PreviewRenderer
+
+    return PreviewRenderer()
+
+
+def renderer_spec(settings: Settings) -> RendererSpec:
+    """The worker's renderer as the settings ask (``queue.renderer``)."""
+    safety = {}
+    if settings.guard.safety_checker:
+        safety = {"model": settings.guard.safety_model, "device": settings.diffusion.device}
+    common = {
+        "safety_checker": settings.guard.safety_checker,
+        "safety_kwargs": safety,
+        "log_level": settings.log_level,
+    }
+    if settings.queue.renderer == "preview":
+        return RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer", **common)
+    return RendererSpec(
+        factory="lmd_bot.jobs.renderers:diffusion_renderer",
+        kwargs={
+            "diffusion": settings.diffusion.model_dump(mode="json"),
+            "tiny": settings.queue.renderer == "tiny",
+        },
+        **common,
+    )
