@@ -1,0 +1,107 @@
+"""``lmd-bot render``: draw a layout file with Stable Diffusion; write the image and its overlay."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+MODES = ("lmd+", "lmd", "fast", "sd")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "render",
+        help="render a layout file to an image (and its box overlay)",
+        description=(
+            "Render a layout (JSON or LMD text) with the configured Stable Diffusion model. Writes "
+            "the image and, beside it, the image with the layout's boxes drawn over it."
+        ),
+    )
+    p.add_argument("--layout", type=Path, required=True, help="the layout file (JSON or LMD text)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the image (PNG)")
+    p.add_argument("--overlay", type=Path, help="where to write the overlay (default: OUT with .overlay.png)")
+    p.add_argument("--mode", choices=MODES, help="rendering mode (default: diffusion.mode)")
+    p.add_argument("--prompt", default="", help="the original prompt (what 'sd' mode draws)")
+    p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: diffusion.steps)")
+    p.add_argument("--guidance-scale", type=float, help="CFG scale (default: diffusion.guidance_scale)")
+    p.add_argument("--size", type=int, help="longer image side in pixels, a multiple of 64")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="use tiny random-weight models (no download; the picture is noise: for trying the plumbing)",
+    )
+    p.set_defaults(func=run)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder, so a failure never leaves half a PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        Path(tmp).chmod(0o644)  # mkstemp creates 0600; an image is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> int:
+    import io
+
+    from pydantic import ValidationError
+
+    from lmd_bot.config import load_settings
+    from lmd_bot.diffusion.renderer import build_renderer
+    from lmd_bot.errors import LmdError
+    from lmd_bot.layout.io import load_layout_file
+    from lmd_bot.overlay import draw_overlay
+    from lmd_bot.rendering import RenderMode, RenderProgress, RenderRequest
+
+    settings = load_settings()
+    updates = {}
+    if args.size is not None:
+        updates["size"] = args.size
+    try:
+        diffusion = settings.diffusion.model_validate({**settings.diffusion.model_dump(), **updates})
+        loaded = load_layout_file(args.layout, limits=settings.layout.limits())
+        request = RenderRequest(
+            layout=loaded.layout,
+            prompt=args.prompt,
+            mode=RenderMode(args.mode or diffusion.mode),
+            seed=args.seed,
+            steps=args.steps if args.steps is not None else diffusion.steps,
+            guidance_scale=args.guidance_scale
+            if args.guidance_scale is not None
+            else diffusion.guidance_scale,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(part) for part in err["loc"])
+        raise LmdError(f"invalid option {where}: {err['msg']}") from None
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)  # noqa: T201
+
+    renderer = build_renderer(diffusion, tiny=args.tiny)
+    last_stage = ""
+
+    def progress(p: RenderProgress) -> None:
+        nonlocal last_stage
+        if p.stage != last_stage or p.step == p.total or p.step % 10 == 0:
+            print(f"{p.stage}: step {p.step}/{p.total}", file=sys.stderr)  # noqa: T201
+            last_stage = p.stage
+
+    output = renderer.render(request, progress=progress)
+    buffer = io.BytesIO()
+    output.image.save(buffer, format="PNG")
+    _write_atomically(args.out, buffer.getvalue())
+    overlay_path = args.overlay or args.out.with_suffix(".overlay.png")
+    _write_atomically(overlay_path, draw_overlay(request.layout, output.image))
+    figures = ", ".join(f"{k} {v:g}" for k, v in output.stats.items())
+    print(f"wrote {args.out} and {overlay_path} in {output.seconds:.1f} s ({figures})", file=sys.stderr)  # noqa: T201
+    return 0

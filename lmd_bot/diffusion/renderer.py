@@ -1,0 +1,164 @@
+"""The :class:`lmd_bot.rendering.Renderer` of stage 2, and how to build one from the settings.
+
+Modes: ``lmd`` (the LMD controller on SD v1.5) and ``sd`` (plain SD from the user's original
+prompt with the reference's default quality negative prompt and no layout: the baseline; a request
+without a prompt falls back to the layout's synthetic prompt). ``lmd+`` and ``fast`` need GLIGEN
+and are not implemented yet: they raise :class:`RenderError`.
+
+Importing this module is cheap: torch and the models load in :func:`build_renderer` and
+:meth:`DiffusionRenderer.render`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from lmd_bot.config import DiffusionSettings
+from lmd_bot.errors import LmdError, OutOfMemoryError, RenderError
+from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.rendering import (
+    CancelCheck,
+    ProgressCallback,
+    Renderer,
+    RenderMode,
+    RenderOutput,
+    RenderProgress,
+    RenderRequest,
+)
+
+if TYPE_CHECKING:
+    from lmd_bot.diffusion.pipeline import LmdPipeline
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_MODES = (RenderMode.LMD, RenderMode.SD)
+
+
+def canvas_size(layout: SceneLayout, size: int) -> tuple[int, int]:
+    """``(height, width)`` to render at: the layout's aspect, longer side ``size``, multiples of 64."""
+    if layout.width == layout.height:
+        return size, size
+    scale = size / max(layout.width, layout.height)
+    return (
+        max(64, round(layout.height * scale / 64) * 64),
+        max(64, round(layout.width * scale / 64) * 64),
+    )
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    # MPS and some CUDA paths report exhaustion as a plain RuntimeError.
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class DiffusionRenderer:
+    """Renders :class:`RenderRequest` objects with an :class:`LmdPipeline`; one render at a time."""
+
+    def __init__(self, pipeline: LmdPipeline, *, size: int = 512) -> None:
+        self.pipeline = pipeline
+        self.size = size
+
+    def render(
+        self,
+        request: RenderRequest,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCheck | None = None,
+    ) -> RenderOutput:
+        import torch
+
+        from lmd_bot.diffusion.preview import latent_preview
+        from lmd_bot.diffusion.spec import OVERALL_NEGATIVE, build_spec
+
+        if request.mode not in SUPPORTED_MODES:
+            raise RenderError(
+                f"render mode {request.mode.value!r} is not implemented",
+                user_message=f"The {request.mode.value!r} mode isn't available yet; use 'lmd' or 'sd'.",
+            )
+        height, width = canvas_size(request.layout, self.size)
+        spec = build_spec(request.layout, request.seed)
+
+        def on_step(stage: str, step: int, total: int, latents) -> None:
+            if progress is not None:
+                progress(RenderProgress(step=step, total=total, stage=stage, preview=latent_preview(latents)))
+
+        device = self.pipeline.c.device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        try:
+            if request.mode is RenderMode.SD:
+                from lmd_bot.diffusion.pipeline import RunStats
+
+                stats = RunStats()
+                image, _ = self.pipeline.plain(
+                    request.prompt or spec.prompt,
+                    OVERALL_NEGATIVE,
+                    seed=request.seed,
+                    steps=request.steps,
+                    guidance_scale=request.guidance_scale,
+                    height=height,
+                    width=width,
+                    on_step=on_step,
+                    should_cancel=should_cancel,
+                    stats=stats,
+                )
+            else:
+                result = self.pipeline.lmd(
+                    spec,
+                    steps=request.steps,
+                    guidance_scale=request.guidance_scale,
+                    height=height,
+                    width=width,
+                    on_step=on_step,
+                    should_cancel=should_cancel,
+                )
+                image, stats = result.image, result.stats
+        except LmdError:
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                raise OutOfMemoryError(f"out of memory rendering {width}x{height}: {exc}") from exc
+            log.exception("render failed")
+            raise RenderError(f"render failed: {type(exc).__name__}: {exc}") from exc
+        seconds = time.perf_counter() - started
+        figures = {
+            "unet_forwards": float(stats.unet_forwards),
+            "guided_passes": float(stats.guided_passes),
+            "sam_calls": float(stats.sam_calls),
+        }
+        if device.type == "cuda":
+            figures["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        else:
+            figures["peak_rss_mb"] = _peak_rss_mb()
+        return RenderOutput(image=image, seconds=seconds, stats=figures)
+
+
+def _peak_rss_mb() -> float:
+    """This process's resident-memory high-water mark (it never goes down)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
+
+
+def build_renderer(settings: DiffusionSettings, *, tiny: bool = False) -> Renderer:
+    """A renderer from the settings; ``tiny=True`` builds tiny random models (no download)."""
+    from lmd_bot.diffusion.pipeline import LmdPipeline
+
+    if tiny:
+        from lmd_bot.diffusion.tiny import tiny_components
+
+        components = tiny_components(sam=settings.use_sam)
+    else:
+        from lmd_bot.diffusion.loading import load_components
+
+        components = load_components(settings)
+    return DiffusionRenderer(LmdPipeline(components), size=settings.size)
