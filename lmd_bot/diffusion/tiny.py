@@ -92,11 +92,16 @@ def _sd_unet_kwargs() -> dict:
 
 
 def tiny_unet(seed: int = 0, *, gated: bool = False):
-    """SD v1.x block structure at 2.4 M parameters; ``gated`` adds GLIGEN's position net and fusers."""
+    """SD v1.x block structure at 2.4 M parameters.
+
+    ``gated`` makes it a GLIGEN UNet: a position net and a gated fuser in every transformer block.
+    GLIGEN initializes the fusers' gates to zero (tanh(0) = 0: no effect until trained); here they
+    are opened (gate 1.0), so that boxes and phrases change the output as a trained model's do.
+    """
     from diffusers import UNet2DConditionModel
 
     kwargs = {"attention_type": "gated"} if gated else {}
-    return _seeded(
+    unet = _seeded(
         seed,
         lambda: UNet2DConditionModel(
             sample_size=32,
@@ -107,6 +112,17 @@ def tiny_unet(seed: int = 0, *, gated: bool = False):
             **kwargs,
         ),
     )
+    if gated:
+        with torch.no_grad():
+            for name, param in unet.named_parameters():
+                if name.endswith((".fuser.alpha_attn", ".fuser.alpha_dense")):
+                    param.fill_(1.0)
+    return unet
+
+
+def tiny_gligen_unet(seed: int = 0):
+    """The tiny UNet with GLIGEN's grounding adapters (``attention_type="gated"``), for LMD+."""
+    return tiny_unet(seed, gated=True)
 
 
 def tiny_vae(seed: int = 0):
