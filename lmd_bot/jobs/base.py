@@ -24,8 +24,8 @@ class JobQueue(Protocol):
         in-process queue knows none; a Redis queue may still hold some)."""
 
     async def next_event(self) -> JobEvent:
-        """The next event, in order per job."""
+        """The next event, in order per job. Safe to cancel: no event is lost."""
 
-    async def close(self, grace_s: float) -> None:
+    async def close(self, grace_s: float) -> list[int]:
         """Stop taking jobs; give the running one ``grace_s`` seconds to finish, then stop it
-        without reporting it (the caller requeues it)."""
+        without reporting it. Returns the ids of the jobs so stopped (the caller requeues them)."""

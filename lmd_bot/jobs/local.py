@@ -94,18 +94,22 @@ class LocalJobQueue:
     async def next_event(self) -> JobEvent:
         return await self._events.get()
 
-    async def close(self, grace_s: float) -> None:
+    async def close(self, grace_s: float) -> list[int]:
         self._closing = True
         self._work.set()
+        aborted = []
         if self._task is not None:
             if self._running is not None:
                 log.info("waiting up to %.0f s for job %s to finish", grace_s, self._running.job_id)
             done, _ = await asyncio.wait({self._task}, timeout=grace_s)
             if not done:
+                if self._running is not None:
+                    aborted.append(self._running.job_id)
                 await self.supervisor.abort()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
         await self.supervisor.close()
+        return aborted
 
     async def _dispatch(self) -> None:
         if self._warm:

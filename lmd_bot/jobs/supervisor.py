@@ -162,7 +162,7 @@ class WorkerSupervisor:
                 self._emit(
                     JobFailed(
                         job_id=job.job_id,
-                        user_message=f"Rendering took longer than {self._timeout:.0f} s and was stopped.",
+                        user_message=f"Rendering took longer than {self._timeout:g} s and was stopped.",
                         detail="timeout",
                     )
                 )

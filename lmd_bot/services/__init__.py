@@ -1,0 +1,38 @@
+"""The service layer: the bot's use cases, free of Discord. Cogs, the terminal chat and the tests
+drive the same :class:`SceneService`."""
+
+from lmd_bot.services.app import Core, open_core
+from lmd_bot.services.notifier import DestinationGoneError, Notifier
+from lmd_bot.services.scenes import SceneService
+from lmd_bot.services.views import (
+    Actor,
+    FailureView,
+    JobSummary,
+    PlanView,
+    QueueEntry,
+    QueueView,
+    ReplyView,
+    ResultView,
+    SettingsView,
+    StatusView,
+    UndoView,
+)
+
+__all__ = [
+    "Actor",
+    "Core",
+    "DestinationGoneError",
+    "FailureView",
+    "JobSummary",
+    "Notifier",
+    "PlanView",
+    "QueueEntry",
+    "QueueView",
+    "ReplyView",
+    "ResultView",
+    "SceneService",
+    "SettingsView",
+    "StatusView",
+    "UndoView",
+    "open_core",
+]

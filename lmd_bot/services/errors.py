@@ -1,0 +1,34 @@
+"""Errors the scene services raise, each with a short reply for the user."""
+
+from __future__ import annotations
+
+from lmd_bot.errors import LmdError
+
+
+class NotOwnerError(LmdError):
+    user_message = "Only the person who started this scene can change it (they can /share it with everyone)."
+
+
+class NotAdminError(LmdError):
+    user_message = "Only server admins (Manage Server) can do that."
+
+
+class NothingToUndoError(LmdError):
+    user_message = "This is the first round; there's nothing to undo."
+
+
+class SceneNotFoundError(LmdError):
+    user_message = "I can't find that scene any more."
+
+
+class TextTooLongError(LmdError):
+    def __init__(self, length: int, limit: int, what: str = "message") -> None:
+        super().__init__(
+            f"{what} of {length} characters",
+            user_message=f"That {what} is too long ({length} characters; the limit is {limit}).",
+        )
+
+
+class EmptyTextError(LmdError):
+    def __init__(self, what: str = "message") -> None:
+        super().__init__(f"empty {what}", user_message=f"Tell me what to draw: the {what} is empty.")

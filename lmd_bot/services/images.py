@@ -1,0 +1,68 @@
+"""Rendered images on disk, the layout drawn over them, and fitting them under an upload limit.
+
+Every Pillow call runs in a thread: encoding a 512² PNG takes tens of milliseconds, too long to
+hold the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.overlay import draw_overlay
+
+
+def _overlay_on(layout: SceneLayout, png: bytes) -> bytes:
+    with Image.open(io.BytesIO(png)) as image:
+        return draw_overlay(layout, image.convert("RGB"))
+
+
+def fit_for_upload(png: bytes, limit_bytes: int) -> tuple[bytes, str]:
+    """The image as PNG if it fits ``limit_bytes``, else as WebP at falling quality; (data, extension)."""
+    if len(png) <= limit_bytes:
+        return png, "png"
+    with Image.open(io.BytesIO(png)) as image:
+        rgb = image.convert("RGB")
+        for quality in (90, 75, 60, 40):
+            buf = io.BytesIO()
+            rgb.save(buf, format="WEBP", quality=quality)
+            if buf.tell() <= limit_bytes:
+                return buf.getvalue(), "webp"
+            rgb.thumbnail((rgb.width * 3 // 4, rgb.height * 3 // 4))
+    return buf.getvalue(), "webp"
+
+
+class ImageStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    async def save(self, *, scene_id: int, job_id: int, png: bytes, overlay_png: bytes) -> tuple[str, str]:
+        def write() -> tuple[str, str]:
+            folder = self.root / f"scene-{scene_id}"
+            folder.mkdir(parents=True, exist_ok=True)
+            image, overlay = folder / f"job-{job_id}.png", folder / f"job-{job_id}-overlay.png"
+            image.write_bytes(png)
+            overlay.write_bytes(overlay_png)
+            return str(image), str(overlay)
+
+        return await asyncio.to_thread(write)
+
+    async def load(self, path: str | None) -> bytes | None:
+        if not path:
+            return None
+        try:
+            return await asyncio.to_thread(Path(path).read_bytes)
+        except OSError:
+            return None
+
+    @staticmethod
+    async def plan_picture(layout: SceneLayout) -> bytes:
+        return await asyncio.to_thread(draw_overlay, layout)
+
+    @staticmethod
+    async def overlay(layout: SceneLayout, png: bytes) -> bytes:
+        return await asyncio.to_thread(_overlay_on, layout, png)

@@ -1,0 +1,122 @@
+"""What the services hand to adapters (Discord cogs, the terminal chat): who acts, and what to
+show. Plain data; each adapter decides how it looks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lmd_bot.scenes.models import JobRecord, RoundRecord, SafetyPolicy, SceneRecord, ServerSettings
+
+
+class Actor(BaseModel):
+    """Who is asking, and where."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: int
+    guild_id: int | None = None  # None: the local console
+    channel_id: int | None = None  # the text channel (a thread's parent)
+    thread_id: int | None = None
+    is_admin: bool = False  # may change server settings and act on anyone's jobs
+    nsfw: bool = False  # the channel is age-restricted
+
+
+class PlanView(BaseModel):
+    """The planner answered with a layout: a new round exists (not rendered yet)."""
+
+    scene: SceneRecord
+    round: RoundRecord
+    overlay_png: bytes
+    changes: str | None = None  # what changed from the round it was edited from; None for round 1
+    notes: list[str] = Field(default_factory=list)  # repairs applied to the planner's answer
+
+
+class ReplyView(BaseModel):
+    """The planner answered in words (the message was a question, not an edit): nothing renders."""
+
+    scene: SceneRecord | None = None
+    text: str
+
+
+class StatusView(BaseModel):
+    scene: SceneRecord
+    job: JobRecord
+    round_number: int
+    state: Literal["queued", "running", "retrying", "cancelled"]
+    position: int | None = None
+    waiting: int | None = None
+    eta_s: float | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    preview_png: bytes | None = None
+    note: str | None = None
+
+
+class ResultView(BaseModel):
+    scene: SceneRecord
+    round: RoundRecord
+    job: JobRecord
+    image_png: bytes | None  # None when withheld by the safety policy
+    overlay_png: bytes | None
+    spoiler: bool = False
+    withheld: bool = False
+    render_s: float | None = None
+    total_s: float | None = None  # from queued to done
+    reshown: bool = False  # an older result shown again (undo), not a new render
+
+
+class FailureView(BaseModel):
+    scene: SceneRecord
+    job: JobRecord
+    round_number: int
+    message: str
+    retryable: bool = True
+
+
+class UndoView(BaseModel):
+    scene: SceneRecord
+    round: RoundRecord  # the round the scene went back to
+    result: ResultView | None  # its image, if it was rendered
+    overlay_png: bytes  # its plan picture, for when it was not
+
+
+class QueueEntry(BaseModel):
+    position: int  # 0: running
+    job_id: int
+    user_id: int
+    same_server: bool
+    prompt: str | None  # hidden for jobs from other servers
+    round_number: int | None
+    steps: int
+    mode: str
+
+
+class QueueView(BaseModel):
+    running: list[QueueEntry]
+    waiting: list[QueueEntry]
+    eta_per_job_s: float | None
+
+
+class JobSummary(BaseModel):
+    job: JobRecord
+    prompt: str
+    round_number: int
+    thread_id: int | None
+    guild_id: int | None
+    position: int | None = None
+
+
+class SettingsView(BaseModel):
+    """A server's effective settings: its own choices over the bot's defaults."""
+
+    stored: ServerSettings
+    mode: str
+    steps: int
+    editors: Literal["owner", "everyone"]
+    safety: SafetyPolicy
+    allowed_channel_ids: list[int]
+    per_user_cap: int
+    updated: datetime | None = None
