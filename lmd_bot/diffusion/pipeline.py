@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmd_bot.diffusion.attention import GUIDANCE_KEYS, SAM_KEY, AttentionStore, attention_capture
@@ -41,7 +42,7 @@ from lmd_bot.diffusion.latents import (
 from lmd_bot.diffusion.losses import PhraseTarget, layout_loss
 from lmd_bot.diffusion.masks import MaskParams, object_mask
 from lmd_bot.diffusion.spec import GenerationSpec, ObjectSpec
-from lmd_bot.diffusion.tokens import token_span
+from lmd_bot.diffusion.tokens import TokenSpan, token_span
 from lmd_bot.errors import CancelledError, RenderError
 from lmd_bot.layout.geometry import NBox, centered_nbox
 
@@ -93,7 +94,7 @@ class ObjectRun:
 
 @dataclass
 class LmdResult:
-    image: object  # PIL image
+    image: Image.Image
     latents: torch.Tensor
     objects: list[ObjectRun]
     composition: Composition | None  # None without objects
@@ -171,7 +172,7 @@ class LmdPipeline:
             eps = uncond + guidance_scale * (cond - uncond)
         return eps
 
-    def decode(self, latents: torch.Tensor):
+    def decode(self, latents: torch.Tensor) -> Image.Image:
         vae = self.c.vae
         image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
         return self.image_processor.postprocess(image, output_type="pil")[0]
@@ -193,7 +194,7 @@ class LmdPipeline:
         should_cancel: CancelCheck | None = None,
         stats: RunStats | None = None,
         progress: _Progress | None = None,
-    ):
+    ) -> tuple[Image.Image, torch.Tensor]:
         """SD from ``prompt`` with ``negative``; returns ``(image, final latents)``."""
         self.check_size(height, width)
         stats = stats if stats is not None else RunStats()
@@ -248,15 +249,16 @@ class LmdPipeline:
 
         # Token positions first: a prompt too long for CLIP fails before any UNet work.
         phrase_tokens = [token_span(self.c.tokenizer, spec.prompt, p.span) for p in spec.phrases]
+        object_tokens = [token_span(self.c.tokenizer, obj.prompt, obj.span) for obj in spec.objects]
         background = self.initial_latents(spec.seed, latent_hw)
 
         with attention_capture(self.c.unet, RECORD_KEYS, latent_hw) as store:
             # 2. Per-object generation
             runs = [
                 self._generate_object(
-                    obj, background, store, steps, guidance_scale, (height, width), stats, progress
+                    obj, tokens, background, store, steps, guidance_scale, (height, width), stats, progress
                 )
-                for obj in spec.objects
+                for obj, tokens in zip(spec.objects, object_tokens, strict=True)
             ]
 
             # 3. Composition, the largest mask first
@@ -316,6 +318,7 @@ class LmdPipeline:
     def _generate_object(
         self,
         obj: ObjectSpec,
+        tokens: TokenSpan,
         background: torch.Tensor,
         store: AttentionStore,
         steps: int,
@@ -332,7 +335,6 @@ class LmdPipeline:
         latents = self.to_model(
             blend_noise(background, own, rect_mask(box, *latent_hw), params.blending_ratio)
         )
-        tokens = token_span(self.c.tokenizer, obj.prompt, obj.span)
         embeddings = self.encode_prompt(obj.prompt, obj.negative, guidance_scale > 1)
         target = [PhraseTarget(positions=tokens.positions, word_position=tokens.word_position, boxes=[box])]
         guidance = BackwardGuidance(
