@@ -1,17 +1,113 @@
-"""Entry point: start lmd-bot on the configured engines (``python bot.py``)."""
+"""Entry point: start lmd-bot on the configured engines (``python bot.py [--sync-global]``).
+
+Start-up: settings, logging, the database (migrated to the newest schema), the planner, the GPU
+queue and its worker, the scene service, then the Discord client with its cogs and persistent
+buttons. Slash commands are synced to ``discord.dev_guild_id`` at start-up (instant) and globally
+only when asked (``--sync-global`` or ``discord.sync_global``: it takes up to an hour to show).
+
+Shutdown (Ctrl+C, SIGTERM): stop taking jobs, let the running render finish within
+``queue.shutdown_grace_s`` (else it is requeued for the next start), deliver pending status
+updates, close the planner's connections and the database, then disconnect.
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import logging
+import signal
 import sys
 
-from lmd_bot.config import load_settings, require_secret
+from lmd_bot.config import Settings, load_settings, require_secret
 from lmd_bot.errors import ConfigError
 
 log = logging.getLogger("lmd_bot")
 
 
-def main() -> int:
+def build_bot(core, *, sync_global: bool = False):
+    """The Discord client around a started-or-not core (tests build it with their own core)."""
+    import discord
+    from discord.ext import commands
+
+    from cogs import EXTENSIONS
+    from cogs._common import on_app_command_error
+    from cogs._notifier import DiscordNotifier
+    from cogs._views import DYNAMIC_ITEMS
+
+    class LmdBot(commands.Bot):
+        def __init__(self) -> None:
+            intents = discord.Intents.default()
+            intents.message_content = core.settings.discord.message_content_intent
+            super().__init__(
+                command_prefix=commands.when_mentioned,
+                intents=intents,
+                help_command=None,
+                allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, replied_user=False),
+            )
+            self.core = core
+            self.scenes = core.scenes
+            self._closed = False
+
+        async def setup_hook(self) -> None:
+            self.tree.error(on_app_command_error)
+            for extension in EXTENSIONS:
+                await self.load_extension(extension)
+            self.add_dynamic_items(*DYNAMIC_ITEMS)
+            self.scenes.attach(DiscordNotifier(self))
+            await self.scenes.start()
+            guild_id = core.settings.discord.dev_guild_id
+            if guild_id is not None:
+                guild = discord.Object(guild_id)
+                self.tree.copy_global_to(guild=guild)
+                synced = await self.tree.sync(guild=guild)
+                log.info("synced %d commands to guild %s", len(synced), guild_id)
+            if sync_global or core.settings.discord.sync_global:
+                synced = await self.tree.sync()
+                log.info("synced %d commands globally (visible within an hour)", len(synced))
+
+        async def on_ready(self) -> None:
+            log.info("logged in as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))
+
+        async def close(self) -> None:
+            if not self._closed:
+                self._closed = True
+                log.info("shutting down")
+                await self.core.close()
+            await super().close()
+
+    return LmdBot()
+
+
+async def run(settings: Settings, token: str, *, sync_global: bool) -> None:
+    import discord
+
+    from lmd_bot.services import open_core
+
+    core = await open_core(settings)
+    bot = build_bot(core, sync_global=sync_global)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
+    try:
+        async with bot:
+            await bot.start(token)
+    except discord.LoginFailure:
+        raise ConfigError(
+            "Discord rejected discord.token (LMD_DISCORD__TOKEN): reset it in the developer portal."
+        ) from None
+    except discord.PrivilegedIntentsRequired:
+        raise ConfigError(
+            "The Message Content intent is off in the developer portal (Bot -> Privileged Gateway Intents): "
+            "turn it on, or set LMD_DISCORD__MESSAGE_CONTENT_INTENT=false (users then mention the bot)."
+        ) from None
+    finally:
+        await bot.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bot.py", description="Run the lmd-bot Discord bot.")
+    parser.add_argument("--sync-global", action="store_true", help="sync slash commands to every server")
+    args = parser.parse_args(argv)
     try:
         settings = load_settings()
         token = require_secret(
@@ -24,10 +120,11 @@ def main() -> int:
         print(f"lmd-bot cannot start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import discord
-
-    client = discord.Client(intents=discord.Intents.default())
-    client.run(token, log_handler=None)
+    try:
+        asyncio.run(run(settings, token, sync_global=args.sync_global))
+    except ConfigError as exc:
+        print(f"lmd-bot cannot start: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     return 0
 
 

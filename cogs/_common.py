@@ -1,0 +1,122 @@
+"""What every cog needs: who is acting, friendly error replies, and permission checks."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import discord
+from discord import app_commands
+
+from lmd_bot.errors import LmdError
+from lmd_bot.services import Actor, SceneService
+
+log = logging.getLogger(__name__)
+
+GENERIC_ERROR = "Something went wrong on my side; it has been logged. Please try again."
+
+# Permissions the bot needs in a channel to run a scene there, with the names Discord shows admins.
+SCENE_PERMISSIONS = {
+    "send_messages": "Send Messages",
+    "embed_links": "Embed Links",
+    "attach_files": "Attach Files",
+    "create_public_threads": "Create Public Threads",
+    "send_messages_in_threads": "Send Messages in Threads",
+    "add_reactions": "Add Reactions",
+    "read_message_history": "Read Message History",
+}
+
+
+def scenes_of(interaction: discord.Interaction) -> SceneService:
+    return interaction.client.scenes  # type: ignore[attr-defined]
+
+
+def _channel_ids(channel: object) -> tuple[int | None, int | None, bool]:
+    """(text channel id, thread id, nsfw) of where something happened."""
+    if isinstance(channel, discord.Thread):
+        return channel.parent_id, channel.id, channel.is_nsfw()
+    nsfw = channel.is_nsfw() if hasattr(channel, "is_nsfw") else False
+    return getattr(channel, "id", None), None, bool(nsfw)
+
+
+def actor_from_interaction(interaction: discord.Interaction) -> Actor:
+    channel_id, thread_id, nsfw = _channel_ids(interaction.channel)
+    perms = interaction.permissions
+    return Actor(
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=channel_id,
+        thread_id=thread_id,
+        is_admin=bool(perms and perms.manage_guild),
+        nsfw=nsfw,
+    )
+
+
+def actor_from_message(message: discord.Message) -> Actor:
+    channel_id, thread_id, nsfw = _channel_ids(message.channel)
+    author = message.author
+    admin = isinstance(author, discord.Member) and author.guild_permissions.manage_guild
+    return Actor(
+        user_id=author.id,
+        guild_id=message.guild.id if message.guild else None,
+        channel_id=channel_id,
+        thread_id=thread_id,
+        is_admin=bool(admin),
+        nsfw=nsfw,
+    )
+
+
+def missing_permissions(perms: discord.Permissions, needed: dict[str, str] = SCENE_PERMISSIONS) -> list[str]:
+    return [label for attr, label in needed.items() if not getattr(perms, attr)]
+
+
+def permission_message(missing: list[str], where: str = "this channel") -> str:
+    names = ", ".join(f"**{name}**" for name in missing)
+    return f"I can't work in {where} yet: a server admin needs to give me {names} here."
+
+
+_MENTION = re.compile(r"<@!?(\d+)>")
+
+
+def strip_mention(text: str, bot_id: int) -> str:
+    return _MENTION.sub(lambda m: "" if int(m[1]) == bot_id else m[0], text).strip()
+
+
+async def reply(interaction: discord.Interaction, text: str, *, ephemeral: bool = True) -> None:
+    """Answer an interaction whether or not it was answered (or deferred) already."""
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=ephemeral)
+    else:
+        await interaction.response.send_message(text, ephemeral=ephemeral)
+
+
+async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+    """The tree's error handler: a short reply, details to the log."""
+    original = getattr(error, "original", error)
+    if isinstance(original, LmdError):
+        log.info("command %s: %s", interaction.command and interaction.command.name, original)
+        text = original.user_message
+    elif isinstance(original, discord.Forbidden):
+        text = (
+            permission_message(missing_permissions(interaction.app_permissions))
+            if interaction.guild
+            else ("I'm not allowed to do that here.")
+        )
+    elif isinstance(error, app_commands.CheckFailure):
+        text = "You can't use that command here."
+    else:
+        log.error("command %s failed", interaction.command and interaction.command.name, exc_info=original)
+        text = GENERIC_ERROR
+    await reply(interaction, text)
+
+
+async def item_error(interaction: discord.Interaction, error: Exception) -> None:
+    """Buttons and modals: the same policy as commands."""
+    if isinstance(error, LmdError):
+        log.info("component: %s", error)
+        await reply(interaction, error.user_message)
+    elif isinstance(error, discord.Forbidden):
+        await reply(interaction, permission_message(missing_permissions(interaction.app_permissions)))
+    else:
+        log.error("component failed", exc_info=error)
+        await reply(interaction, GENERIC_ERROR)

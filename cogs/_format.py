@@ -1,0 +1,192 @@
+"""How scenes look in Discord: embeds, status lines, files. Pure functions of service views."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import discord
+
+from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.services import (
+    FailureView,
+    JobSummary,
+    PlanView,
+    QueueView,
+    ResultView,
+    SettingsView,
+    StatusView,
+    UndoView,
+)
+
+ACCENT = discord.Colour(0x7C5CFF)
+THREAD_NAME_MAX = 100
+_DIGITS = "0123456789"
+
+HELP_TEXT = (
+    "**I draw scenes in two steps:** an LLM plans where each object goes, then Stable Diffusion "
+    "follows that plan.\n"
+    "• `/imagine prompt:` plans a scene, shows the plan, opens a thread and renders it.\n"
+    "• In the thread, tell me what to change (*move the cup to the right*, *make it night*, *add a "
+    "cat*, *undo*); mention me if I can't read messages here. Questions get an answer, no render.\n"
+    "• Buttons on a result: 🔄 Reroll (new seed) · ↩️ Undo · ✏️ Edit · 🗺️ Layout; ❌ cancels a job.\n"
+    "• React 🔄 to any result to render it again with a new seed.\n"
+    "• `/queue` shows the queue, `/info` your jobs and seeds, `/share` lets everyone edit your "
+    "scene, `/settings` is for admins."
+)
+
+
+def thread_name(prompt: str) -> str:
+    return prompt if len(prompt) <= THREAD_NAME_MAX else prompt[: THREAD_NAME_MAX - 1].rstrip() + "…"
+
+
+def _objects(layout: SceneLayout, limit: int = 20) -> str:
+    lines = [f"`{o.id:>2}` {o.caption}" for o in layout.objects[:limit]]
+    if len(layout.objects) > limit:
+        lines.append(f"… and {len(layout.objects) - limit} more")
+    return "\n".join(lines) or "*(no objects: background only)*"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s" if value < 60 else f"{value / 60:.1f} min"
+
+
+def file(data: bytes, name: str, *, spoiler: bool = False) -> discord.File:
+    return discord.File(io.BytesIO(data), filename=name, spoiler=spoiler)
+
+
+def plan_embed(plan: PlanView | UndoView, *, title: str | None = None) -> discord.Embed:
+    layout, scene = plan.round.layout, plan.scene
+    embed = discord.Embed(colour=ACCENT, title=title or f"Plan · round {plan.round.number}")
+    embed.description = _objects(layout)
+    facts = [f"Background: {layout.background}"]
+    if layout.negative:
+        facts.append(f"Avoid: {layout.negative}")
+    n = len(layout.objects)
+    facts += [f"{n} object{'s' if n != 1 else ''}", f"mode {scene.mode.value}", f"seed {plan.round.seed}"]
+    embed.add_field(name="Scene", value=" · ".join(facts)[:1024], inline=False)
+    if isinstance(plan, PlanView) and plan.changes:
+        embed.add_field(name="Changed", value=plan.changes[:1024], inline=False)
+    if isinstance(plan, PlanView) and plan.notes:
+        embed.set_footer(text="Adjusted: " + "; ".join(plan.notes)[:2000])
+    embed.set_image(url="attachment://plan.png")
+    return embed
+
+
+def status_content(view: StatusView, now: float | None = None) -> str:
+    round_ = f"Round {view.round_number}"
+    if view.state == "queued":
+        where = f"position {view.position} of {view.waiting}" if view.position else "waiting"
+        eta = ""
+        if view.eta_s is not None:
+            ready = int((now or time.time()) + view.eta_s)
+            eta = f" (about {_seconds(view.eta_s)}, <t:{ready}:R>)"
+        return f"⏳ {round_}: queued, {where}{eta}."
+    if view.state == "running":
+        if view.step and view.total_steps:
+            return f"🎨 {round_}: rendering, step {view.step}/{view.total_steps}."
+        return f"🎨 {round_}: rendering…"
+    if view.state == "retrying":
+        return f"♻️ {round_}: {view.note}"
+    return f"❌ {round_}: cancelled{f' ({view.note})' if view.note else ''}."
+
+
+def result_embeds(view: ResultView) -> list[discord.Embed]:
+    layout, job = view.round.layout, view.job
+    title = f"Round {view.round.number}" + (" (shown again)" if view.reshown else "")
+    main = discord.Embed(colour=ACCENT, title=title, description=_objects(layout))
+    main.add_field(name="Seed", value=f"`{job.seed}`")
+    main.add_field(name="Mode", value=job.mode.value)
+    main.add_field(name="Steps", value=str(job.steps))
+    timing = []
+    if view.render_s is not None:
+        timing.append(f"render {_seconds(view.render_s)}")
+    if view.total_s is not None:
+        timing.append(f"total {_seconds(view.total_s)}")
+    if job.finished_at is not None:
+        timing.append(f"<t:{int(job.finished_at.timestamp())}:R>")
+    if timing:
+        main.add_field(name="Time", value=" · ".join(timing), inline=False)
+    if view.withheld:
+        main.add_field(
+            name="Withheld",
+            value="The safety checker flagged this image, and this server withholds flagged images.",
+            inline=False,
+        )
+        return [main]
+    main.set_image(url=f"attachment://{image_name(view, 'image')}")
+    overlay = discord.Embed(colour=ACCENT).set_image(url=f"attachment://{image_name(view, 'overlay')}")
+    if view.spoiler:
+        main.set_footer(text="Flagged by the safety checker: shown as a spoiler.")
+    return [main, overlay]
+
+
+def image_name(view: ResultView, kind: str, ext: str = "png") -> str:
+    name = f"round{view.round.number}-seed{view.job.seed}-{kind}.{ext}"
+    return f"SPOILER_{name}" if view.spoiler else name
+
+
+def failure_content(view: FailureView) -> str:
+    hint = " Press **Retry** to try again." if view.retryable else ""
+    return f"⚠️ Round {view.round_number}: {view.message}{hint}"
+
+
+def queue_embed(view: QueueView) -> discord.Embed:
+    embed = discord.Embed(colour=ACCENT, title="Queue")
+
+    def line(e) -> str:
+        what = f"round {e.round_number}: {e.prompt[:60]}" if e.prompt else "a job from another server"
+        who = f"<@{e.user_id}>" if e.same_server else "someone"
+        return f"{who} · {what} · {e.steps} steps, {e.mode}"
+
+    running = "\n".join(f"🎨 {line(e)}" for e in view.running) or "nothing"
+    waiting = "\n".join(f"`{e.position:>2}` {line(e)}" for e in view.waiting[:20]) or "nobody waiting"
+    if len(view.waiting) > 20:
+        waiting += f"\n… and {len(view.waiting) - 20} more"
+    embed.add_field(name="Rendering", value=running[:1024], inline=False)
+    embed.add_field(name=f"Waiting ({len(view.waiting)})", value=waiting[:1024], inline=False)
+    if view.eta_per_job_s is not None:
+        embed.set_footer(text=f"About {_seconds(view.eta_per_job_s)} per image lately.")
+    return embed
+
+
+def info_embed(jobs: list[JobSummary]) -> discord.Embed:
+    embed = discord.Embed(colour=ACCENT, title="Your recent images")
+    if not jobs:
+        embed.description = "No jobs yet: try `/imagine`."
+        return embed
+    lines = []
+    for s in jobs:
+        where = f" in <#{s.thread_id}>" if s.thread_id else ""
+        status = s.job.status.value + (f" (position {s.position})" if s.position else "")
+        when = f"<t:{int(s.job.queued_at.timestamp())}:R>"
+        lines.append(
+            f"**{s.prompt[:50]}** round {s.round_number}{where} · seed `{s.job.seed}` · {status} · {when}"
+        )
+    embed.description = "\n".join(lines)[:4000]
+    return embed
+
+
+def settings_embed(view: SettingsView) -> discord.Embed:
+    embed = discord.Embed(colour=ACCENT, title="Server settings")
+    stored = view.stored
+
+    def mark(value: object) -> str:
+        return "" if value is not None else " *(default)*"
+
+    channels = ", ".join(f"<#{c}>" for c in view.allowed_channel_ids) or "every channel"
+    rows = [
+        ("Mode", f"`{view.mode}`{mark(stored.mode)}", "how images are drawn (lmd+ best, fast for drafts)"),
+        ("Steps", f"`{view.steps}`{mark(stored.steps)}", "denoising steps; fewer is faster and rougher"),
+        (
+            "Who edits",
+            f"`{view.editors}`{mark(stored.editors)}",
+            "scene owner only, or everyone in the thread",
+        ),
+        ("Safety", f"`{view.safety}`{mark(stored.safety)}", "flagged images: spoiler, withhold, or off"),
+        ("Per-user cap", f"`{view.per_user_cap}`{mark(stored.per_user_cap)}", "images one person may queue"),
+        ("Channels", channels, "where /imagine works"),
+    ]
+    for name, value, meaning in rows:
+        embed.add_field(name=name, value=f"{value}\n*{meaning}*", inline=True)
+    return embed

@@ -1,0 +1,127 @@
+"""The Discord side of the service's notifier: status messages edited in place, results,
+failures. Works from ids alone (the thread id in the scene, the message id in the job), so it
+keeps working for jobs that outlived a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import discord
+
+from cogs._common import missing_permissions, permission_message
+from cogs._format import failure_content, file, image_name, result_embeds, status_content
+from cogs._views import failure_buttons, result_buttons, status_buttons
+from lmd_bot.services import DestinationGoneError, FailureView, ResultView, StatusView
+from lmd_bot.services.images import fit_for_upload
+
+log = logging.getLogger(__name__)
+
+REROLL_EMOJI = "🔄"
+
+
+async def result_files(view: ResultView, limit: int | None) -> list[discord.File]:
+    """The image and its overlay, each fitted under the server's upload limit (half each)."""
+    if view.withheld or view.image_png is None:
+        return []
+    budget = (limit or discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES) // 2
+    files = []
+    for kind, data in (("image", view.image_png), ("overlay", view.overlay_png)):
+        if data is None:
+            continue
+        fitted, ext = await asyncio.to_thread(fit_for_upload, data, budget)
+        name = image_name(view, kind, ext)
+        files.append(file(fitted, name.removeprefix("SPOILER_"), spoiler=view.spoiler))
+    return files
+
+
+class DiscordNotifier:
+    def __init__(self, bot: discord.Client) -> None:
+        self.bot = bot
+        self._warned: set[int] = set()  # channels already told about a missing permission
+
+    async def _thread(self, thread_id: int | None):
+        if thread_id is None:
+            raise DestinationGoneError("scene has no thread")
+        channel = self.bot.get_channel(thread_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(thread_id)
+            except (discord.NotFound, discord.Forbidden) as exc:
+                raise DestinationGoneError(thread_id) from exc
+        return channel
+
+    async def _post(self, thread, message_id: int | None, **fields) -> int:
+        """Edit ``message_id`` in ``thread``, or post a new message if there is none (or it was
+        deleted); returns the message's id."""
+        try:
+            if message_id is not None:
+                try:
+                    edited = await thread.get_partial_message(message_id).edit(**fields)
+                    return edited.id
+                except discord.NotFound:
+                    if getattr(thread, "archived", False) and getattr(thread, "locked", False):
+                        raise
+            if "attachments" in fields:
+                fields["files"] = fields.pop("attachments")
+            sent = await thread.send(**fields)
+            return sent.id
+        except discord.NotFound as exc:
+            raise DestinationGoneError(thread.id) from exc
+        except discord.Forbidden:
+            await self._warn_missing_permissions(thread)
+            raise
+
+    async def _warn_missing_permissions(self, thread) -> None:
+        parent = getattr(thread, "parent", None)
+        if parent is None or parent.id in self._warned:
+            return
+        self._warned.add(parent.id)
+        me = parent.guild.me
+        missing = missing_permissions(thread.permissions_for(me)) or ["Send Messages in Threads"]
+        try:
+            await parent.send(permission_message(missing, f"{thread.mention}"))
+        except discord.HTTPException:
+            log.warning("cannot post in %s or its channel: missing %s", thread.id, missing)
+
+    async def show_status(self, view: StatusView) -> int | None:
+        thread = await self._thread(view.scene.thread_id)
+        fields: dict = {"content": status_content(view), "embeds": []}
+        if view.state == "cancelled":
+            fields["view"] = None
+            fields["attachments"] = []
+        else:
+            fields["view"] = status_buttons(view.job.id)
+            if view.preview_png:
+                embed = discord.Embed().set_thumbnail(url="attachment://preview.png")
+                fields["embeds"] = [embed]
+                fields["attachments"] = [file(view.preview_png, "preview.png")]
+        return await self._post(thread, view.job.status_message_id, **fields)
+
+    async def show_result(self, view: ResultView) -> int | None:
+        thread = await self._thread(view.scene.thread_id)
+        limit = thread.guild.filesize_limit if getattr(thread, "guild", None) else None
+        message_id = await self._post(
+            thread,
+            view.job.status_message_id,
+            content=None,
+            embeds=result_embeds(view),
+            attachments=await result_files(view, limit),
+            view=result_buttons(view.round.id),
+        )
+        try:
+            await thread.get_partial_message(message_id).add_reaction(REROLL_EMOJI)
+        except discord.HTTPException:
+            log.info("could not add the reroll reaction in %s", thread.id)
+        return message_id
+
+    async def show_failure(self, view: FailureView) -> int | None:
+        thread = await self._thread(view.scene.thread_id)
+        return await self._post(
+            thread,
+            view.job.status_message_id,
+            content=failure_content(view),
+            embeds=[],
+            attachments=[],
+            view=failure_buttons(view.job.id, view.job.round_id, view.retryable),
+        )

@@ -1,0 +1,84 @@
+"""``/queue``, ``/info`` and ``/settings``."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs._common import actor_from_interaction
+from cogs._format import info_embed, queue_embed, settings_embed
+from cogs.imagine import MODES
+from lmd_bot.services import SceneService
+
+
+class AdminCog(commands.Cog):
+    def __init__(self, scenes: SceneService) -> None:
+        self.scenes = scenes
+
+    @app_commands.command(name="queue", description="What is rendering and who is waiting")
+    async def queue(self, interaction: discord.Interaction) -> None:
+        view = await self.scenes.queue_view(actor_from_interaction(interaction))
+        await interaction.response.send_message(embed=queue_embed(view), ephemeral=True)
+
+    @app_commands.command(name="info", description="Your recent images: seeds, rounds, status")
+    async def info(self, interaction: discord.Interaction) -> None:
+        jobs = await self.scenes.info(actor_from_interaction(interaction))
+        await interaction.response.send_message(embed=info_embed(jobs), ephemeral=True)
+
+    @app_commands.command(name="settings", description="Server defaults for lmd-bot (admins)")
+    @app_commands.guild_only()
+    @app_commands.default_permissions(manage_guild=True)
+    @app_commands.describe(
+        mode="default drawing mode",
+        steps="default denoising steps",
+        editors="who may edit a scene: its owner or everyone",
+        safety="what to do with images the safety checker flags",
+        per_user_cap="most images one person may have queued",
+        allow_channel="add a channel where /imagine works (none listed: everywhere)",
+        disallow_channel="remove a channel from that list",
+        reset="forget this server's settings and use the bot's defaults",
+    )
+    @app_commands.choices(
+        mode=MODES,
+        editors=[app_commands.Choice(name=v, value=v) for v in ("owner", "everyone")],
+        safety=[app_commands.Choice(name=v, value=v) for v in ("spoiler", "withhold", "off")],
+    )
+    async def settings(
+        self,
+        interaction: discord.Interaction,
+        mode: app_commands.Choice[str] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+        editors: app_commands.Choice[str] | None = None,
+        safety: app_commands.Choice[str] | None = None,
+        per_user_cap: app_commands.Range[int, 1, 50] | None = None,
+        allow_channel: discord.TextChannel | None = None,
+        disallow_channel: discord.TextChannel | None = None,
+        reset: bool = False,
+    ) -> None:
+        actor = actor_from_interaction(interaction)
+        current = await self.scenes.server_settings(interaction.guild_id or 0)
+        changes: dict = {}
+        if reset:
+            changes = {f: None for f in ("mode", "steps", "editors", "safety", "per_user_cap")}
+            changes["allowed_channel_ids"] = []
+        for name, value in (("mode", mode), ("editors", editors), ("safety", safety)):
+            if value is not None:
+                changes[name] = value.value
+        if steps is not None:
+            changes["steps"] = steps
+        if per_user_cap is not None:
+            changes["per_user_cap"] = per_user_cap
+        channels = list(current.stored.allowed_channel_ids)
+        if allow_channel is not None and allow_channel.id not in channels:
+            channels.append(allow_channel.id)
+        if disallow_channel is not None and disallow_channel.id in channels:
+            channels.remove(disallow_channel.id)
+        if channels != current.stored.allowed_channel_ids:
+            changes["allowed_channel_ids"] = channels
+        view = await self.scenes.update_server_settings(actor, **changes) if changes else current
+        await interaction.response.send_message(embed=settings_embed(view), ephemeral=True)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(AdminCog(bot.scenes))  # type: ignore[attr-defined]

@@ -1,0 +1,221 @@
+"""Scenes: ``/imagine``, instructions in scene threads, 🔄 reactions, ``/share``, and thread
+deletion or archiving. Everything else is the service layer's."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs._common import (
+    actor_from_interaction,
+    actor_from_message,
+    missing_permissions,
+    permission_message,
+    strip_mention,
+)
+from cogs._format import HELP_TEXT, file, plan_embed, thread_name
+from cogs._views import present
+from lmd_bot.errors import LmdError
+from lmd_bot.rendering import RenderMode
+from lmd_bot.services import Actor, ReplyView, SceneService
+
+log = logging.getLogger(__name__)
+
+REROLL_EMOJI = "🔄"
+SEEN_EMOJI = "👀"
+MODES = [
+    app_commands.Choice(name="lmd+ (best: LMD on GLIGEN)", value="lmd+"),
+    app_commands.Choice(name="lmd (LMD on Stable Diffusion)", value="lmd"),
+    app_commands.Choice(name="fast (one guided pass, drafts)", value="fast"),
+    app_commands.Choice(name="sd (plain Stable Diffusion, no layout)", value="sd"),
+]
+
+
+class ImagineCog(commands.Cog):
+    def __init__(
+        self, bot: commands.Bot, scenes: SceneService, *, archive_minutes: int, content_intent: bool
+    ):
+        self.bot = bot
+        self.scenes = scenes
+        self.archive_minutes = archive_minutes
+        self.content_intent = content_intent
+
+    # --- /imagine ------------------------------------------------------------------------------
+
+    @app_commands.command(name="imagine", description="Plan a scene with an LLM, then draw it")
+    @app_commands.guild_only()
+    @app_commands.describe(
+        prompt="what to draw: objects, where they are, style",
+        mode="how to draw it (default: the server's)",
+        seed="a number that fixes the randomness (default: random)",
+        steps="denoising steps (default: the server's)",
+    )
+    @app_commands.choices(mode=MODES)
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: app_commands.Range[str, 1, 1500],
+        mode: app_commands.Choice[str] | None = None,
+        seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
+        steps: app_commands.Range[int, 1, 150] | None = None,
+    ) -> None:
+        missing = missing_permissions(interaction.app_permissions)
+        if missing:
+            await interaction.response.send_message(permission_message(missing), ephemeral=True)
+            return
+        actor = actor_from_interaction(interaction)
+        await self.scenes.check_imagine(actor, prompt)  # refusals are ephemeral: nothing is public yet
+        await interaction.response.defer(thinking=True)
+        try:
+            plan = await self.scenes.imagine(
+                actor, prompt, mode=RenderMode(mode.value) if mode else None, seed=seed, steps=steps
+            )
+        except LmdError as exc:
+            log.info("imagine refused: %s", exc)
+            await interaction.edit_original_response(content=exc.user_message)
+            return
+        if isinstance(plan, ReplyView):
+            await interaction.edit_original_response(content=plan.text)
+            return
+        message = await interaction.edit_original_response(
+            content=f"**{discord.utils.escape_markdown(plan.scene.prompt)[:1800]}**",
+            embed=plan_embed(plan),
+            attachments=[file(plan.overlay_png, "plan.png")],
+        )
+        thread = await message.create_thread(
+            name=thread_name(plan.scene.prompt), auto_archive_duration=self.archive_minutes
+        )
+        try:
+            await self.scenes.start_render(
+                actor, plan.round.id, thread_id=thread.id, plan_message_id=message.id
+            )
+        except LmdError as exc:
+            await thread.send(exc.user_message)
+
+    # --- instructions in a scene thread ---------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or not isinstance(message.channel, discord.Thread):
+            return
+        me = self.bot.user
+        mentioned = me is not None and me in message.mentions
+        if not (self.content_intent or mentioned):
+            return
+        scene = await self.scenes.scene_for_thread(message.channel.id)
+        if scene is None:
+            return
+        text = strip_mention(message.content, me.id if me else 0)
+        if not text:
+            if mentioned:
+                await message.reply(HELP_TEXT, mention_author=False)
+            return
+        actor = actor_from_message(message)
+        if not await self.scenes.may_edit(actor, scene):
+            await message.reply(
+                f"Only <@{scene.owner_id}> edits this scene (they can `/share` it).",
+                mention_author=False,
+                allowed_mentions=discord.AllowedMentions.none(),
+                silent=True,
+                delete_after=20,
+            )
+            return
+        await self._react(message, SEEN_EMOJI)
+        try:
+            async with message.channel.typing():
+                outcome = await self.scenes.instruct(actor, scene.id, text)
+                await present(self.bot, message.channel, actor, outcome, reply_to=message)
+        except LmdError as exc:
+            log.info("instruction refused: %s", exc)
+            await message.reply(exc.user_message, mention_author=False)
+
+    @staticmethod
+    async def _react(message: discord.Message, emoji: str) -> None:
+        try:
+            await message.add_reaction(emoji)
+        except discord.HTTPException:
+            log.info("cannot react in %s", message.channel.id)
+
+    # --- 🔄 on any result, even old ones, even after a restart ----------------------------------
+
+    @commands.Cog.listener()
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        me = self.bot.user
+        if payload.guild_id is None or (me is not None and payload.user_id == me.id):
+            return
+        if str(payload.emoji) != REROLL_EMOJI:
+            return
+        member = payload.member
+        actor = Actor(
+            user_id=payload.user_id,
+            guild_id=payload.guild_id,
+            channel_id=payload.channel_id,
+            thread_id=payload.channel_id,
+            is_admin=bool(member and member.guild_permissions.manage_guild),
+        )
+        try:
+            job = await self.scenes.reroll_message(actor, payload.message_id)
+        except LmdError as exc:
+            channel = await self._channel(payload.channel_id)
+            await channel.send(
+                f"<@{payload.user_id}> {exc.user_message}",
+                allowed_mentions=discord.AllowedMentions(users=True),
+                silent=True,
+                delete_after=20,
+            )
+        else:
+            if job is None:
+                return  # not a message of a scene
+            channel = await self._channel(payload.channel_id)
+        # Take the user's reaction away so the same 🔄 can be used again.
+        try:
+            await channel.get_partial_message(payload.message_id).remove_reaction(
+                payload.emoji, discord.Object(payload.user_id)
+            )
+        except discord.HTTPException:
+            log.info("cannot remove reactions in %s (Manage Messages)", payload.channel_id)
+
+    async def _channel(self, channel_id: int):
+        return self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+
+    # --- /share ---------------------------------------------------------------------------------
+
+    @app_commands.command(
+        name="share", description="Let everyone in this scene's thread edit it (or only you)"
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(everyone="true: anyone may edit; false: only you")
+    async def share(self, interaction: discord.Interaction, everyone: bool = True) -> None:
+        scene = await self.scenes.scene_for_thread(interaction.channel_id or 0)
+        if scene is None:
+            await interaction.response.send_message("Use `/share` inside a scene's thread.", ephemeral=True)
+            return
+        await self.scenes.share(actor_from_interaction(interaction), scene.id, everyone)
+        text = "Everyone here can now edit this scene." if everyone else "Only you can edit this scene now."
+        await interaction.response.send_message(text)
+
+    # --- the thread goes away -------------------------------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        await self.scenes.scene_closed(payload.thread_id)
+
+    @commands.Cog.listener()
+    async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
+        if payload.data.get("thread_metadata", {}).get("archived"):
+            await self.scenes.scene_closed(payload.thread_id)
+
+
+async def setup(bot: commands.Bot) -> None:
+    settings = bot.scenes.settings  # type: ignore[attr-defined]
+    await bot.add_cog(
+        ImagineCog(
+            bot,
+            bot.scenes,  # type: ignore[attr-defined]
+            archive_minutes=settings.discord.thread_auto_archive_minutes,
+            content_intent=settings.discord.message_content_intent,
+        )
+    )

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cogs._notifier import DiscordNotifier
+from tests.bot.conftest import make_settings
+from tests.bot.doubles import ScriptedPlanner
+from tests.cogs.fakes import FakeDiscord
+
+
+async def eventually(predicate, timeout: float = 20.0):
+    """Poll ``predicate`` until it returns something truthy (background deliveries)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def start_discord(tmp_path, renderer=None, **sections):
+    from lmd_bot.jobs.renderers import RendererSpec
+    from lmd_bot.services import open_core
+
+    settings = make_settings(tmp_path, **sections)
+    seeds = iter(range(5000, 5100))
+    core = await open_core(
+        settings,
+        planner=ScriptedPlanner(),
+        renderer=renderer or RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
+        new_seed=lambda: next(seeds),
+    )
+    fake = FakeDiscord(core.scenes)
+    core.scenes.attach(DiscordNotifier(fake.bot))
+    await core.scenes.start()
+    return core, fake
+
+
+@pytest.fixture
+async def discord_core(tmp_path):
+    core, fake = await start_discord(tmp_path)
+    try:
+        yield core, fake
+    finally:
+        await core.close()
