@@ -11,7 +11,9 @@ processors) and transformers' CLIP and SAM. Modules, from the layout down to the
 - :mod:`.masks` — object masks from SAM or from the attention map;
 - :mod:`.latents` — initial noise, blending, quantized shifts and composition;
 - :mod:`.pipeline` — per-object and overall generation, plain SD;
-- :mod:`.loading`, :mod:`.tiny` — real checkpoints, tiny random-weight models;
+- :mod:`.preview` — cheap progress previews straight from the latents;
+- :mod:`.components`, :mod:`.loading`, :mod:`.tiny` — the model bundle and device/dtype choice,
+  real checkpoints, random-weight models (tiny; full-size for GPU benchmarks);
 - :mod:`.renderer` — the :class:`lmd_bot.rendering.Renderer` the bot and the CLI use.
 
 Importing this package is cheap; torch, diffusers and transformers load with the modules that
