@@ -1,0 +1,170 @@
+"""The database layer on SQLite and PostgreSQL: migrations, the repository's records and its
+transactions."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from lmd_bot.db import Repository, open_database
+from lmd_bot.db.engine import alembic_config
+from lmd_bot.db.models import Base
+from lmd_bot.db.repository import NotFoundError
+from lmd_bot.errors import ConfigError
+from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.rendering import RenderMode
+from lmd_bot.scenes.models import JobStatus, MessageKind, RoundKind, ServerSettings
+
+LAYOUT = SceneLayout.model_validate(
+    {"objects": [{"id": 1, "caption": "a red apple", "box": [40, 300, 90, 90]}], "background": "A table"}
+)
+BIG_ID = 1_234_567_890_123_456_789  # Discord snowflakes need 64-bit columns
+
+
+@pytest.fixture
+async def repo(db_url):
+    db = open_database(db_url)
+    await db.migrate()
+    yield Repository(db.sessions)
+    await db.close()
+
+
+async def _scene(repo, owner=BIG_ID):
+    return await repo.create_scene(
+        owner_id=owner,
+        guild_id=BIG_ID,
+        channel_id=BIG_ID,
+        prompt="a red apple",
+        mode=RenderMode.LMD,
+        steps=20,
+        seed=2**32 - 1,
+        nsfw=False,
+        layout=LAYOUT,
+        notes=["rescaled"],
+    )
+
+
+async def test_migrations_build_exactly_the_models_schema_and_run_twice(db_url):
+    db = open_database(db_url)
+    await db.migrate()
+    await db.migrate()  # idempotent: already at head
+    async with db.engine.connect() as conn:
+        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+    await db.close()
+    assert diff == []
+
+
+async def test_migrations_downgrade_to_nothing_and_back(sqlite_url):
+    db = open_database(sqlite_url)
+    await db.migrate()
+
+    def down(connection):
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "base")
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(down)
+        tables = await conn.run_sync(lambda c: c.dialect.get_table_names(c))
+    assert set(tables) <= {"alembic_version"}
+    await db.migrate()
+    await db.close()
+
+
+async def test_scene_with_first_round_and_records_round_trip(repo):
+    scene, first = await _scene(repo)
+    assert scene.head_round_id == first.id and scene.owner_id == BIG_ID and scene.seed == 2**32 - 1
+    assert first.number == 1 and first.kind == RoundKind.PLAN and first.layout == LAYOUT
+    assert first.notes == ["rescaled"] and first.created_at.tzinfo is not None
+    await repo.bind_thread(scene.id, thread_id=BIG_ID + 1, plan_message_id=BIG_ID + 2)
+    found = await repo.scene_by_thread(BIG_ID + 1)
+    assert found.id == scene.id and found.plan_message_id == BIG_ID + 2
+    assert await repo.scene_by_thread(5) is None
+
+
+async def test_rounds_number_in_order_and_move_the_head_with_their_job(repo):
+    scene, first = await _scene(repo)
+    job_fields = {"user_id": BIG_ID, "guild_id": None, "mode": RenderMode.SD, "steps": 5}
+    second, job = await repo.add_round(
+        scene_id=scene.id,
+        parent_id=first.id,
+        kind=RoundKind.REROLL,
+        instruction="reroll",
+        layout=LAYOUT,
+        seed=77,
+        job=job_fields,
+    )
+    third, none = await repo.add_round(
+        scene_id=scene.id, parent_id=first.id, kind=RoundKind.REVISE, instruction="x", layout=LAYOUT, seed=78
+    )
+    assert (second.number, third.number) == (2, 3) and none is None
+    assert job.round_id == second.id and job.seed == 77 and job.status == JobStatus.QUEUED
+    after = await repo.scene(scene.id)
+    assert after.head_round_id == third.id and after.seed == 78
+    assert set(await repo.rounds(scene.id)) == {first.id, second.id, third.id}
+
+
+async def test_a_round_under_a_foreign_parent_writes_nothing(repo):
+    scene, first = await _scene(repo)
+    _, other_first = await _scene(repo)
+    with pytest.raises(NotFoundError):
+        await repo.add_round(
+            scene_id=scene.id,
+            parent_id=other_first.id,
+            kind=RoundKind.REVISE,
+            instruction="x",
+            layout=LAYOUT,
+            seed=1,
+            job={"user_id": 1, "guild_id": None, "mode": RenderMode.LMD, "steps": 5},
+        )
+    assert list(await repo.rounds(scene.id)) == [first.id]
+    assert await repo.count_active_jobs(1) == 0
+    assert (await repo.scene(scene.id)).head_round_id == first.id
+
+
+async def test_job_lifecycle_counts_and_races(repo):
+    scene, first = await _scene(repo)
+    job = await repo.create_job(
+        scene_id=scene.id, round_id=first.id, user_id=9, guild_id=None, mode=RenderMode.LMD, steps=5, seed=1
+    )
+    assert await repo.count_active_jobs(9) == 1
+    assert [j.id for j in await repo.jobs_with_status(JobStatus.QUEUED)] == [job.id]
+    cancelled = await repo.finish_job_if_active(job.id, JobStatus.CANCELLED, error="by owner")
+    assert cancelled.status == JobStatus.CANCELLED and cancelled.finished_at is not None
+    # A late "done" from the worker must not resurrect a cancelled job.
+    assert await repo.finish_job_if_active(job.id, JobStatus.DONE) is None
+    assert (await repo.job(job.id)).status == JobStatus.CANCELLED
+    assert await repo.count_active_jobs(9) == 0
+    assert [j.id for j in await repo.recent_jobs_of_user(9)] == [job.id]
+    with pytest.raises(NotFoundError):
+        await repo.job(12345)
+
+
+async def test_message_links_and_server_settings(repo):
+    scene, first = await _scene(repo)
+    await repo.link_message(BIG_ID, scene_id=scene.id, round_id=first.id, job_id=None, kind=MessageKind.PLAN)
+    await repo.link_message(
+        BIG_ID, scene_id=scene.id, round_id=first.id, job_id=None, kind=MessageKind.RESULT
+    )
+    ref = await repo.message(BIG_ID)
+    assert ref.round_id == first.id and ref.kind == MessageKind.RESULT
+    assert await repo.message(1) is None
+    assert await repo.server_settings(BIG_ID) == ServerSettings()
+    chosen = ServerSettings(mode=RenderMode.SD, steps=9, editors="everyone", allowed_channel_ids=[BIG_ID])
+    await repo.save_server_settings(BIG_ID, chosen, by=1)
+    await repo.save_server_settings(BIG_ID, chosen.model_copy(update={"steps": 10}), by=2)
+    assert (await repo.server_settings(BIG_ID)).steps == 10
+    assert (await repo.server_settings(BIG_ID)).allowed_channel_ids == [BIG_ID]
+
+
+def test_database_urls_need_an_async_driver_and_do_not_leak_passwords():
+    with pytest.raises(ConfigError) as err:
+        open_database("postgresql://user:hunter2@localhost/db")
+    assert "asyncpg" in str(err.value) and "hunter2" not in str(err.value)
+    with pytest.raises(ConfigError):
+        open_database("sqlite:///x.db")
+    with pytest.raises(ConfigError) as err:
+        open_database("not a url at all :: hunter2")
+    assert "hunter2" not in str(err.value)
