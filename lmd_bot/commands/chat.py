@@ -1,0 +1,224 @@
+"""``lmd-bot chat``: the bot's scene flow in a terminal, through the same service layer.
+
+::
+
+    lmd-bot chat --renderer preview          # no GPU needed: the preview renderer draws the plan
+    > three red apples on a table left of a blue cup
+    > move the cup to the right
+    > /reroll
+    > /undo
+
+The first line (or ``/imagine PROMPT``) starts a scene; later lines are instructions to it.
+Images (each round's plan, result and overlay) are written to ``--out``. The database, the queue
+and the worker process are the bot's own (configured as for the bot; ``--db`` picks another
+database, e.g. a scratch file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lmd_bot.services import Core, FailureView, ResultView, StatusView
+
+CONSOLE_USER = 0
+
+HELP = """Type a scene to start (or /imagine PROMPT), then instructions to change it.
+  /reroll         the current round again with a new seed
+  /undo           back to the previous round
+  /layout         the current layout as JSON
+  /queue          what is rendering and waiting
+  /new PROMPT     start another scene
+  /quit           leave (Ctrl+D works too)"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("chat", help="the bot's scene flow in a terminal (images written to a folder)")
+    p.add_argument(
+        "--out", type=Path, default=Path("out/chat"), help="folder for the images (default out/chat)"
+    )
+    p.add_argument(
+        "--renderer",
+        choices=("diffusion", "tiny", "preview"),
+        help="override queue.renderer: preview draws the plan without a GPU",
+    )
+    p.add_argument("--mode", choices=("lmd+", "lmd", "fast", "sd"), help="rendering mode (default: config)")
+    p.add_argument("--steps", type=int, help="denoising steps (default: config)")
+    p.add_argument("--db", metavar="URL", help="database URL (default: db.url)")
+    p.set_defaults(func=run)
+
+
+class ConsoleNotifier:
+    """Prints status lines and writes results to the output folder."""
+
+    def __init__(self, out: Path, say: Callable[[str], None]) -> None:
+        self.out = out
+        self.say = say
+        self.finished: dict[int, asyncio.Event] = {}
+        self._last_line: dict[int, str] = {}
+
+    def waiter(self, job_id: int) -> asyncio.Event:
+        return self.finished.setdefault(job_id, asyncio.Event())
+
+    async def show_status(self, view: StatusView) -> int:
+        if view.state == "queued":
+            line = f"queued, position {view.position} of {view.waiting}"
+        elif view.state == "running":
+            line = f"rendering, step {view.step}/{view.total_steps}" if view.step else "rendering…"
+        elif view.state == "retrying":
+            line = view.note or "retrying"
+        else:
+            line = f"cancelled ({view.note})" if view.note else "cancelled"
+            self.waiter(view.job.id).set()
+        if self._last_line.get(view.job.id) != line:
+            self._last_line[view.job.id] = line
+            self.say(f"  round {view.round_number}: {line}")
+        return view.job.id
+
+    async def show_result(self, view: ResultView) -> int:
+        stem = f"scene{view.scene.id}-round{view.round.number}-seed{view.job.seed}"
+        if view.withheld:
+            self.say(f"  round {view.round.number}: withheld (flagged by the safety checker)")
+        else:
+            await asyncio.to_thread(self._write, stem, view.image_png, view.overlay_png)
+            took = f" in {view.render_s:.1f} s" if view.render_s is not None else ""
+            flagged = " (flagged by the safety checker)" if view.spoiler else ""
+            self.say(
+                f"  round {view.round.number}, seed {view.job.seed}{took}{flagged}: {self.out / stem}.png"
+            )
+        self.waiter(view.job.id).set()
+        return view.job.id
+
+    async def show_failure(self, view: FailureView) -> int:
+        self.say(f"  round {view.round_number}: {view.message}")
+        self.waiter(view.job.id).set()
+        return view.job.id
+
+    def _write(self, stem: str, image: bytes | None, overlay: bytes | None) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if image:
+            (self.out / f"{stem}.png").write_bytes(image)
+        if overlay:
+            (self.out / f"{stem}-overlay.png").write_bytes(overlay)
+
+
+async def chat(
+    core: Core, lines: AsyncIterator[str], out: Path, say: Callable[[str], None], **imagine: Any
+) -> None:
+    """Run the scene flow over ``lines`` (one command or instruction each) until they end."""
+    from lmd_bot.errors import LmdError
+    from lmd_bot.services import Actor, PlanView, ReplyView, UndoView
+
+    notifier = ConsoleNotifier(out, say)
+    core.scenes.attach(notifier)
+    await core.scenes.start()
+    actor = Actor(user_id=CONSOLE_USER)
+    scenes = core.scenes
+    scene_id: int | None = None
+
+    async def wait_for(job) -> None:
+        await notifier.waiter(job.id).wait()
+
+    async def show_plan(plan: PlanView) -> None:
+        path = out / f"scene{plan.scene.id}-round{plan.round.number}-plan.png"
+        await asyncio.to_thread(_write_file, path, plan.overlay_png)
+        objects = ", ".join(o.caption for o in plan.round.layout.objects) or "no objects"
+        say(f"round {plan.round.number}: {objects}; background: {plan.round.layout.background}")
+        if plan.changes:
+            say(f"  changed: {plan.changes}")
+        say(f"  plan: {path}")
+
+    say(HELP.splitlines()[0])
+    async for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        command, _, rest = line.partition(" ")
+        try:
+            if command in ("/quit", "/exit"):
+                break
+            if command == "/help":
+                say(HELP)
+            elif command == "/queue":
+                view = await scenes.queue_view(actor)
+                say(f"rendering: {len(view.running)}, waiting: {len(view.waiting)}")
+            elif scene_id is None and command.startswith("/") and command not in ("/imagine", "/new"):
+                say("Start a scene first: type what to draw.")
+            elif command in ("/imagine", "/new") or scene_id is None:
+                prompt = rest if command in ("/imagine", "/new") else line
+                plan = await scenes.imagine(actor, prompt, **imagine)
+                if isinstance(plan, ReplyView):
+                    say(plan.text)
+                    continue
+                scene_id = plan.scene.id
+                await show_plan(plan)
+                await wait_for(await scenes.start_render(actor, plan.round.id))
+            elif command == "/reroll":
+                scene = await scenes.repo.scene(scene_id)
+                job = await scenes.reroll(actor, scene.head_round_id)
+                say(f"rerolling with seed {job.seed}")
+                await wait_for(job)
+            elif command == "/layout":
+                scene = await scenes.repo.scene(scene_id)
+                say(await scenes.layout_json(scene.head_round_id))
+            else:
+                outcome = await scenes.instruct(actor, scene_id, "undo" if command == "/undo" else line)
+                if isinstance(outcome, ReplyView):
+                    say(outcome.text)
+                elif isinstance(outcome, UndoView):
+                    say(f"back to round {outcome.round.number}")
+                    if outcome.result is not None and outcome.result.image_png:
+                        await notifier.show_result(outcome.result)
+                else:
+                    await show_plan(outcome)
+                    await wait_for(await scenes.start_render(actor, outcome.round.id))
+        except LmdError as exc:
+            say(exc.user_message)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    while True:
+        try:
+            line = await asyncio.to_thread(input, "> ")
+        except EOFError:
+            return
+        yield line
+
+
+async def _main(args: argparse.Namespace) -> None:
+    from lmd_bot.config import load_settings
+    from lmd_bot.rendering import RenderMode
+    from lmd_bot.services import open_core
+
+    overrides: dict[str, Any] = {}
+    if args.renderer:
+        overrides["queue"] = {"renderer": args.renderer}
+    if args.db:
+        overrides["db"] = {"url": args.db}
+    # Chat shows every step: nobody rate-limits a terminal.
+    overrides["discord"] = {"status_edit_interval_s": 1.0}
+    settings = load_settings(**overrides)
+    core = await open_core(settings)
+    try:
+        imagine = {"mode": RenderMode(args.mode) if args.mode else None, "steps": args.steps}
+        await chat(core, _stdin_lines(), args.out, lambda text: print(text, flush=True), **imagine)  # noqa: T201
+    finally:
+        await core.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.steps is not None and not 1 <= args.steps <= 150:
+        print("error: --steps must be between 1 and 150", file=sys.stderr)  # noqa: T201
+        return 2
+    asyncio.run(_main(args))
+    return 0

@@ -1,0 +1,94 @@
+"""``lmd-bot chat``: the same scene flow in a terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from lmd_bot.commands.chat import chat
+from lmd_bot.jobs.renderers import RendererSpec
+from lmd_bot.services import open_core
+from tests.bot.conftest import make_settings
+from tests.bot.doubles import ScriptedPlanner
+from tests.fakes.fake_anthropic import FakeAnthropic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _lines(items):
+    for item in items:
+        yield item
+
+
+async def test_chat_runs_the_scene_flow_and_writes_images(tmp_path):
+    core = await open_core(
+        make_settings(tmp_path),
+        planner=ScriptedPlanner(),
+        renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
+        new_seed=iter(range(10, 20)).__next__,
+    )
+    said: list[str] = []
+    out = tmp_path / "out"
+    script = [
+        "/undo",
+        "a red apple, a blue cup",
+        "move apple right",
+        "/reroll",
+        "/undo",
+        "what now?",
+        "/layout",
+    ]
+    try:
+        await chat(core, _lines(script), out, said.append)
+    finally:
+        await core.close()
+    text = "\n".join(said)
+    assert "Start a scene first" in text
+    assert "round 1: a red apple, a blue cup; background: a plain room" in text
+    assert "changed: moved: a red apple" in text
+    assert "rerolling with seed 11" in text and "back to round 2" in text
+    assert "I can add, remove and move objects." in text and '"caption": "a red apple"' in text
+    files = sorted(p.name for p in out.iterdir())
+    assert "scene1-round1-plan.png" in files and "scene1-round1-seed10.png" in files
+    assert "scene1-round2-seed10-overlay.png" in files and "scene1-round3-seed11.png" in files
+
+
+async def test_lmd_bot_chat_command_with_the_real_planner(tmp_path):
+    """The installed command, its configured planner against a fake Messages API, stdin lines."""
+    async with FakeAnthropic(api_key="test-key") as claude:
+        claude.push_layout([("a red apple", (40, 300, 90, 90))], background="A kitchen table")
+        claude.push_reply("I can move, add and remove objects.")
+        env = {
+            **os.environ,
+            "LMD_PLANNER__API_KEY": "test-key",
+            "LMD_PLANNER__BASE_URL": claude.base_url,
+            "LMD_STORAGE__IMAGE_DIR": str(tmp_path / "store"),
+            "LMD_DIFFUSION__MODE": "lmd",
+            "LMD_DIFFUSION__STEPS": "2",
+        }
+        proc = await asyncio.create_subprocess_exec(
+            Path(sys.executable).parent / "lmd-bot",
+            "chat",
+            "--renderer",
+            "preview",
+            "--db",
+            f"sqlite+aiosqlite:///{tmp_path}/chat.sqlite3",
+            "--out",
+            str(tmp_path / "out"),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+        )
+        stdout, stderr = await asyncio.wait_for(
+            proc.communicate(b"an apple on a table\nwhat can you do?\n"), 120
+        )
+    assert proc.returncode == 0, stderr.decode()
+    text = stdout.decode()
+    assert "round 1: a red apple; background: A kitchen table" in text
+    assert "I can move, add and remove objects." in text
+    assert any(p.name.endswith("-overlay.png") for p in (tmp_path / "out").iterdir())
+    assert "test-key" not in stderr.decode() and "test-key" not in text
