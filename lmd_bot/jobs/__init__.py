@@ -19,7 +19,13 @@ def build_queue(settings: Settings, spec: RendererSpec | None = None) -> JobQueu
     if q.backend == "redis":
         from lmd_bot.jobs.redis_queue import RedisJobQueue
 
-        return RedisJobQueue(q.redis_url, prefix=q.redis_prefix, max_queued=q.max_queued)
+        return RedisJobQueue(
+            q.redis_url,
+            prefix=q.redis_prefix,
+            max_queued=q.max_queued,
+            max_attempts=q.max_attempts,
+            heartbeat_s=q.worker_heartbeat_s,
+        )
     from lmd_bot.jobs.local import LocalJobQueue
 
     return LocalJobQueue(

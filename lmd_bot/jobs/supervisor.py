@@ -50,6 +50,7 @@ class _Worker:
     process: BaseProcess
     conn: Connection
     inbox: asyncio.Queue[tuple[Any, ...]]
+    busy: bool = False  # a job was sent and its end not yet received
 
 
 @dataclass(frozen=True)
@@ -138,9 +139,10 @@ class WorkerSupervisor:
         worker, self._worker = self._worker, None
         if worker is None:
             return
-        with contextlib.suppress(OSError):
-            worker.conn.send(("stop",))
-        await asyncio.to_thread(worker.process.join, 5)
+        if not worker.busy:  # a busy worker would only read "stop" after its render
+            with contextlib.suppress(OSError):
+                worker.conn.send(("stop",))
+            await asyncio.to_thread(worker.process.join, 5)
         if worker.process.is_alive():
             await self._kill(worker)
         worker.conn.close()
@@ -206,6 +208,7 @@ class WorkerSupervisor:
                 return _Outcome("cancelled")
             try:
                 worker.conn.send(("job", job.job_id, job.request.model_dump_json()))
+                worker.busy = True
             except OSError as exc:
                 await self._discard()
                 return _Outcome("crash", detail=f"send failed: {exc}")
@@ -254,8 +257,10 @@ class WorkerSupervisor:
                         )
                     )
             elif kind == "done":
+                worker.busy = False
                 return _Outcome("done", message)
             elif kind == "failed":
+                worker.busy = False
                 reason = message[2]
                 if reason == "cancelled":
                     return _Outcome("timeout" if timed_out_at is not None else "cancelled")

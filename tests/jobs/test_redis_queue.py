@@ -1,0 +1,201 @@
+"""The Redis-backed queue against a real redis-server: fairness, cancellation, lost worker hosts,
+events across a bot restart, and the ``lmd-bot worker`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmd_bot.jobs.models import (
+    CancelOutcome,
+    JobCancelled,
+    JobDone,
+    JobFailed,
+    JobRetrying,
+    JobSpec,
+    JobStarted,
+    QueueFullError,
+)
+from lmd_bot.jobs.redis_queue import QueueUnavailableError, RedisJobQueue, RedisWorker
+from lmd_bot.jobs.renderers import RendererSpec
+from lmd_bot.jobs.supervisor import WorkerSupervisor
+from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.rendering import RenderRequest
+from tests.jobs.renderers import spec
+
+ROOT = Path(__file__).resolve().parents[2]
+LAYOUT = SceneLayout.model_validate({"objects": [{"id": 1, "caption": "a cat", "box": [10, 10, 100, 100]}]})
+PREVIEW = RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer")
+
+
+def _job(job_id: int, user: int, seed: int = 0) -> JobSpec:
+    return JobSpec(job_id=job_id, user_id=user, request=RenderRequest(layout=LAYOUT, seed=seed, steps=2))
+
+
+def _worker(url, prefix, renderer=PREVIEW, name="w1"):
+    def supervisor(emit):
+        return WorkerSupervisor(renderer, emit=emit, job_timeout_s=30, cancel_grace_s=2, name=name)
+
+    return RedisWorker(url, supervisor, prefix=prefix, name=name, heartbeat_s=0.2, cancel_poll_s=0.05)
+
+
+async def _bot(url, prefix, **kw) -> RedisJobQueue:
+    queue = RedisJobQueue(url, prefix=prefix, heartbeat_s=0.2, **kw)
+    await queue.start()
+    return queue
+
+
+async def _collect(queue, until, timeout=20.0):
+    events = []
+    while not until(events):
+        events.append(await asyncio.wait_for(queue.next_event(), timeout))
+    return events
+
+
+def _done(ids):
+    return lambda events: {e.job_id for e in events if isinstance(e, JobDone | JobFailed)} >= set(ids)
+
+
+async def test_jobs_interleave_across_users_and_run_on_a_worker_host(redis_url, prefix):
+    bot = await _bot(redis_url, prefix)
+    for job_id, user in [(1, 10), (2, 10), (3, 10), (4, 20)]:
+        await bot.submit(_job(job_id, user))
+    await bot.submit(_job(1, 10))  # a duplicate is ignored
+    snap = await bot.snapshot()
+    assert [j.job_id for j in snap.queued] == [1, 4, 2, 3] and snap.running == []
+    assert await bot.known_jobs() == {1, 2, 3, 4}
+    worker, stop = _worker(redis_url, prefix), asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        events = await _collect(bot, _done([1, 2, 3, 4]))
+        started = [e.job_id for e in events if isinstance(e, JobStarted)]
+        assert started == [1, 4, 2, 3]
+        assert all(e.png.startswith(b"\x89PNG") for e in events if isinstance(e, JobDone))
+        assert await bot.known_jobs() == set()
+    finally:
+        stop.set()
+        await running
+        await bot.close(0)
+
+
+async def test_cancel_waiting_and_running_jobs_and_the_whole_queue_cap(redis_url, prefix, tmp_path):
+    bot = await _bot(redis_url, prefix, max_queued=2)
+    await bot.submit(_job(1, 10))
+    await bot.submit(_job(2, 11))
+    with pytest.raises(QueueFullError):
+        await bot.submit(_job(3, 12))
+    worker, stop = _worker(redis_url, prefix, spec("gated", folder=str(tmp_path))), asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        await _collect(bot, lambda ev: any(isinstance(e, JobStarted) for e in ev))
+        assert await bot.cancel(2) == CancelOutcome.REMOVED
+        assert await bot.cancel(2) == CancelOutcome.UNKNOWN
+        assert await bot.cancel(1) == CancelOutcome.STOPPING
+        events = await _collect(bot, lambda ev: any(isinstance(e, JobCancelled) for e in ev))
+        assert [e.job_id for e in events if isinstance(e, JobCancelled)] == [1]
+    finally:
+        stop.set()
+        await running
+        await bot.close(0)
+
+
+async def test_a_lost_worker_host_is_noticed_and_its_job_retried_elsewhere(redis_url, prefix, tmp_path):
+    bot = await _bot(redis_url, prefix, max_attempts=2)
+    doomed = _worker(redis_url, prefix, spec("hang", folder=str(tmp_path)), name="doomed")
+    doomed_task = asyncio.create_task(doomed.run(asyncio.Event()))
+    await bot.submit(_job(1, 10))
+    await _collect(bot, lambda ev: any(isinstance(e, JobStarted) for e in ev))
+    # The host dies: no more heartbeats, and its GPU process goes with it.
+    doomed_task.cancel()
+    await asyncio.gather(doomed_task, return_exceptions=True)
+    assert doomed.supervisor.worker_pid is None
+    events = await _collect(bot, lambda ev: any(isinstance(e, JobRetrying) for e in ev))
+    retry = next(e for e in events if isinstance(e, JobRetrying))
+    assert retry.attempt == 2 and "another worker" in retry.user_message
+    rescuer, stop = _worker(redis_url, prefix, name="rescuer"), asyncio.Event()
+    running = asyncio.create_task(rescuer.run(stop))
+    try:
+        events = await _collect(bot, _done([1]))
+        assert isinstance(events[-1], JobDone)
+        assert next(e for e in events if isinstance(e, JobStarted)).attempt == 2
+    finally:
+        stop.set()
+        await running
+        await bot.close(0)
+
+
+async def test_events_published_while_the_bot_was_down_arrive_after_it_starts(redis_url, prefix):
+    bot = await _bot(redis_url, prefix)
+    await bot.submit(_job(1, 10))
+    await bot.close(0)  # the bot stops; the job waits in Redis
+    worker, stop = _worker(redis_url, prefix), asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    while worker.jobs_done < 1:
+        await asyncio.sleep(0.05)
+    stop.set()
+    await running
+    bot = await _bot(redis_url, prefix)
+    try:
+        events = await _collect(bot, _done([1]))
+        assert isinstance(events[-1], JobDone) and events[-1].job_id == 1
+    finally:
+        await bot.close(0)
+
+
+async def test_an_unreachable_redis_is_a_clear_error():
+    bot = RedisJobQueue("redis://127.0.0.1:1/0", prefix="x")
+    with pytest.raises(QueueUnavailableError) as err:
+        await bot.start()
+    assert err.value.user_message.startswith("The render queue is unavailable")
+
+
+async def test_lmd_bot_worker_command_serves_the_queue_and_stops_on_sigterm(redis_url, prefix):
+    bot = await _bot(redis_url, prefix)
+    env = {**os.environ, "LMD_QUEUE__REDIS_URL": redis_url, "LMD_QUEUE__REDIS_PREFIX": prefix}
+    proc = await asyncio.create_subprocess_exec(
+        Path(sys.executable).parent / "lmd-bot",
+        "worker",
+        "--renderer",
+        "preview",
+        "--name",
+        "cli-worker",
+        cwd=ROOT,
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await bot.submit(_job(1, 10))
+        events = await _collect(bot, _done([1]), timeout=60)
+        started = next(e for e in events if isinstance(e, JobStarted))
+        assert started.worker == "cli-worker" and isinstance(events[-1], JobDone)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 30)
+        await bot.close(0)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+
+
+async def test_the_scene_service_runs_on_the_redis_queue(redis_url, prefix, tmp_path):
+    """queue.backend = "redis": the bot has no GPU of its own; a worker host renders its scenes."""
+    from lmd_bot.services import ResultView
+    from tests.bot.conftest import ALICE, running_core
+
+    queue = {"backend": "redis", "redis_url": redis_url, "redis_prefix": prefix, "worker_heartbeat_s": 0.2}
+    worker, stop = _worker(redis_url, prefix), asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        async with running_core(tmp_path, queue=queue) as (app, notes):
+            assert isinstance(app.queue, RedisJobQueue)
+            plan = await app.scenes.imagine(ALICE, "a red apple", seed=5)
+            job = await app.scenes.start_render(ALICE, plan.round.id, thread_id=1)
+            result = await notes.result_of(job.id)
+            assert isinstance(result, ResultView) and result.image_png.startswith(b"\x89PNG")
+            assert result.job.seed == 5
+    finally:
+        stop.set()
+        await running
