@@ -17,7 +17,7 @@ import importlib
 import sys
 
 # Modules providing ``lmd-bot bench NAME`` besides ``render`` (defined here).
-BENCHMARKS: tuple[str, ...] = ()
+BENCHMARKS: tuple[str, ...] = ("lmd_bot.commands.bench_bot",)
 
 _CAPTIONS = ("a red apple", "a gray cat", "a blue car", "a brown dog", "a green bottle", "a white teapot")
 

@@ -1,0 +1,161 @@
+"""``lmd-bot bench bot``: the bot's own overhead, without Discord, an LLM or a GPU.
+
+Simulated users drive the service layer concurrently (each: ``/imagine``, then instructions) on a
+scratch SQLite file, the real queue and worker process with the instant preview renderer, and a
+scripted planner that answers at once. Prints the events handled per second (queue events turned
+into database updates and status messages) and the latency from an instruction to its job being
+queued (p50, p99): the time the bot itself adds before a GPU is involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def add_parser(benches: argparse._SubParsersAction) -> None:
+    p = benches.add_parser(
+        "bot",
+        help="events/s and instruction-to-enqueue latency of the service layer",
+        description=(
+            "Simulated users drive /imagine and instructions through the service layer with a "
+            "scripted planner and the instant preview renderer; prints events/s and latency."
+        ),
+    )
+    p.add_argument("--users", type=int, default=20, help="concurrent users (default 20)")
+    p.add_argument("--instructions", type=int, default=10, help="instructions per user (default 10)")
+    p.add_argument("--steps", type=int, default=2, help="preview renderer steps per job (default 2)")
+    p.set_defaults(func=run)
+
+
+class _ScriptedPlanner:
+    """Benchmark double: answers at once, so only the bot's own work is measured."""
+
+    async def plan(self, prompt: str):
+        from lmd_bot.layout.schema import SceneLayout
+        from lmd_bot.planner.base import PlanResult
+
+        objects = [
+            {"id": 1, "caption": "a red apple", "box": [40, 300, 90, 90]},
+            {"id": 2, "caption": "a blue cup", "box": [300, 280, 80, 100]},
+        ]
+        return PlanResult(layout=SceneLayout.model_validate({"objects": objects, "background": prompt}))
+
+    async def revise(self, history, instruction: str):
+        from lmd_bot.planner.base import PlanResult
+
+        layout = history[-1].layout
+        cup = layout.objects[1]
+        x = (cup.box.x + 16) % (layout.width - cup.box.w)
+        moved = cup.model_copy(update={"box": cup.box.model_copy(update={"x": x})})
+        return PlanResult(layout=layout.model_copy(update={"objects": (layout.objects[0], moved)}))
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _CountingNotifier:
+    def __init__(self) -> None:
+        self.updates = 0
+        self.results = 0
+
+    async def show_status(self, view) -> int:
+        self.updates += 1
+        return view.job.id
+
+    async def show_result(self, view) -> int:
+        self.results += 1
+        return view.job.id
+
+    async def show_failure(self, view) -> int:
+        self.results += 1
+        return view.job.id
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)  # noqa: T201 - a benchmark's output is its printed table
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _bench(args: argparse.Namespace, folder: Path) -> None:
+    from lmd_bot.config import load_settings
+    from lmd_bot.jobs.renderers import RendererSpec
+    from lmd_bot.services import Actor, PlanView, open_core
+
+    settings = load_settings(
+        db={"url": f"sqlite+aiosqlite:///{folder}/bench.sqlite3"},
+        storage={"image_dir": str(folder / "images")},
+        diffusion={"mode": "lmd", "steps": args.steps},
+        queue={"per_user_cap": 50, "max_queued": 10_000},
+        guard={"rate_limit_count": 10_000},
+        discord={"status_edit_interval_s": 0.0},
+    )
+    core = await open_core(
+        settings,
+        planner=_ScriptedPlanner(),
+        renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
+    )
+    notifier = _CountingNotifier()
+    core.scenes.attach(notifier)
+    await core.scenes.start()
+    latencies: list[float] = []
+    scenes = core.scenes
+
+    async def user(uid: int) -> int:
+        actor = Actor(user_id=uid, guild_id=1, channel_id=1)
+        plan = await scenes.imagine(actor, f"scene of user {uid}")
+        await scenes.start_render(actor, plan.round.id, thread_id=uid)
+        jobs = 1
+        for i in range(args.instructions):
+            start = time.perf_counter()
+            outcome = await scenes.instruct(actor, plan.scene.id, f"move the cup, step {i}")
+            assert isinstance(outcome, PlanView)
+            await scenes.start_render(actor, outcome.round.id)
+            latencies.append(time.perf_counter() - start)
+            jobs += 1
+        return jobs
+
+    try:
+        started = time.perf_counter()
+        jobs = sum(await asyncio.gather(*(user(u) for u in range(1, args.users + 1))))
+        queued_in = time.perf_counter() - started
+        while notifier.results < jobs:
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        events = scenes.events_handled
+    finally:
+        await core.close()
+    ms = [v * 1000 for v in latencies]
+    _say(
+        f"lmd-bot bench bot: {args.users} users x (1 scene + {args.instructions} instructions), "
+        f"scripted planner, preview renderer ({args.steps} steps), SQLite"
+    )
+    rows = [
+        ("jobs rendered", f"{jobs}"),
+        ("all queued in", f"{queued_in:.2f} s"),
+        ("all rendered in", f"{elapsed:.2f} s"),
+        ("queue events handled", f"{events} ({events / elapsed:.0f} events/s)"),
+        ("status updates delivered", f"{notifier.updates}"),
+        ("instruction -> enqueued p50", f"{statistics.median(ms):.1f} ms"),
+        ("instruction -> enqueued p99", f"{_percentile(ms, 0.99):.1f} ms"),
+        ("instruction -> enqueued max", f"{max(ms):.1f} ms"),
+    ]
+    for name, value in rows:
+        _say(f"  {name:<30} {value}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.users < 1 or args.instructions < 1 or not 1 <= args.steps <= 150:
+        _say("error: --users and --instructions must be at least 1, --steps 1..150")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="lmd-bench-bot-") as folder:
+        asyncio.run(_bench(args, Path(folder)))
+    return 0
