@@ -41,7 +41,10 @@ async def _start(settings, fake: FakeDiscord | None):
     return core, fake, cog
 
 
-async def test_scene_survives_a_restart_of_the_whole_bot(tmp_path):
+async def test_scene_survives_a_restart_of_the_whole_bot(tmp_path, monkeypatch):
+    # One OpenMP thread in the worker process: on a busy 2-core machine, torch's spinning threads
+    # fight the other test processes and a tiny render takes ten times longer.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     async with FakeAnthropic(api_key="test-key") as claude:
         settings = make_settings(
             tmp_path,
