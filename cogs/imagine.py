@@ -99,19 +99,18 @@ class ImagineCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or not isinstance(message.channel, discord.Thread):
+        if message.author.bot:
             return
         me = self.bot.user
         mentioned = me is not None and me in message.mentions
-        if not (self.content_intent or mentioned):
+        text = strip_mention(message.content, me.id if me else 0) if mentioned or self.content_intent else ""
+        if mentioned and not text:  # "@lmd-bot" alone, anywhere: explain what the bot does
+            await message.reply(HELP_TEXT, mention_author=False)
+            return
+        if not text or not isinstance(message.channel, discord.Thread):
             return
         scene = await self.scenes.scene_for_thread(message.channel.id)
         if scene is None:
-            return
-        text = strip_mention(message.content, me.id if me else 0)
-        if not text:
-            if mentioned:
-                await message.reply(HELP_TEXT, mention_author=False)
             return
         actor = actor_from_message(message)
         if not await self.scenes.may_edit(actor, scene):

@@ -128,6 +128,7 @@ class SceneService:
         self._user_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
         self._avg_render_s: float | None = None
         self._positions_task: asyncio.Task[None] | None = None
+        self._positions_dirty = False
         self._pump: asyncio.Task[None] | None = None
         self._pump_idle = False
         self.events_handled = 0
@@ -816,21 +817,27 @@ class SceneService:
         self._throttle.push(live.job.id, view)
 
     def _refresh_positions_soon(self) -> None:
-        # Many queue changes arrive together (a burst of submits): refresh once for all of them.
+        # Many queue changes arrive together (a burst of submits): one refresh covers them all, and
+        # a change during a refresh makes it run once more.
+        self._positions_dirty = True
         if self._positions_task is None or self._positions_task.done():
             self._positions_task = self._tasks.spawn(self._refresh_positions(), name="positions")
 
     async def _refresh_positions(self) -> None:
-        await asyncio.sleep(0)
-        snap: QueueSnapshot = await self.queue.snapshot()
-        running = len(snap.running)
-        for position, queued in enumerate(snap.queued, start=1):
-            live = self._live.get(queued.job_id)
-            if live is None or live.position == position:
-                continue
-            live.position = position
-            eta = self._avg_render_s * (position - 1 + running) if self._avg_render_s is not None else None
-            self._push_status(live, "queued", position=position, waiting=len(snap.queued), eta=eta)
+        while self._positions_dirty:
+            self._positions_dirty = False
+            await asyncio.sleep(0)
+            snap: QueueSnapshot = await self.queue.snapshot()
+            running = len(snap.running)
+            for position, queued in enumerate(snap.queued, start=1):
+                live = self._live.get(queued.job_id)
+                if live is None or live.position == position:
+                    continue
+                live.position = position
+                eta = (
+                    self._avg_render_s * (position - 1 + running) if self._avg_render_s is not None else None
+                )
+                self._push_status(live, "queued", position=position, waiting=len(snap.queued), eta=eta)
 
     # --- internals: delivering updates ---------------------------------------------------------
 

@@ -156,6 +156,8 @@ async def test_without_the_content_intent_only_mentions_count(discord_core):
     assert len(core.planner.calls) == 1  # ignored: not addressed to the bot
     await cog.on_message(fake.message(OWNER, thread, f"<@{BOT_ID}>", mentions_bot=True))
     assert "/imagine" in fake.in_channel(thread.id)[-1].content  # a bare mention gets the help
+    await cog.on_message(fake.message(OTHER, fake.text, f"<@{BOT_ID}>", mentions_bot=True))
+    assert "/imagine" in fake.in_channel(fake.text.id)[-1].content  # in any channel
     await cog.on_message(fake.message(OWNER, thread, f"<@{BOT_ID}> add a cat", mentions_bot=True))
     _, _, instruction = core.planner.calls[-1]
     assert instruction == "add a cat"
