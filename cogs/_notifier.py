@@ -86,16 +86,12 @@ class DiscordNotifier:
 
     async def show_status(self, view: StatusView) -> int | None:
         thread = await self._thread(view.scene.thread_id)
-        fields: dict = {"content": status_content(view), "embeds": []}
-        if view.state == "cancelled":
-            fields["view"] = None
-            fields["attachments"] = []
-        else:
-            fields["view"] = status_buttons(view.job.id)
-            if view.preview_png:
-                embed = discord.Embed().set_thumbnail(url="attachment://preview.png")
-                fields["embeds"] = [embed]
-                fields["attachments"] = [file(view.preview_png, "preview.png")]
+        # Every edit says what the message holds now: an old preview must not linger.
+        fields: dict = {"content": status_content(view), "embeds": [], "attachments": []}
+        fields["view"] = None if view.state == "cancelled" else status_buttons(view.job.id)
+        if view.preview_png and view.state != "cancelled":
+            fields["embeds"] = [discord.Embed().set_thumbnail(url="attachment://preview.png")]
+            fields["attachments"] = [file(view.preview_png, "preview.png")]
         return await self._post(thread, view.job.status_message_id, **fields)
 
     async def show_result(self, view: ResultView) -> int | None:

@@ -62,6 +62,13 @@ class ImagineCog(commands.Cog):
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,
     ) -> None:
+        if isinstance(interaction.channel, discord.Thread):
+            text = (
+                "Use `/imagine` in a text channel: I open a thread for each scene. "
+                "In here, tell me what to change."
+            )
+            await interaction.response.send_message(text, ephemeral=True)
+            return
         missing = missing_permissions(interaction.app_permissions)
         if missing:
             await interaction.response.send_message(permission_message(missing), ephemeral=True)

@@ -310,3 +310,12 @@ def test_dynamic_item_templates_are_unique_anchored_and_short():
         assert len(item.custom_id) <= 100
         assert cls.__discord_ui_compiled_template__.fullmatch(item.custom_id)
         assert item.item.custom_id.startswith("lmd:")
+
+
+async def test_imagine_inside_a_thread_points_to_a_text_channel(discord_core):
+    core, fake = discord_core
+    cog = _cog(core, fake)
+    inter = fake.interaction(OWNER, fake.thread(123))
+    await ImagineCog.imagine.callback(cog, inter, prompt="a cat", mode=None, seed=None, steps=None)
+    assert "in a text channel" in inter.response.send_message.await_args.args[0]
+    assert core.planner.calls == []
