@@ -38,8 +38,8 @@ from lmd_bot.jobs.models import (
     QueueFullError,
     QueueSnapshot,
 )
-from lmd_bot.layout.schema import SceneLayout, clean_text
-from lmd_bot.planner.base import Planner, PlanResult
+from lmd_bot.layout.schema import clean_text
+from lmd_bot.planner.base import Planner
 from lmd_bot.rendering import RenderMode, RenderRequest
 from lmd_bot.scenes.diff import describe_changes
 from lmd_bot.scenes.models import (
@@ -196,7 +196,8 @@ class SceneService:
         result = await self.planner.plan(text)
         if result.layout is None:
             return ReplyView(text=result.reply or PlannerError.user_message)
-        layout = self._checked_layout(result)
+        layout = result.layout
+        self.guard.text.check_layout(layout)
         scene, first = await self.repo.create_scene(
             owner_id=actor.user_id,
             guild_id=actor.guild_id,
@@ -270,7 +271,8 @@ class SceneService:
             result = await self.planner.revise(planner_history(path), text)
             if result.layout is None:
                 return ReplyView(scene=scene, text=result.reply or PlannerError.user_message)
-            layout = self._checked_layout(result)
+            layout = result.layout
+            self.guard.text.check_layout(layout)
             new_round, _ = await self.repo.add_round(
                 scene_id=scene_id,
                 parent_id=base.id,
@@ -521,11 +523,6 @@ class SceneService:
         if len(cleaned) > limit:
             raise TextTooLongError(len(cleaned), limit, what)
         return cleaned
-
-    def _checked_layout(self, result: PlanResult) -> SceneLayout:
-        assert result.layout is not None
-        self.guard.text.check_layout(result.layout)
-        return result.layout
 
     async def _ensure_editor(self, actor: Actor, scene: SceneRecord) -> None:
         if not await self.may_edit(actor, scene):
