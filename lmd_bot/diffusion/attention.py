@@ -7,7 +7,9 @@ softmax attention. :func:`attention_capture` installs the processors and restore
 in ``finally``, errors and cancellation included.
 
 Maps are softmax probabilities over all 77 text tokens (the start token included, not
-renormalized), shape ``(heads, h, w, tokens)`` for the conditional branch of the batch.
+renormalized). Batches are first-class: per-object runs of one round share each UNet call, so a
+guidance pass records ``(batch, heads, h, w, tokens)`` and a denoising pass records, for each
+conditional row of the CFG batch, that row's own token: ``(rows, heads, h, w)``.
 """
 
 from __future__ import annotations
@@ -36,35 +38,44 @@ class AttentionStore:
 
     Two recording modes, set for the duration of one UNet forward:
 
-    - :meth:`guidance`: full maps (with autograd) of a batch-1 conditional pass; the forward is cut
-      short by :class:`StopForward` once all requested layers ran, since guidance needs no output;
-    - :meth:`tokens`: detached maps of a few tokens from the conditional half of a CFG batch.
+    - :meth:`guidance`: full maps (with autograd) of a conditional-only batch, ``(batch, heads, h,
+      w, tokens)``; the forward is cut short by :class:`StopForward` once all requested layers ran,
+      since guidance needs no output;
+    - :meth:`tokens`: detached maps of one token per chosen row of a CFG batch (each object's word
+      token from its conditional row), ``(rows, heads, h, w)`` in float32.
+
+    With no keys requested nothing is recorded and every layer keeps its SDPA processor.
     """
 
     def __init__(self, latent_hw: tuple[int, int]) -> None:
         self.latent_hw = latent_hw
         self.maps: dict[str, torch.Tensor] = {}
         self._keys: frozenset[str] = frozenset()
+        self._rows: list[int] | None = None
         self._tokens: list[int] | None = None
-        self._cond_index = 0
         self._stop_when_complete = False
 
     @contextmanager
     def guidance(self, keys: Sequence[str]) -> Iterator[dict[str, torch.Tensor]]:
-        with self._recording(keys, tokens=None, cond_index=0, stop=True):
+        with self._recording(keys, rows=None, tokens=None, stop=True):
             yield self.maps
 
     @contextmanager
-    def tokens(self, keys: Sequence[str], tokens: Sequence[int], cond_index: int) -> Iterator[dict]:
-        with self._recording(keys, tokens=list(tokens), cond_index=cond_index, stop=False):
+    def tokens(
+        self, keys: Sequence[str], rows: Sequence[int], tokens: Sequence[int]
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Record token ``tokens[i]`` of batch row ``rows[i]``, for every ``i``."""
+        if len(rows) != len(tokens):
+            raise ValueError(f"{len(rows)} rows but {len(tokens)} tokens")
+        with self._recording(keys, rows=list(rows), tokens=list(tokens), stop=False):
             yield self.maps
 
     @contextmanager
-    def _recording(self, keys, *, tokens, cond_index, stop) -> Iterator[None]:
+    def _recording(self, keys, *, rows, tokens, stop) -> Iterator[None]:
         self.maps = {}
         self._keys = frozenset(keys)
+        self._rows = rows
         self._tokens = tokens
-        self._cond_index = cond_index
         self._stop_when_complete = stop
         try:
             yield
@@ -84,9 +95,12 @@ class AttentionStore:
         """Record ``probs`` of shape ``(batch * heads, pixels, tokens)`` for layer ``key``."""
         pixels, n_tokens = probs.shape[-2:]
         h, w = self.grid(pixels)
-        maps = probs.view(batch, heads, h, w, n_tokens)[self._cond_index]
-        if self._tokens is not None:
-            maps = maps[..., self._tokens].detach().float()
+        maps = probs.view(batch, heads, h, w, n_tokens)
+        if self._rows is not None:
+            rows = torch.tensor(self._rows, device=maps.device)
+            tokens = torch.tensor(self._tokens, device=maps.device)
+            # Indices on the first and last dimensions: the result is (rows, heads, h, w).
+            maps = maps[rows, :, :, :, tokens].detach().float()
         self.maps[key] = maps
         if self._stop_when_complete and self._keys <= self.maps.keys():
             raise StopForward

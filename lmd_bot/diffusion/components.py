@@ -12,7 +12,12 @@ from lmd_bot.errors import ConfigError
 
 @dataclass
 class Components:
-    """SD v1.x parts (diffusers/transformers objects) plus an optional SAM, on one device."""
+    """SD v1.x parts (diffusers/transformers objects), optional GLIGEN UNet and SAM, on one device.
+
+    The GLIGEN UNet (``lmd+`` and ``fast``) shares the VAE, text encoder and tokenizer: GLIGEN is
+    built on SD v1.4, whose VAE and CLIP text encoder are SD v1.5's. The names identify the
+    weights in the per-object cache's keys.
+    """
 
     unet: object  # diffusers UNet2DConditionModel
     vae: object  # diffusers AutoencoderKL
@@ -20,13 +25,17 @@ class Components:
     tokenizer: object  # transformers CLIPTokenizer
     scheduler: object  # diffusers DDIMScheduler
     sam: SamParts | None = None
+    gligen_unet: object | None = None  # UNet2DConditionModel with attention_type="gated"
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
+    sd_name: str = "sd"
+    gligen_name: str = "gligen"
 
     def __post_init__(self) -> None:
         # Inference only: no parameter needs a gradient (guidance differentiates the latents), and
         # without them autograd keeps no weight-gradient buffers.
         models = [self.unet, self.vae, self.text_encoder] + ([self.sam.model] if self.sam else [])
+        models += [self.gligen_unet] if self.gligen_unet is not None else []
         for model in models:
             model.requires_grad_(False)
             model.eval()

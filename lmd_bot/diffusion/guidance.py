@@ -23,6 +23,12 @@ for other step counts it is stretched proportionally (step ``i`` of ``n`` uses t
 The guidance pass stops the UNet right after the last layer it reads (see
 :class:`lmd_bot.diffusion.attention.StopForward`): the later blocks cannot affect the loss, so the
 gradient is the reference's, for less compute and memory.
+
+Batches: the per-object runs of one round are guided together, one UNet call per iteration for
+all the objects still being guided. Each row is an independent sample (the UNet mixes nothing
+across the batch), its loss is computed on its own maps, and the gradient of the summed losses
+with respect to a row's latents is that row's own gradient. Each row carries its own stale loss,
+so a row stops exactly when it would have stopped alone.
 """
 
 from __future__ import annotations
@@ -83,11 +89,17 @@ def step_size(scheduler, index: int, timestep: torch.Tensor) -> float:
     return 1.0
 
 
-LossFn = Callable[[Mapping[str, torch.Tensor], int], torch.Tensor]
+# (maps of one row: layer -> (heads, h, w, tokens), step index, row) -> unscaled loss
+LossFn = Callable[[Mapping[str, torch.Tensor], int, int], torch.Tensor]
 
 
 class BackwardGuidance:
-    """Guidance for one denoising run; holds the carried loss of the stale-loss early stop."""
+    """Guidance for one batch of denoising runs; holds each row's carried loss (stale-loss stop).
+
+    ``cond_embeddings`` is ``(batch, 77, dim)``; ``grounding``, when given, holds GLIGEN inputs
+    with one row per sample (``boxes``, ``positive_embeddings``, ``masks``), fed to the UNet as
+    ``cross_attention_kwargs={"gligen": ...}`` in the guidance pass.
+    """
 
     def __init__(
         self,
@@ -99,6 +111,7 @@ class BackwardGuidance:
         cond_embeddings: torch.Tensor,
         loss_fn: LossFn,
         steps: int,
+        grounding: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         self.params = params
         self.unet = unet
@@ -107,39 +120,56 @@ class BackwardGuidance:
         self.cond_embeddings = cond_embeddings
         self.loss_fn = loss_fn
         self.steps = steps
-        self.last_loss = INITIAL_LOSS  # scaled, as the reference keeps it
-        self.passes = 0  # UNet forward+backward passes run
-        self.losses: list[float] = []  # every computed loss, unscaled, for tests and logs
+        self.grounding = grounding
+        batch = cond_embeddings.shape[0]
+        self.last_loss = [INITIAL_LOSS] * batch  # scaled, as the reference keeps it
+        self.passes = 0  # UNet forward+backward calls (one per iteration, whatever the batch)
+        self.losses: list[list[float]] = [[] for _ in range(batch)]  # per row, unscaled
 
     def __call__(self, latents: torch.Tensor, index: int, timestep: torch.Tensor) -> torch.Tensor:
         n_iter = self.params.iterations(index, self.steps)
         if n_iter and not self.params.stale_loss_stop:
-            self.last_loss = INITIAL_LOSS
-        scale = self.params.loss_scale
-        it = 0
-        while it < n_iter and self.last_loss / scale > self.params.loss_threshold:
+            self.last_loss = [INITIAL_LOSS] * len(self.last_loss)
+        scale, threshold = self.params.loss_scale, self.params.loss_threshold
+        for _ in range(n_iter):
+            active = [row for row, loss in enumerate(self.last_loss) if loss / scale > threshold]
+            if not active:
+                break
+            rows = torch.tensor(active, device=latents.device)
+            kwargs = {}
+            if self.grounding is not None:
+                kwargs["cross_attention_kwargs"] = {"gligen": {k: v[rows] for k, v in self.grounding.items()}}
             with torch.enable_grad():
-                z = latents.detach().requires_grad_(True)
+                z = latents[rows].detach().requires_grad_(True)
                 with self.store.guidance(GUIDANCE_KEYS) as maps:
                     with contextlib.suppress(StopForward):
                         self.unet(
                             self.scheduler.scale_model_input(z, timestep),
                             timestep,
-                            encoder_hidden_states=self.cond_embeddings,
+                            encoder_hidden_states=self.cond_embeddings[rows],
+                            **kwargs,
                         )
-                    loss = self.loss_fn(maps, index) * scale
-                (grad,) = torch.autograd.grad(loss, z)
+                    losses = torch.stack(
+                        [
+                            self.loss_fn({key: m[i] for key, m in maps.items()}, index, row)
+                            for i, row in enumerate(active)
+                        ]
+                    )
+                    losses = losses * scale
+                (grad,) = torch.autograd.grad(losses.sum(), z)
             self.passes += 1
-            value = loss.item()
-            if not math.isfinite(value) or not torch.isfinite(grad).all():
-                # A NaN would poison the latents; the reference would stop here too (NaN > x is
-                # false), but only after applying the update.
-                log.warning("guidance loss or gradient is not finite at step %d; guidance stops", index)
-                self.last_loss = 0.0
-                break
             step = step_size(self.scheduler, index, timestep)
-            latents = (z.detach().float() - step * grad.float()).to(latents.dtype)
-            self.last_loss = value
-            self.losses.append(value / scale)
-            it += 1
+            values = losses.detach().float().tolist()
+            latents = latents.clone()
+            for i, row in enumerate(active):
+                value = values[i]
+                if not math.isfinite(value) or not torch.isfinite(grad[i]).all():
+                    # A NaN would poison the latents; the reference would stop here too (NaN > x is
+                    # false), but only after applying the update.
+                    log.warning("guidance loss or gradient is not finite at step %d; guidance stops", index)
+                    self.last_loss[row] = 0.0
+                    continue
+                latents[row] = (z[i].detach().float() - step * grad[i].float()).to(latents.dtype)
+                self.last_loss[row] = value
+                self.losses[row].append(value / scale)
         return latents

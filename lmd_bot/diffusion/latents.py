@@ -60,6 +60,20 @@ def quantized_offset(mask: torch.Tensor, target: NBox, image_hw: tuple[int, int]
     )
 
 
+def box_offset(source: NBox, target: NBox, image_hw: tuple[int, int]) -> tuple[int, int]:
+    """Shift ``(dy, dx)`` in quanta of 64 px moving ``source``'s centre nearest to ``target``'s.
+
+    Used to reuse an object generated in place (LMD+) after its box moved: like LMD's alignment,
+    it lands within half a quantum (32 px at 512 px) of the new place.
+    """
+    sx, sy = box_center(source)
+    tx, ty = box_center(target)
+    return (
+        round((ty - sy) * image_hw[0] / SHIFT_QUANTUM_PX),
+        round((tx - sx) * image_hw[1] / SHIFT_QUANTUM_PX),
+    )
+
+
 def shift(tensor: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """Move the last two dimensions by ``(dy, dx)`` cells; vacated cells become zero."""
     h, w = tensor.shape[-2:]

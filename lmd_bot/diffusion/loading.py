@@ -6,6 +6,11 @@ reference does. ``diffusion.sam_model`` is a hub id or a directory in transforme
 downloads are cached by huggingface_hub (``HF_HOME``); with ``HF_HUB_OFFLINE=1`` only the cache
 and local directories are used.
 
+``diffusion.gligen_model`` is GLIGEN's text-box checkpoint in diffusers' layout (the ``lmd+`` and
+``fast`` modes); only its ``unet/`` is loaded, a UNet with ``attention_type="gated"``: GLIGEN is
+built on SD v1.4, whose VAE and CLIP text encoder are SD v1.5's, so SD's are shared. An empty
+``gligen_model`` skips it (those modes then refuse clearly).
+
 SAM is optional: when it is disabled, or fails to load, masks come from the attention maps and a
 warning is logged. SAM always runs in float32 (one call per object; half precision buys nothing).
 """
@@ -47,6 +52,7 @@ def load_components(settings: DiffusionSettings) -> Components:
         ) from exc
     if "mid_block.attentions.0.transformer_blocks.0.attn2.processor" not in unet.attn_processors:
         raise ConfigError(f"{source!r} is not an SD v1.x-style UNet: LMD needs its mid-block cross-attention")
+    gligen_unet = load_gligen_unet(settings.gligen_model, dtype) if settings.gligen_model else None
     return Components(
         unet=unet.to(device),
         vae=vae.to(device),
@@ -54,9 +60,35 @@ def load_components(settings: DiffusionSettings) -> Components:
         tokenizer=tokenizer,
         scheduler=scheduler,
         sam=load_sam(settings.sam_model, device) if settings.use_sam else None,
+        gligen_unet=gligen_unet.to(device) if gligen_unet is not None else None,
         device=device,
         dtype=dtype,
+        sd_name=f"{source}@{dtype}",
+        gligen_name=f"{settings.gligen_model}@{dtype}",
     )
+
+
+def load_gligen_unet(source: str, dtype: torch.dtype):
+    """GLIGEN's gated UNet from a diffusers checkpoint (its ``unet/`` folder)."""
+    from diffusers import UNet2DConditionModel
+
+    from lmd_bot.diffusion.gligen import is_gligen_unet
+
+    log.info("loading the GLIGEN UNet from %s (%s)", source, dtype)
+    try:
+        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
+    except Exception as exc:  # hub, file-system and format errors all mean "can't use this model"
+        raise ConfigError(
+            f"cannot load the GLIGEN model {source!r} (diffusion.gligen_model, "
+            f'LMD_DIFFUSION__GLIGEN_MODEL; set it to "" to run without lmd+ and fast): {exc}',
+            user_message="The image model could not be loaded; the bot's operator has been told why.",
+        ) from exc
+    if not is_gligen_unet(unet):
+        raise ConfigError(
+            f"{source!r} (diffusion.gligen_model) is not a GLIGEN UNet: it has no position net "
+            "(a UNet with attention_type 'gated' is needed)"
+        )
+    return unet
 
 
 def load_sam(source: str, device: torch.device) -> SamParts | None:
@@ -71,4 +103,4 @@ def load_sam(source: str, device: torch.device) -> SamParts | None:
             "SAM %r could not be loaded (%s); object masks will come from attention maps", source, exc
         )
         return None
-    return SamParts(model=model, processor=processor)
+    return SamParts(model=model, processor=processor, name=source)

@@ -12,6 +12,10 @@ over the later steps and the heads), smoothed by a Gaussian (sigma 1.5 cells):
   and limited to the object's box grown by one attention cell, since attention also lights up
   scattered background cells that must not be frozen.
 
+LMD+ (section 4) prompts SAM with the object's box instead of a point, and its coarse mask for the
+same selection rule is the box itself on the latent grid (:func:`box_prompt_mask`); without SAM it
+uses the attention fallback above.
+
 An empty mask (nothing selected) falls back to the box the object was drawn in, so every object
 is composed somewhere.
 """
@@ -92,24 +96,71 @@ class SamParts:
 
     model: object
     processor: object
+    name: str = "sam"  # identifies the weights in the per-object cache's keys
 
 
-def sam_mask(sam: SamParts, image, point: tuple[float, float], coarse: torch.Tensor, params: MaskParams):
-    """SAM's mask for the object at ``point`` (image pixels) of a PIL ``image``: ``(H, W)`` bool."""
+def sam_mask(
+    sam: SamParts,
+    image,
+    coarse: torch.Tensor,
+    params: MaskParams,
+    *,
+    point: tuple[float, float] | None = None,
+    box: tuple[float, float, float, float] | None = None,
+) -> torch.Tensor:
+    """SAM's mask for the object at ``point`` or in ``box`` (image pixels, ``x0, y0, x1, y1``) of
+    a PIL ``image``: ``(H, W)`` bool, chosen by :func:`select_mask` against ``coarse``."""
+    if (point is None) == (box is None):
+        raise ValueError("prompt SAM with exactly one of a point or a box")
     model = sam.model
     param = next(model.parameters())
-    inputs = sam.processor(images=image, input_points=[[[list(point)]]], return_tensors="pt")
+    if point is not None:
+        inputs = sam.processor(images=image, input_points=[[[list(point)]]], return_tensors="pt")
+        prompt = {"input_points": inputs["input_points"].to(param.device, param.dtype)}
+    else:
+        inputs = sam.processor(images=image, input_boxes=[[list(box)]], return_tensors="pt")
+        prompt = {"input_boxes": inputs["input_boxes"].to(param.device, param.dtype)}
     with torch.no_grad():
         out = model(
             pixel_values=inputs["pixel_values"].to(param.device, param.dtype),
-            input_points=inputs["input_points"].to(param.device, param.dtype),
             multimask_output=True,
+            **prompt,
         )
     masks = sam.processor.image_processor.post_process_masks(
         out.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
     )[0][0]
     choice = select_mask(masks, out.iou_scores[0, 0], coarse, params)
     return masks[choice]
+
+
+def _box_fallback(mask: torch.Tensor, nbox: NBox) -> torch.Tensor:
+    if not mask.any():
+        lh, lw = mask.shape
+        rect = nbox_to_grid_rect(nbox, lh, lw)
+        mask[rect.y0 : rect.y1, rect.x0 : rect.x1] = True
+    return mask
+
+
+def box_prompt_mask(
+    sam: SamParts,
+    image,
+    *,
+    nbox: NBox,
+    latent_hw: tuple[int, int],
+    image_hw: tuple[int, int],
+    params: MaskParams,
+) -> torch.Tensor:
+    """LMD+'s mask: SAM prompted with the box the object was generated in, checked against the
+    box's own mask on the latent grid. ``(h, w)`` bool on the CPU."""
+    lh, lw = latent_hw
+    height, width = image_hw
+    coarse = torch.zeros(lh, lw, dtype=torch.bool)
+    rect = nbox_to_grid_rect(nbox, lh, lw)
+    coarse[rect.y0 : rect.y1, rect.x0 : rect.x1] = True
+    x0, y0, x1, y1 = nbox
+    pixels = (x0 * width, y0 * height, x1 * width, y1 * height)
+    mask = resize_mask(sam_mask(sam, image, coarse, params, box=pixels), lh, lw)
+    return _box_fallback(mask, nbox)
 
 
 def object_mask(
@@ -135,7 +186,7 @@ def object_mask(
         row, col = divmod(int(smoothed.argmax()), gw)
         # The peak cell's corner in image pixels, where the reference puts the point.
         point = (col * image_hw[1] / gw, row * image_hw[0] / gh)
-        mask = resize_mask(sam_mask(sam, image, point, coarse, params), lh, lw)
+        mask = resize_mask(sam_mask(sam, image, coarse, params, point=point), lh, lw)
     else:
         rect = nbox_to_grid_rect(nbox, gh, gw)
         allowed = torch.zeros(gh, gw)
@@ -143,7 +194,4 @@ def object_mask(
         allowed = F.interpolate(allowed[None, None], size=(lh, lw), mode="nearest")[0, 0] > 0.5
         upsampled = F.interpolate(smoothed[None, None], size=(lh, lw), mode="bilinear", align_corners=False)
         mask = (upsampled[0, 0] > params.point_threshold) & allowed
-    if not mask.any():
-        rect = nbox_to_grid_rect(nbox, lh, lw)
-        mask[rect.y0 : rect.y1, rect.x0 : rect.x1] = True
-    return mask
+    return _box_fallback(mask, nbox)

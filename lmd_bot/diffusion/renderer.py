@@ -1,9 +1,13 @@
 """The :class:`lmd_bot.rendering.Renderer` of stage 2, and how to build one from the settings.
 
-Modes: ``lmd`` (the LMD controller on SD v1.5) and ``sd`` (plain SD from the user's original
-prompt with the reference's default quality negative prompt and no layout: the baseline; a request
-without a prompt falls back to the layout's synthetic prompt). ``lmd+`` and ``fast`` need GLIGEN
-and are not implemented yet: they raise :class:`RenderError`.
+Modes: ``lmd+`` (the LMD controller on GLIGEN, the default), ``lmd`` (the LMD controller on SD
+v1.5), ``fast`` (one GLIGEN pass with box guidance: drafts) and ``sd`` (plain SD from the user's
+original prompt with the reference's default quality negative prompt and no layout: the baseline;
+a request without a prompt falls back to the layout's synthetic prompt).
+
+The renderer owns the per-object cache (:class:`lmd_bot.diffusion.cache.ObjectCache`): the GPU
+worker keeps one renderer across jobs, so a follow-up round of a scene reuses the runs of the
+objects it did not change.
 
 Importing this module is cheap: torch and the models load in :func:`build_renderer` and
 :meth:`DiffusionRenderer.render`.
@@ -30,11 +34,10 @@ from lmd_bot.rendering import (
 )
 
 if TYPE_CHECKING:
+    from lmd_bot.diffusion.cache import ObjectCache
     from lmd_bot.diffusion.pipeline import LmdPipeline
 
 log = logging.getLogger(__name__)
-
-SUPPORTED_MODES = (RenderMode.LMD, RenderMode.SD)
 
 
 def canvas_size(layout: SceneLayout, size: int) -> tuple[int, int]:
@@ -60,9 +63,10 @@ def _is_oom(exc: BaseException) -> bool:
 class DiffusionRenderer:
     """Renders :class:`RenderRequest` objects with an :class:`LmdPipeline`; one render at a time."""
 
-    def __init__(self, pipeline: LmdPipeline, *, size: int = 512) -> None:
+    def __init__(self, pipeline: LmdPipeline, *, size: int = 512, cache: ObjectCache | None = None) -> None:
         self.pipeline = pipeline
         self.size = size
+        self.cache = cache
 
     def render(
         self,
@@ -75,11 +79,6 @@ class DiffusionRenderer:
         from lmd_bot.diffusion.preview import latent_preview
         from lmd_bot.diffusion.spec import OVERALL_NEGATIVE, build_spec
 
-        if request.mode not in SUPPORTED_MODES:
-            raise RenderError(
-                f"render mode {request.mode.value!r} is not implemented",
-                user_message=f"The {request.mode.value!r} mode isn't available yet; use 'lmd' or 'sd'.",
-            )
         height, width = canvas_size(request.layout, self.size)
         spec = build_spec(request.layout, request.seed)
 
@@ -109,15 +108,20 @@ class DiffusionRenderer:
                     stats=stats,
                 )
             else:
-                result = self.pipeline.lmd(
-                    spec,
-                    steps=request.steps,
-                    guidance_scale=request.guidance_scale,
-                    height=height,
-                    width=width,
-                    on_step=on_step,
-                    should_cancel=should_cancel,
-                )
+                common = {
+                    "steps": request.steps,
+                    "guidance_scale": request.guidance_scale,
+                    "height": height,
+                    "width": width,
+                    "on_step": on_step,
+                    "should_cancel": should_cancel,
+                }
+                if request.mode is RenderMode.FAST:
+                    result = self.pipeline.fast(spec, **common)
+                elif request.mode is RenderMode.LMD_PLUS:
+                    result = self.pipeline.lmd_plus(spec, cache=self.cache, **common)
+                else:
+                    result = self.pipeline.lmd(spec, cache=self.cache, **common)
                 image, stats = result.image, result.stats
         except LmdError:
             raise
@@ -133,6 +137,9 @@ class DiffusionRenderer:
             "unet_forwards": float(stats.unet_forwards),
             "guided_passes": float(stats.guided_passes),
             "sam_calls": float(stats.sam_calls),
+            "object_runs": float(stats.object_runs),
+            "object_cache_hits": float(stats.object_cache_hits),
+            "object_seconds": stats.object_seconds,
         }
         if device.type == "cuda":
             figures["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -151,14 +158,23 @@ def _peak_rss_mb() -> float:
 
 def build_renderer(settings: DiffusionSettings, *, tiny: bool = False) -> Renderer:
     """A renderer from the settings; ``tiny=True`` builds tiny random models (no download)."""
+    from pathlib import Path
+
+    from lmd_bot.diffusion.cache import ObjectCache
     from lmd_bot.diffusion.pipeline import LmdPipeline
 
     if tiny:
         from lmd_bot.diffusion.tiny import tiny_components
 
-        components = tiny_components(sam=settings.use_sam)
+        components = tiny_components(sam=settings.use_sam, gligen=bool(settings.gligen_model))
     else:
         from lmd_bot.diffusion.loading import load_components
 
         components = load_components(settings)
-    return DiffusionRenderer(LmdPipeline(components), size=settings.size)
+    cache = ObjectCache(
+        settings.object_cache_mb * 2**20,
+        directory=Path(settings.object_cache_dir) if settings.object_cache_dir else None,
+        max_disk_bytes=settings.object_cache_disk_mb * 2**20,
+    )
+    pipeline = LmdPipeline(components, object_batch_size=settings.object_batch_size)
+    return DiffusionRenderer(pipeline, size=settings.size, cache=cache)

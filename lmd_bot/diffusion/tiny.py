@@ -220,10 +220,12 @@ def tiny_sam(seed: int = 0) -> SamParts:
             "iou_head_hidden_dim": 16,
         },
     )
-    return SamParts(model=_seeded(seed, lambda: SamModel(config)), processor=_sam_processor(size))
+    return SamParts(
+        model=_seeded(seed, lambda: SamModel(config)), processor=_sam_processor(size), name=f"tiny-sam:{seed}"
+    )
 
 
-def tiny_components(seed: int = 0, *, sam: bool = True) -> Components:
+def tiny_components(seed: int = 0, *, sam: bool = True, gligen: bool = True) -> Components:
     """Everything a render needs, tiny and random, on the CPU in float32."""
     return Components(
         unet=tiny_unet(seed),
@@ -232,13 +234,17 @@ def tiny_components(seed: int = 0, *, sam: bool = True) -> Components:
         tokenizer=clip_tokenizer(),
         scheduler=ddim_scheduler(),
         sam=tiny_sam(seed + 3) if sam else None,
+        gligen_unet=tiny_gligen_unet(seed + 4) if gligen else None,
+        sd_name=f"tiny-sd:{seed}",
+        gligen_name=f"tiny-gligen:{seed + 4}",
     )
 
 
 def full_size_components(
-    device: torch.device, dtype: torch.dtype, seed: int = 0, *, sam: bool = True
+    device: torch.device, dtype: torch.dtype, seed: int = 0, *, sam: bool = True, gligen: bool = True
 ) -> Components:
-    """SD v1.5's UNet, VAE and CLIP ViT-L/14 text encoder and SAM ViT-B, random, on ``device``."""
+    """SD v1.5's UNet, VAE and CLIP ViT-L/14 text encoder, GLIGEN's gated UNet and SAM ViT-B,
+    random, on ``device``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, SamConfig, SamModel
 
@@ -276,11 +282,16 @@ def full_size_components(
     }
     return Components(
         unet=build(lambda: UNet2DConditionModel(**sd_unet)),
+        gligen_unet=(
+            build(lambda: UNet2DConditionModel(**sd_unet, attention_type="gated")) if gligen else None
+        ),
         vae=build(lambda: AutoencoderKL(**sd_vae)),
         text_encoder=build(lambda: CLIPTextModel(text_config)),
         tokenizer=clip_tokenizer(),
         scheduler=ddim_scheduler(),
-        sam=SamParts(model=build(lambda: SamModel(SamConfig())), processor=_sam_processor(1024))
+        sam=SamParts(
+            model=build(lambda: SamModel(SamConfig())), processor=_sam_processor(1024), name="sam-vit-b"
+        )
         if sam
         else None,
         device=device,

@@ -31,14 +31,21 @@ def test_render_writes_the_image_and_its_overlay(tmp_path, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["img.overlay.png", "img.png"]
 
 
-def test_render_refuses_modes_that_do_not_exist_yet(tmp_path, capsys):
+def test_render_lmd_plus_end_to_end_and_refuse_a_bad_size(tmp_path, capsys):
     layout = tmp_path / "scene.json"
     layout.write_text(json.dumps(LAYOUT))
     out = tmp_path / "img.png"
-    code = main(["render", "--layout", str(layout), "--mode", "lmd+", "--tiny", "--out", str(out)])
-    assert code == 2
-    assert "not implemented" in capsys.readouterr().err
-    assert not out.exists()
+    argv = ["render", "--layout", str(layout), "--mode", "lmd+", "--steps", "2", "--tiny"]
+    assert main([*argv, "--size", "256", "--out", str(out)]) == 0
+    with Image.open(out) as img:
+        assert img.size == (256, 256)
+    err = capsys.readouterr().err
+    assert "objects: step 1/4" in err and "object_runs 2" in err
+
+    bad = tmp_path / "bad.png"
+    assert main([*argv, "--size", "300", "--out", str(bad)]) == 2
+    assert "size" in capsys.readouterr().err
+    assert not bad.exists()
 
 
 def test_bench_render_prints_a_row_per_mode_and_object_count(capsys):

@@ -42,7 +42,7 @@ def _guidance(components, store, params, steps=5):
         scheduler=components.scheduler,
         store=store,
         cond_embeddings=text,
-        loss_fn=lambda maps, _i: layout_loss(maps, target, params.weights),
+        loss_fn=lambda maps, _i, _row: layout_loss(maps, target, params.weights),
         steps=steps,
     )
 
@@ -59,7 +59,7 @@ def test_guidance_lowers_the_energy_on_the_tiny_unet(components):
         assert guidance.passes == 4
         after = _guidance(components, store, strong.model_copy(update={"max_iter": (1,)}))
         after(guided, 0, t)
-    losses = guidance.losses + after.losses  # energy before each update, then after the last
+    losses = guidance.losses[0] + after.losses[0]  # energy before each update, then after the last
     assert all(b < a for a, b in itertools.pairwise(losses))
     assert losses[-1] < losses[0] - 1e-3
     assert not torch.equal(guided, latents)
@@ -82,3 +82,50 @@ def test_stale_loss_stops_guidance_for_good_by_default(components):
             runs[name] = guidance.passes
     assert runs["stale"] == 1
     assert runs["fresh"] == 3  # one pass at each of the 3 guided steps of 5
+
+
+def test_a_batch_is_guided_row_by_row_as_if_each_row_ran_alone(components):
+    """Each row's loss on its own sample, its own stale-loss stop; same updates as one at a time."""
+    g = torch.Generator().manual_seed(3)
+    latents = torch.randn(2, 4, 16, 16, generator=g)
+    text = torch.randn(2, 77, 32, generator=g)
+    boxes = [(0.5, 0.0, 1.0, 0.5), (0.0, 0.5, 0.5, 1.0)]
+    # Row 1's loss is scaled down so that it falls below the threshold after its first pass.
+    factors = [1.0, 0.05]
+    params = GuidanceParams(loss_scale=200.0, loss_threshold=1.0)
+    scheduler = components.scheduler
+    scheduler.set_timesteps(5)
+    t = scheduler.timesteps[0]
+
+    def loss(maps, row_boxes, factor):
+        return factor * layout_loss(maps, [PhraseTarget([4, 5], 5, [row_boxes])], params.weights)
+
+    with attention_capture(components.unet, GUIDANCE_KEYS, (16, 16)) as store:
+        batched = BackwardGuidance(
+            params,
+            unet=components.unet,
+            scheduler=scheduler,
+            store=store,
+            cond_embeddings=text,
+            loss_fn=lambda maps, _i, row: loss(maps, boxes[row], factors[row]),
+            steps=5,
+        )
+        together = batched(latents, 0, t)
+        alone = []
+        for row in range(2):
+            single = BackwardGuidance(
+                params,
+                unet=components.unet,
+                scheduler=scheduler,
+                store=store,
+                cond_embeddings=text[row : row + 1],
+                loss_fn=lambda maps, _i, _r, row=row: loss(maps, boxes[row], factors[row]),
+                steps=5,
+            )
+            alone.append((single(latents[row : row + 1], 0, t), single))
+    assert [len(x) for x in batched.losses] == [4, 1]  # row 1 stopped after one pass
+    assert batched.passes == 4  # one UNet call per iteration for the rows still guided
+    for row, (z, single) in enumerate(alone):
+        assert single.losses[0] == pytest.approx(batched.losses[row], rel=1e-5)
+        # Equal up to float rounding of batched kernels (differences of ~1e-5 on unit-scale latents).
+        assert torch.allclose(together[row : row + 1], z, atol=1e-4)

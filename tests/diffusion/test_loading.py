@@ -8,6 +8,7 @@ import torch
 
 from lmd_bot.config import DiffusionSettings
 from lmd_bot.diffusion.components import select_device, select_dtype
+from lmd_bot.diffusion.gligen import is_gligen_unet
 from lmd_bot.diffusion.loading import load_components, load_sam
 from lmd_bot.diffusion.pipeline import LmdPipeline
 from lmd_bot.errors import ConfigError
@@ -25,27 +26,59 @@ def saved_models(tmp_path_factory, components):
     sam = tmp_path_factory.mktemp("sam")
     components.sam.model.save_pretrained(sam)
     components.sam.processor.save_pretrained(sam)
-    return sd, sam
+    gligen = tmp_path_factory.mktemp("gligen")
+    components.gligen_unet.save_pretrained(gligen / "unet")
+    return sd, sam, gligen
 
 
 def test_local_directories_load_and_render_like_the_originals(saved_models, components):
-    sd, sam = saved_models
+    sd, sam, gligen = saved_models
     loaded = load_components(
-        DiffusionSettings(sd_model=str(sd), sam_model=str(sam), device="cpu", dtype="float32")
+        DiffusionSettings(
+            sd_model=str(sd), sam_model=str(sam), gligen_model=str(gligen), device="cpu", dtype="float32"
+        )
     )
     assert loaded.sam is not None and loaded.dtype == torch.float32
     assert type(loaded.scheduler).__name__ == "DDIMScheduler"
+    assert is_gligen_unet(loaded.gligen_unet) and loaded.gligen_name != loaded.sd_name
 
-    def image(c):
-        img, _ = LmdPipeline(c).plain("a cat", "", seed=2, steps=3, guidance_scale=7.5, height=128, width=128)
+    def image(c, gligen=False):
+        pipe = LmdPipeline(c)
+        unet = c.gligen_unet if gligen else c.unet
+        img, _ = pipe.plain(
+            "a cat", "", seed=2, steps=3, guidance_scale=7.5, height=128, width=128, unet=unet
+        )
         return np.asarray(img)
 
     assert np.array_equal(image(loaded), image(components))
+    assert np.array_equal(image(loaded, gligen=True), image(components, gligen=True))
+
+
+def test_gligen_is_optional_but_a_bad_one_is_a_config_error(saved_models):
+    sd, _, _ = saved_models
+    without = load_components(
+        DiffusionSettings(sd_model=str(sd), gligen_model="", device="cpu", use_sam=False)
+    )
+    assert without.gligen_unet is None
+    with pytest.raises(ConfigError) as err:  # a plain SD UNet is not GLIGEN
+        load_components(
+            DiffusionSettings(sd_model=str(sd), gligen_model=str(sd), device="cpu", use_sam=False)
+        )
+    assert "not a GLIGEN UNet" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_components(
+            DiffusionSettings(sd_model=str(sd), gligen_model=str(sd / "none"), device="cpu", use_sam=False)
+        )
+    assert "LMD_DIFFUSION__GLIGEN_MODEL" in str(err.value)
 
 
 def test_a_missing_model_is_a_config_error_naming_the_setting(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_components(DiffusionSettings(sd_model=str(tmp_path / "nothing"), device="cpu", use_sam=False))
+        load_components(
+            DiffusionSettings(
+                sd_model=str(tmp_path / "nothing"), gligen_model="", device="cpu", use_sam=False
+            )
+        )
     assert "LMD_DIFFUSION__SD_MODEL" in str(err.value)
 
 

@@ -32,11 +32,13 @@ def test_lmd_render_reports_progress_previews_and_costs(renderer):
         RenderRequest(layout=_layout(CAT, BALL), mode=RenderMode.LMD, seed=3, steps=3), progress=events.append
     )
     assert out.image.size == (256, 256)
-    assert [(e.stage, e.step, e.total) for e in events] == [("objects", i, 9) for i in range(1, 7)] + [
-        ("overall", i, 9) for i in range(7, 10)
+    # Both objects are denoised together: one batched step each, then the overall run.
+    assert [(e.stage, e.step, e.total) for e in events] == [("objects", i, 6) for i in range(1, 4)] + [
+        ("overall", i, 6) for i in range(4, 7)
     ]
     assert all(e.preview.size == (64, 64) for e in events)  # 32x32 latents, doubled
-    assert out.stats["unet_forwards"] == 9 and out.stats["guided_passes"] > 0
+    assert out.stats["unet_forwards"] == 6 and out.stats["guided_passes"] > 0
+    assert out.stats["object_runs"] == 2 and out.stats["object_cache_hits"] == 0
     assert out.stats["sam_calls"] == 0 and out.stats["peak_rss_mb"] > 0
     assert out.seconds > 0
 
@@ -49,13 +51,6 @@ def test_sd_mode_draws_the_original_prompt_and_ignores_the_layout(renderer):
     with_objects = sd(_layout(CAT, BALL), "a cat and a ball in a garden")
     assert np.array_equal(with_objects, sd(_layout(), "a cat and a ball in a garden"))
     assert not np.array_equal(with_objects, sd(_layout(CAT, BALL), "a dog in a garden"))
-
-
-@pytest.mark.parametrize("mode", [RenderMode.LMD_PLUS, RenderMode.FAST])
-def test_gligen_modes_are_refused_clearly_until_implemented(renderer, mode):
-    with pytest.raises(RenderError) as err:
-        renderer.render(RenderRequest(layout=_layout(CAT), mode=mode, steps=2))
-    assert "isn't available yet" in err.value.user_message
 
 
 def test_cancellation_and_failures_become_render_errors(renderer):
