@@ -1,5 +1,5 @@
 """A throwaway Redis server for tests: ``LMD_TEST_REDIS_URL`` if set, otherwise ``redis-server``
-started on a free loopback port with persistence off."""
+started on a free loopback port with persistence off, as a child that dies with the tests."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
+from tests.db.postgres import child_setup
 
 ENV_URL = "LMD_TEST_REDIS_URL"
 
@@ -47,6 +49,7 @@ def redis_server() -> Iterator[str]:
             folder,
         ],
         stdout=subprocess.DEVNULL,
+        preexec_fn=child_setup(),
     )
     try:
         deadline = time.monotonic() + 10
