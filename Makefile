@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-test lint
+.PHONY: run test install install-test lint test-servers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,14 @@ lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check . || true
 
-test: install-test
+# The tests start private Redis and PostgreSQL servers from the installed binaries (or use
+# LMD_TEST_REDIS_URL / LMD_TEST_POSTGRES_URL). Install them where they are missing and we can.
+test-servers:
+	@if command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server postgresql >/dev/null; \
+	else echo "The tests need redis-server and PostgreSQL: install them (Debian/Ubuntu: sudo apt-get install redis-server postgresql)" >&2; exit 1; fi
+
+test: install-test test-servers
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
