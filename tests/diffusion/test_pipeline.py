@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
 
 from lmd_bot.diffusion.attention import GUIDANCE_KEYS
 from lmd_bot.diffusion.pipeline import LmdPipeline
 from lmd_bot.diffusion.spec import OVERALL_NEGATIVE, build_spec
 from lmd_bot.errors import CancelledError
 from lmd_bot.layout.schema import SceneLayout
+from tests.diffusion.helpers import diffusers_sd
 
 CAT = {"id": 1, "caption": "a gray cat", "box": [40, 220, 200, 250]}
 BALL = {"id": 2, "caption": "a red ball", "box": [300, 330, 150, 150]}
@@ -21,42 +21,19 @@ def _layout(*objects, negative="dogs"):
     )
 
 
-def _diffusers_sd(components, prompt, negative, seed, steps, size):
-    pipe = StableDiffusionPipeline(
-        vae=components.vae,
-        text_encoder=components.text_encoder,
-        tokenizer=components.tokenizer,
-        unet=components.unet,
-        scheduler=components.scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe(
-        prompt,
-        negative_prompt=negative,
-        num_inference_steps=steps,
-        guidance_scale=7.5,
-        height=size,
-        width=size,
-        generator=torch.Generator("cpu").manual_seed(seed),
-    ).images[0]
-
-
 def test_plain_sd_equals_diffusers_stable_diffusion_pipeline(components):
     pipe = LmdPipeline(components)
     ours, _ = pipe.plain(
         "a cat on a sofa", "blurry", seed=11, steps=4, guidance_scale=7.5, height=128, width=128
     )
-    theirs = _diffusers_sd(components, "a cat on a sofa", "blurry", 11, 4, 128)
+    theirs = diffusers_sd(components, "a cat on a sofa", "blurry", 11, 4, 128)
     assert np.array_equal(np.asarray(ours), np.asarray(theirs))
 
 
 def test_layout_without_objects_is_plain_sd_on_background_and_negative(components):
     spec = build_spec(_layout(negative="flowers"), seed=3)
     result = LmdPipeline(components).lmd(spec, steps=4, guidance_scale=7.5, height=128, width=128)
-    theirs = _diffusers_sd(
+    theirs = diffusers_sd(
         components, "A realistic photo of a garden", f"flowers, {OVERALL_NEGATIVE}", 3, 4, 128
     )
     assert np.array_equal(np.asarray(result.image), np.asarray(theirs))

@@ -10,7 +10,7 @@ import torch
 from lmd_bot.config import DiffusionSettings
 from lmd_bot.diffusion.renderer import build_renderer, canvas_size
 from lmd_bot.errors import CancelledError, OutOfMemoryError, RenderError
-from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.layout.schema import LayoutLimits, SceneLayout
 from lmd_bot.rendering import RenderMode, RenderRequest
 
 CAT = {"id": 1, "caption": "a gray cat", "box": [40, 220, 200, 250]}
@@ -51,6 +51,50 @@ def test_sd_mode_draws_the_original_prompt_and_ignores_the_layout(renderer):
     with_objects = sd(_layout(CAT, BALL), "a cat and a ball in a garden")
     assert np.array_equal(with_objects, sd(_layout(), "a cat and a ball in a garden"))
     assert not np.array_equal(with_objects, sd(_layout(CAT, BALL), "a dog in a garden"))
+
+
+@pytest.mark.parametrize("mode", [RenderMode.LMD_PLUS, RenderMode.FAST])
+def test_gligen_modes_render_with_progress_and_costs(renderer, mode):
+    events = []
+    out = renderer.render(
+        RenderRequest(layout=_layout(CAT, BALL), mode=mode, seed=2, steps=2), progress=events.append
+    )
+    assert out.image.size == (256, 256)
+    stages = [e.stage for e in events]
+    if mode is RenderMode.LMD_PLUS:
+        assert stages == ["objects"] * 2 + ["overall"] * 2
+        assert out.stats["object_runs"] == 2 and out.stats["unet_forwards"] == 4
+    else:
+        assert stages == ["overall"] * 2
+        assert out.stats["object_runs"] == 0 and out.stats["unet_forwards"] == 2
+
+
+def test_a_follow_up_round_reuses_the_renderers_object_runs(renderer):
+    first = RenderRequest(layout=_layout(CAT, BALL), mode=RenderMode.LMD_PLUS, seed=11, steps=2)
+    renderer.render(first)
+    moved = _layout({**CAT, "box": [100, 220, 200, 250]}, BALL)
+    out = renderer.render(first.model_copy(update={"layout": moved}))
+    assert out.stats["object_runs"] == 0 and out.stats["object_cache_hits"] == 2
+    assert out.stats["unet_forwards"] == 2  # the overall run only
+
+
+def test_more_than_thirty_objects_is_a_clear_error_for_gligen_modes(renderer):
+    boxes = [[(i % 8) * 60, (i // 8) * 60, 50, 50] for i in range(31)]
+    objects = [{"id": i + 1, "caption": "a cup", "box": box} for i, box in enumerate(boxes)]
+    context = {"limits": LayoutLimits(max_objects=40)}  # a server may allow up to 64
+    layout = {"objects": objects, "background": "A table"}
+    for mode in (RenderMode.LMD_PLUS, RenderMode.FAST):
+        request = RenderRequest.model_validate({"layout": layout, "mode": mode, "steps": 2}, context=context)
+        with pytest.raises(RenderError) as err:
+            renderer.render(request)
+        assert "at most 30 objects" in err.value.user_message and "31" in err.value.user_message
+
+
+def test_without_a_gligen_model_the_gligen_modes_refuse_clearly():
+    renderer = build_renderer(DiffusionSettings(size=256, use_sam=False, gligen_model=""), tiny=True)
+    with pytest.raises(RenderError) as err:
+        renderer.render(RenderRequest(layout=_layout(CAT), mode=RenderMode.LMD_PLUS, steps=2))
+    assert "aren't available" in err.value.user_message
 
 
 def test_cancellation_and_failures_become_render_errors(renderer):
