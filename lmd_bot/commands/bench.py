@@ -1,10 +1,16 @@
 """``lmd-bot bench``: benchmarks that print figures (never tests: no pass/fail on speed).
 
-``lmd-bot bench render`` measures stage 2 per mode and object count: seconds per image, UNet
-denoising forwards, guidance forward+backward passes, SAM calls, peak memory, and the time
-relative to plain SD. By default it runs the tiny random-weight models on the CPU (plumbing cost,
-not real cost); ``--full-size`` builds SD v1.5's and SAM ViT-B's real architectures with random
-weights on the best device (no download), which costs exactly what the trained models cost.
+``lmd-bot bench render`` measures stage 2 per mode and object count: wall time per image, UNet
+calls (denoising and guidance forward+backward), SAM calls, per-object runs done and reused, peak
+memory, and the time relative to plain SD at the same step count, all in one run. For ``lmd`` and
+``lmd+`` it also renders the follow-up rounds a scene sees in the bot, through the same renderer
+and its per-object cache: ``move`` (every box moved, nothing else) and ``change`` (then one
+object's caption changed); and ``unbatched``, the first round again with the per-object runs one
+by one as the reference does, to show what batching them buys (compare the ``obj s`` column).
+
+By default it runs the tiny random-weight models on the CPU (plumbing cost, not real cost);
+``--full-size`` builds SD v1.5's, GLIGEN's and SAM ViT-B's real architectures with random weights
+on the best device (no download), which costs exactly what the trained models cost.
 
 More benchmarks join the group by listing their module in ``BENCHMARKS``: like a top-level
 command, a module has ``add_parser(subparsers)`` and ``run(args)``.
@@ -19,6 +25,9 @@ import sys
 # Modules providing ``lmd-bot bench NAME`` besides ``render`` (defined here).
 BENCHMARKS: tuple[str, ...] = ("lmd_bot.commands.bench_bot",)
 
+_MODES = ("sd", "lmd", "lmd+", "fast")
+# Pixels every box moves down in the "move" round: the grid's boxes stay on the canvas.
+_MOVE_PX = 48
 _CAPTIONS = ("a red apple", "a gray cat", "a blue car", "a brown dog", "a green bottle", "a white teapot")
 
 
@@ -43,32 +52,40 @@ def _int_list(text: str) -> list[int]:
 def _add_render_parser(benches: argparse._SubParsersAction) -> None:
     p = benches.add_parser(
         "render",
-        help="stage-2 cost per mode and object count",
+        help="stage-2 cost per mode, object count and follow-up round",
         description=(
-            "Seconds per image, UNet passes, SAM calls and peak memory per mode and object count. "
-            "Tiny random models on the CPU by default; --full-size for SD v1.5's real architecture."
+            "Seconds per image, UNet calls, SAM calls, per-object runs and reuse, and peak memory per "
+            "mode and object count, with follow-up rounds (move, change one object) and the per-object "
+            "runs unbatched. Tiny random models on the CPU by default; --full-size for the real "
+            "architectures (SD v1.5, GLIGEN, SAM ViT-B) with random weights."
         ),
     )
-    p.add_argument("--full-size", action="store_true", help="SD v1.5 + SAM ViT-B architectures, random")
-    p.add_argument("--modes", default="sd,lmd", help="comma-separated modes (default: sd,lmd)")
-    p.add_argument("--objects", type=_int_list, default=[0, 1, 3, 6], help="object counts (default 0,1,3,6)")
+    p.add_argument(
+        "--full-size", action="store_true", help="SD v1.5 + GLIGEN + SAM ViT-B architectures, random"
+    )
+    p.add_argument(
+        "--modes", default=",".join(_MODES), help=f"comma-separated modes (default: {','.join(_MODES)})"
+    )
+    p.add_argument("--objects", type=_int_list, default=[1, 3, 6], help="object counts (default 1,3,6)")
     p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50, the method's)")
     p.add_argument("--size", type=int, help="image side (default: 256 tiny, 512 full size)")
     p.add_argument("--no-sam", action="store_true", help="masks from attention instead of SAM")
+    p.add_argument("--no-follow-ups", action="store_true", help="skip the move / change / unbatched rows")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="full size only")
     p.set_defaults(func=run_render)
 
 
-def bench_layout(n_objects: int):
-    """``n_objects`` distinct objects in non-overlapping boxes of a 3x2 grid on a 512 canvas."""
+def bench_layout(n_objects: int, *, moved: bool = False, changed: bool = False):
+    """``n_objects`` distinct objects in non-overlapping boxes of a 3x2 grid on a 512 canvas;
+    ``moved``: every box 48 px lower; ``changed``: the first object is something else."""
     from lmd_bot.layout.schema import SceneLayout
 
     objects = []
     for i in range(n_objects):
         col, row = i % 3, i // 3
-        objects.append(
-            {"id": i + 1, "caption": _CAPTIONS[i], "box": [16 + col * 166, 60 + row * 220, 150, 180]}
-        )
+        caption = "a purple plum" if changed and i == 0 else _CAPTIONS[i]
+        y = 60 + row * 220 + (_MOVE_PX if moved else 0)
+        objects.append({"id": i + 1, "caption": caption, "box": [16 + col * 166, y, 150, 180]})
     return SceneLayout.model_validate({"objects": objects, "background": "A realistic photo of a kitchen"})
 
 
@@ -79,6 +96,7 @@ def _say(text: str) -> None:
 def run_render(args: argparse.Namespace) -> int:
     import torch
 
+    from lmd_bot.diffusion.cache import ObjectCache
     from lmd_bot.diffusion.components import select_device, select_dtype
     from lmd_bot.diffusion.pipeline import LmdPipeline
     from lmd_bot.diffusion.renderer import DiffusionRenderer
@@ -87,52 +105,77 @@ def run_render(args: argparse.Namespace) -> int:
     from lmd_bot.rendering import RenderMode, RenderRequest
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in ("sd", "lmd")]
-    if unknown:
-        raise LmdError(f"bench render measures 'sd' and 'lmd' (not {', '.join(unknown)})")
+    unknown = [m for m in modes if m not in _MODES]
+    if unknown or not modes:
+        raise LmdError(f"bench render measures {', '.join(_MODES)} (not {', '.join(unknown) or 'nothing'})")
     if args.full_size:
         device = select_device(args.device)
         dtype = select_dtype("auto", device)
         size = args.size or 512
         components = full_size_components(device, dtype, sam=not args.no_sam)
-        label = f"full-size SD v1.5 architecture, random weights, {device.type} {str(dtype).split('.')[-1]}"
+        label = (
+            f"full-size SD v1.5 + GLIGEN architectures, random weights, {device.type} "
+            f"{str(dtype).split('.')[-1]}"
+        )
         if device.type == "cpu":
             print("warning: full size on the CPU takes many minutes per image", file=sys.stderr)  # noqa: T201
     else:
         size = args.size or 256
         components = tiny_components(sam=not args.no_sam)
         label = f"tiny random models, cpu float32, {torch.get_num_threads()} threads"
-    renderer = DiffusionRenderer(LmdPipeline(components), size=size)
+    cache = ObjectCache(8 * 2**30)  # holds every run of the benchmark: reuse is never cut short
+    renderer = DiffusionRenderer(LmdPipeline(components), size=size, cache=cache)
+    one_by_one = DiffusionRenderer(LmdPipeline(components, object_batch_size=1), size=size)
     sam = "off" if args.no_sam else "on"
     _say(f"lmd-bot bench render: {label}; {size}x{size}, {args.steps} steps, SAM {sam}")
 
-    # Warm up (first-call allocations, kernel selection) outside the measurements.
-    renderer.render(RenderRequest(layout=bench_layout(1), mode=RenderMode.LMD, steps=2))
+    # Warm up both UNets (first-call allocations, kernel selection) outside the measurements; the
+    # step count differs, so nothing here is reused from the cache later.
+    warm_steps = 2 if args.steps != 2 else 3
+    for mode in (RenderMode.LMD, RenderMode.LMD_PLUS):
+        renderer.render(RenderRequest(layout=bench_layout(1), mode=mode, steps=warm_steps))
 
     header = (
-        f"{'mode':<5} {'objects':>7} {'s/image':>8} {'UNet fwd':>8} {'guided':>7} {'SAM':>4} "
-        f"{'peak MB':>8} {'x sd':>6}"
+        f"{'mode':<5} {'round':<9} {'objects':>7} {'s/image':>8} {'obj s':>7} {'UNet':>6} {'fwd':>5} "
+        f"{'guided':>6} {'SAM':>4} {'runs':>4} {'reused':>6} {'peak MB':>8} {'x sd':>6}"
     )
     _say(header)
     _say("-" * len(header))
-    sd_seconds = None
+
+    def measure(which, mode: str, round_name: str, n, layout, sd_seconds: float | None) -> float:
+        request = RenderRequest(
+            layout=layout, prompt="a photo", mode=RenderMode(mode), seed=0, steps=args.steps
+        )
+        out = which.render(request)
+        st = out.stats
+        peak = st.get("peak_gpu_mb", st.get("peak_rss_mb", 0.0))
+        calls = st["unet_forwards"] + st["guided_passes"]
+        ratio = f"{out.seconds / sd_seconds:6.2f}" if sd_seconds else f"{'1.00':>6}"
+        _say(
+            f"{mode:<5} {round_name:<9} {n:>7} {out.seconds:8.2f} {st['object_seconds']:7.2f} {calls:6.0f} "
+            f"{st['unet_forwards']:5.0f} {st['guided_passes']:6.0f} {st['sam_calls']:4.0f} "
+            f"{st['object_runs']:4.0f} {st['object_cache_hits']:6.0f} {peak:8.0f} {ratio}"
+        )
+        return out.seconds
+
+    # Plain SD ignores the layout: one measurement stands for every object count, and the ratios.
+    sd_seconds = measure(renderer, "sd", "first", "any", bench_layout(0), None)
     for mode in modes:
-        # Plain SD ignores the layout: one measurement stands for every object count.
-        counts = [0] if mode == "sd" else args.objects
-        for n in counts:
-            request = RenderRequest(
-                layout=bench_layout(n), prompt="a photo", mode=RenderMode(mode), seed=0, steps=args.steps
-            )
-            out = renderer.render(request)
-            if mode == "sd":
-                sd_seconds = out.seconds
-            peak = out.stats.get("peak_gpu_mb", out.stats.get("peak_rss_mb", 0.0))
-            ratio = f"{out.seconds / sd_seconds:6.1f}" if sd_seconds else f"{'-':>6}"
-            _say(
-                f"{mode:<5} {'any' if mode == 'sd' else n:>7} {out.seconds:8.2f} "
-                f"{out.stats['unet_forwards']:8.0f} {out.stats['guided_passes']:7.0f} "
-                f"{out.stats['sam_calls']:4.0f} {peak:8.0f} {ratio}"
-            )
+        if mode == "sd":
+            continue
+        for n in args.objects:
+            cache.clear()  # a first round computes everything
+            measure(renderer, mode, "first", n, bench_layout(n), sd_seconds)
+            if mode in ("lmd", "lmd+") and n and not args.no_follow_ups:
+                measure(renderer, mode, "move", n, bench_layout(n, moved=True), sd_seconds)
+                changed = bench_layout(n, moved=True, changed=True)
+                measure(renderer, mode, "change", n, changed, sd_seconds)
+                if n > 1:
+                    measure(one_by_one, mode, "unbatched", n, bench_layout(n), sd_seconds)
     kind = "GPU memory allocated (per image)" if components.device.type == "cuda" else "process peak RSS"
-    _say(f"peak MB: {kind}; guided: guidance forward+backward passes (cut after the last guided layer)")
+    _say(
+        f"UNet: UNet calls (fwd: denoising, CFG batches of all objects count once; guided: guidance "
+        f"forward+backward); obj s: per-object stage; runs/reused: objects denoised / taken from the "
+        f"cache; peak MB: {kind}; x sd: time over plain SD's at {args.steps} steps"
+    )
     return 0

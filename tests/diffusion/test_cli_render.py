@@ -48,11 +48,31 @@ def test_render_lmd_plus_end_to_end_and_refuse_a_bad_size(tmp_path, capsys):
     assert not bad.exists()
 
 
-def test_bench_render_prints_a_row_per_mode_and_object_count(capsys):
-    code = main(["bench", "render", "--steps", "2", "--objects", "0,1", "--no-sam"])
+def test_bench_render_prints_every_mode_and_follow_up_round_with_its_costs(capsys):
+    code = main(["bench", "render", "--steps", "2", "--objects", "2", "--no-sam", "--size", "128"])
     assert code == 0
     lines = capsys.readouterr().out.splitlines()
-    rows = [line.split() for line in lines if line.startswith(("sd ", "lmd "))]
-    assert [(r[0], r[1]) for r in rows] == [("sd", "any"), ("lmd", "0"), ("lmd", "1")]
-    assert all(float(r[2]) > 0 for r in rows)
-    assert rows[2][4] != "0"  # guidance ran for the object
+    rows = {
+        (r[0], r[1]): r
+        for r in (line.split() for line in lines)
+        if r and r[0] in ("sd", "lmd", "lmd+", "fast")
+    }
+    follow_ups = ("first", "move", "change", "unbatched")
+    assert list(rows) == [
+        ("sd", "first"),
+        *(("lmd", r) for r in follow_ups),
+        *(("lmd+", r) for r in follow_ups),
+        ("fast", "first"),
+    ]
+    # Columns: mode round objects s/image obj-s UNet fwd guided SAM runs reused peak x-sd
+    runs_reused = {key: (int(r[9]), int(r[10])) for key, r in rows.items()}
+    for mode in ("lmd", "lmd+"):
+        assert runs_reused[(mode, "first")] == (2, 0)
+        assert runs_reused[(mode, "move")] == (0, 2)  # the move reuses both objects' runs
+        assert runs_reused[(mode, "change")] == (1, 1)
+        assert runs_reused[(mode, "unbatched")] == (2, 0)
+        # Per-object runs one by one: two denoising calls per step instead of one.
+        assert int(rows[(mode, "unbatched")][6]) == int(rows[(mode, "first")][6]) + 2
+    assert int(rows[("lmd+", "move")][6]) == 2  # the overall run only: 2 steps
+    assert all(float(r[3]) > 0 and float(r[12]) > 0 for r in rows.values())
+    assert rows[("sd", "first")][12] == "1.00"
