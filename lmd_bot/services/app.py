@@ -32,9 +32,14 @@ class Core:
     planner: Planner
     queue: JobQueue
     scenes: SceneService
+    closed: bool = False
 
     async def close(self) -> None:
-        """Shut down in order: queue and service, then the planner's HTTP client, then the database."""
+        """Shut down in order: queue and service, then the planner's HTTP client, then the database.
+        Calling it again does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         try:
             await self.scenes.shutdown()
         finally:
