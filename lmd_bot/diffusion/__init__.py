@@ -1,7 +1,8 @@
-"""Stage 2 of LMD: the training-free layout-to-image controller on Stable Diffusion.
+"""Stage 2 of LMD: the training-free layout-to-image controller on Stable Diffusion and GLIGEN.
 
-lmd-method.md section 3, implemented on diffusers' models (UNet, VAE, DDIM scheduler, attention
-processors) and transformers' CLIP and SAM. Modules, from the layout down to the pixels:
+lmd-method.md sections 3 (LMD), 4 (LMD+) and 10 (the single-pass ``fast`` mode), implemented on
+diffusers' models (UNet, gated GLIGEN UNet, VAE, DDIM scheduler, attention processors) and
+transformers' CLIP and SAM. Modules, from the layout down to the pixels:
 
 - :mod:`.spec` — layout -> generation spec (prompts, phrases, negatives, seeds); no torch;
 - :mod:`.tokens` — where each phrase and its head word sit in the CLIP-tokenized prompt;
@@ -10,7 +11,11 @@ processors) and transformers' CLIP and SAM. Modules, from the layout down to the
 - :mod:`.guidance` — backward guidance of the latents (schedule, threshold, step size);
 - :mod:`.masks` — object masks from SAM or from the attention map;
 - :mod:`.latents` — initial noise, blending, quantized shifts and composition;
-- :mod:`.pipeline` — per-object and overall generation, plain SD;
+- :mod:`.gligen` — GLIGEN grounding inputs, the masked unconditional half, fuser scheduling;
+- :mod:`.objects`, :mod:`.cache` — per-object results, placing them, and keeping them across
+  rounds (LRU by bytes in memory, optionally on disk);
+- :mod:`.pipeline` — batched per-object and overall generation (``lmd``, ``lmd+``), ``fast``,
+  plain SD;
 - :mod:`.preview` — cheap progress previews straight from the latents;
 - :mod:`.components`, :mod:`.loading`, :mod:`.tiny` — the model bundle and device/dtype choice,
   real checkpoints, random-weight models (tiny; full-size for GPU benchmarks);

@@ -183,3 +183,37 @@ def test_lmd_move_reuse_is_exact(components_no_sam):
     fresh, _ = rounds.render(_layout(MOVED[0], MOVED[1]), cache=False)
     assert batches == [2] * STEPS and cached.stats.object_runs == 0
     assert np.array_equal(np.asarray(cached.image), np.asarray(fresh.image))
+
+
+def test_the_key_holds_everything_that_determines_a_run_but_not_the_position(components):
+    import dataclasses
+
+    pipe = LmdPipeline(components)
+
+    def key(objects=(CAT, BALL), *, background="A garden", negative="", seed=7, pipeline=pipe, **settings):
+        data = {"objects": list(objects), "background": background, "negative": negative}
+        spec = build_spec(SceneLayout.model_validate(data), seed)
+        obj = spec.object(1)
+        mode = settings.pop("mode", "lmd+")
+        params = settings.pop("params", pipeline.lmd_plus_params if mode == "lmd+" else pipeline.lmd_params)
+        settings = {"steps": 3, "guidance_scale": 7.5, "image_hw": (128, 128), **settings}
+        return pipeline.object_key(spec, obj, obj.nbox, mode, params, **settings)
+
+    base = key()
+    assert key((_moved(CAT, dx=100, dy=-50), BALL)) == base  # a move: shift the cached run
+    assert key((CAT, _moved(BALL, dx=60))) == base  # other objects do not matter
+    renamed = dataclasses.replace(components, gligen_name="other-weights")
+    different = [
+        key(background="A beach"),  # enters the object's prompt
+        key(negative="dogs"),  # enters the object's negative prompt
+        key(({**CAT, "caption": "a black cat"}, BALL)),
+        key(({**CAT, "box": [20, 260, 200, 200]}, BALL)),  # its size
+        key(seed=8),
+        key(steps=4),
+        key(guidance_scale=5.0),
+        key(image_hw=(256, 256)),
+        key(mode="lmd"),
+        key(params=pipe.lmd_plus_params.model_copy(update={"gligen_beta": 0.3})),
+        key(pipeline=LmdPipeline(renamed)),
+    ]
+    assert len({base, *different}) == len(different) + 1
