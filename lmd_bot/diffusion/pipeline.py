@@ -390,6 +390,32 @@ class LmdPipeline:
     # --- fast: one guided GLIGEN pass ---------------------------------------------------------
 
     @torch.no_grad()
+    def _background_only(
+        self,
+        spec: GenerationSpec,
+        steps: int,
+        guidance_scale: float,
+        height: int,
+        width: int,
+        unet,
+        stats: RunStats,
+        progress: _Progress,
+    ) -> LmdResult:
+        """A layout without objects: plain SD on the background and negative prompt (section 3.8)."""
+        image, latents = self.plain(
+            spec.prompt,
+            spec.negative,
+            seed=spec.seed,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            height=height,
+            width=width,
+            unet=unet,
+            stats=stats,
+            progress=progress,
+        )
+        return LmdResult(image, latents, [], None, [], stats)
+
     def fast(
         self,
         spec: GenerationSpec,
@@ -412,19 +438,7 @@ class LmdPipeline:
         f = self.c.vae_scale_factor
         latent_hw = (height // f, width // f)
         if not spec.objects:
-            image, latents = self.plain(
-                spec.prompt,
-                spec.negative,
-                seed=spec.seed,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                height=height,
-                width=width,
-                unet=unet,
-                stats=stats,
-                progress=progress,
-            )
-            return LmdResult(image, latents, [], None, [], stats)
+            return self._background_only(spec, steps, guidance_scale, height, width, unet, stats, progress)
 
         # 1. Token positions, targets, prompt and grounding
         targets = [
@@ -510,19 +524,8 @@ class LmdPipeline:
 
         # 1. No objects: plain SD on the background with the negative prompt (section 3.8)
         if not spec.objects:
-            image, latents = self.plain(
-                spec.prompt,
-                spec.negative,
-                seed=spec.seed,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                height=height,
-                width=width,
-                unet=unet,
-                stats=stats,
-                progress=_Progress(steps, on_step, should_cancel),
-            )
-            return LmdResult(image, latents, [], None, [], stats)
+            progress = _Progress(steps, on_step, should_cancel)
+            return self._background_only(spec, steps, guidance_scale, height, width, unet, stats, progress)
 
         # Token positions first: a prompt too long for CLIP fails before any UNet work.
         phrase_tokens = self._phrase_tokens(spec)
