@@ -1,44 +1,14 @@
-"""Shared test parts: a word-level CLIP tokenizer and tiny random-weight OWL-ViT / OWLv2 detectors,
+"""Shared test parts: tiny random-weight OWL-ViT / OWLv2 detectors with the real CLIP tokenizer,
 built offline and saved as local folders that ``from_pretrained`` loads like hub checkpoints."""
-
-import json
 
 import pytest
 
-# Every word a detector query of the benchmark can hold, so no query falls back to the unk token.
-WORDS = [
-    "a", "an", "photo", "of",
-    "backpack", "book", "bottle", "bowl", "car", "cat", "chair", "cup", "dog", "laptop",
-    "red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "gray",
-]  # fmt: skip
-
-
-def write_clip_vocab(folder):
-    """A CLIP BPE vocabulary whose merges rebuild each word of WORDS into one token."""
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for piece in letters + [c + "</w>" for c in letters]:
-        vocab[piece] = len(vocab)
-    merges = []
-    for word in WORDS:
-        if len(word) == 1:
-            continue
-        left = word[0]
-        for i, ch in enumerate(word[1:], start=1):
-            right = ch + "</w>" if i == len(word) - 1 else ch
-            merges.append(f"{left} {right}")
-            left += right
-            vocab.setdefault(left, len(vocab))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    return folder
+from lmd_bot.diffusion.tiny import clip_tokenizer
 
 
 def _tiny_detector(kind, root):
     import torch
     from transformers import (
-        CLIPTokenizer,
         Owlv2Config,
         Owlv2ForObjectDetection,
         Owlv2ImageProcessorPil,
@@ -49,7 +19,8 @@ def _tiny_detector(kind, root):
         OwlViTProcessor,
     )
 
-    tokenizer = CLIPTokenizer.from_pretrained(write_clip_vocab(root / "vocab"), model_max_length=16)
+    tokenizer = clip_tokenizer()
+    tokenizer.model_max_length = 16  # OWL-ViT's query length
     text = dict(
         vocab_size=len(tokenizer),
         hidden_size=16,
@@ -57,9 +28,9 @@ def _tiny_detector(kind, root):
         num_attention_heads=2,
         num_hidden_layers=1,
         max_position_embeddings=16,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=1,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     vision = dict(
         hidden_size=16,
