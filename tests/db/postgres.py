@@ -51,6 +51,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _accepting(pg_isready: str | None, port: int) -> bool:
+    if pg_isready is None:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+        return False
+    probe = subprocess.run([pg_isready, "-q", "-h", "127.0.0.1", "-p", str(port)], check=False)
+    return probe.returncode == 0
+
+
 @contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """Yields a server URL (without a database name)."""
@@ -83,10 +92,11 @@ def postgres_server() -> Iterator[str]:
         preexec_fn=child_setup(user),
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
+        # An open port is not enough: a loaded machine answers "the database system is starting
+        # up" for a while after the socket listens. Wait until the server accepts a session.
+        ready = _binary("pg_isready")
+        deadline = time.monotonic() + 60
+        while not _accepting(ready, port):
             if time.monotonic() > deadline or server.poll() is not None:
                 pytest.fail("the PostgreSQL test server did not start")
             time.sleep(0.05)
