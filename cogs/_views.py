@@ -9,7 +9,7 @@ import discord
 from discord import ui
 
 from cogs._common import actor_from_interaction, item_error, reply, scenes_of
-from lmd_bot.services import PlanView, ReplyView, UndoView
+from lmd_bot.services import PlanView, UndoView
 
 LAYOUT_CHARS = 1900  # what fits a message with its code fence
 
@@ -59,13 +59,15 @@ class UndoButton(_RoundButton, template=r"lmd:undo:(?P<id>\d+)"):
     action, label, emoji = "undo", "Undo", "↩️"
 
     async def act(self, interaction: discord.Interaction) -> None:
+        from cogs._presenters import ThreadPresenter
+
         await interaction.response.defer(ephemeral=True, thinking=True)
         scenes = scenes_of(interaction)
         round_ = await scenes.round_record(self.target_id)
+        presenter = ThreadPresenter(interaction.channel, interaction=interaction)
         outcome = await scenes.undo(
-            actor_from_interaction(interaction), round_.scene_id, from_round_id=round_.id
+            actor_from_interaction(interaction), round_.scene_id, presenter, from_round_id=round_.id
         )
-        await present(interaction.client, interaction.channel, actor_from_interaction(interaction), outcome)
         await reply(interaction, f"Back to round {outcome.round.number}.")
 
 
@@ -73,13 +75,9 @@ class EditButton(_RoundButton, template=r"lmd:edit:(?P<id>\d+)"):
     action, label, emoji = "edit", "Edit", "✏️"
 
     async def act(self, interaction: discord.Interaction) -> None:
-        scenes = scenes_of(interaction)
-        round_ = await scenes.round_record(self.target_id)
-        scene = await scenes.repo.scene(round_.scene_id)
-        if not await scenes.may_edit(actor_from_interaction(interaction), scene):
-            from lmd_bot.services.errors import NotOwnerError
-
-            raise NotOwnerError("not an editor")
+        round_ = await scenes_of(interaction).check_editor(
+            actor_from_interaction(interaction), self.target_id
+        )
         await interaction.response.send_modal(EditModal(round_.id, round_.number))
 
 
@@ -153,59 +151,22 @@ class EditModal(ui.Modal):
         self.add_item(self.instruction)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
+        from cogs._presenters import ThreadPresenter
+
         await interaction.response.defer(ephemeral=True, thinking=True)
         scenes = scenes_of(interaction)
-        actor = actor_from_interaction(interaction)
         round_ = await scenes.round_record(self.round_id)
+        presenter = ThreadPresenter(interaction.channel, interaction=interaction)
         outcome = await scenes.instruct(
-            actor, round_.scene_id, self.instruction.value, base_round_id=round_.id
+            actor_from_interaction(interaction),
+            round_.scene_id,
+            self.instruction.value,
+            presenter,
+            base_round_id=round_.id,
         )
-        await present(interaction.client, interaction.channel, actor, outcome)
-        await reply(
-            interaction, "Done: see the thread." if not isinstance(outcome, ReplyView) else outcome.text
-        )
+        # A reply in words, or why the plan will not render, was the presenter's answer already.
+        if isinstance(outcome, UndoView) or (isinstance(outcome, PlanView) and outcome.job is not None):
+            await reply(interaction, "Done: see the thread.")
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
         await item_error(interaction, error)
-
-
-async def present(client, channel, actor, outcome, *, reply_to: discord.Message | None = None) -> None:
-    """Show a planner outcome in the scene's thread: a revised plan (then queue its render), a
-    reply, or the round an undo went back to."""
-    from cogs._format import file, plan_embed, result_embeds
-
-    scenes = client.scenes
-    if isinstance(outcome, ReplyView):
-        if reply_to is not None:
-            await reply_to.reply(outcome.text, mention_author=False)
-        return
-    if isinstance(outcome, PlanView):
-        kwargs = {"embed": plan_embed(outcome), "file": file(outcome.overlay_png, "plan.png")}
-        message = await (
-            reply_to.reply(mention_author=False, **kwargs) if reply_to else channel.send(**kwargs)
-        )
-        await scenes.start_render(actor, outcome.round.id, plan_message_id=message.id)
-        return
-    if isinstance(outcome, UndoView):
-        from lmd_bot.scenes.models import MessageKind
-
-        title = f"Back to round {outcome.round.number}"
-        if outcome.result is not None:
-            from cogs._notifier import result_files
-
-            files = await result_files(outcome.result, getattr(channel.guild, "filesize_limit", None))
-            message = await channel.send(
-                content=title,
-                embeds=result_embeds(outcome.result),
-                files=files,
-                view=result_buttons(outcome.round.id),
-            )
-            await scenes.note_shown(message.id, outcome.round, outcome.result.job.id, MessageKind.RESULT)
-        else:
-            message = await channel.send(
-                content=f"{title} (not rendered yet: press Reroll to render it).",
-                embed=plan_embed(outcome, title=f"Plan · round {outcome.round.number}"),
-                file=file(outcome.overlay_png, "plan.png"),
-                view=result_buttons(outcome.round.id),
-            )
-            await scenes.note_shown(message.id, outcome.round, None, MessageKind.PLAN)

@@ -9,7 +9,8 @@ from discord.ext import commands
 from cogs._common import actor_from_interaction
 from cogs._format import info_embed, queue_embed, settings_embed
 from cogs.imagine import MODES
-from lmd_bot.services import SceneService
+from lmd_bot.rendering import RenderMode
+from lmd_bot.services import SceneService, SettingsChange
 
 
 class AdminCog(commands.Cog):
@@ -56,27 +57,20 @@ class AdminCog(commands.Cog):
         disallow_channel: discord.TextChannel | None = None,
         reset: bool = False,
     ) -> None:
-        actor = actor_from_interaction(interaction)
-        current = await self.scenes.server_settings(interaction.guild_id or 0)
-        changes: dict = {}
-        if reset:
-            changes = {f: None for f in ("mode", "steps", "editors", "safety", "per_user_cap")}
-            changes["allowed_channel_ids"] = []
-        for name, value in (("mode", mode), ("editors", editors), ("safety", safety)):
-            if value is not None:
-                changes[name] = value.value
-        if steps is not None:
-            changes["steps"] = steps
-        if per_user_cap is not None:
-            changes["per_user_cap"] = per_user_cap
-        channels = list(current.stored.allowed_channel_ids)
-        if allow_channel is not None and allow_channel.id not in channels:
-            channels.append(allow_channel.id)
-        if disallow_channel is not None and disallow_channel.id in channels:
-            channels.remove(disallow_channel.id)
-        if channels != current.stored.allowed_channel_ids:
-            changes["allowed_channel_ids"] = channels
-        view = await self.scenes.update_server_settings(actor, **changes) if changes else current
+        change = SettingsChange(
+            mode=RenderMode(mode.value) if mode else None,
+            steps=steps,
+            editors=editors.value if editors else None,
+            safety=safety.value if safety else None,
+            per_user_cap=per_user_cap,
+            allow_channel_id=allow_channel.id if allow_channel else None,
+            disallow_channel_id=disallow_channel.id if disallow_channel else None,
+            reset=reset,
+        )
+        if change == SettingsChange():  # nothing asked: show the settings (to anyone)
+            view = await self.scenes.server_settings(interaction.guild_id or 0)
+        else:
+            view = await self.scenes.update_server_settings(actor_from_interaction(interaction), change)
         await interaction.response.send_message(embed=settings_embed(view), ephemeral=True)
 
 

@@ -16,11 +16,11 @@ from cogs._common import (
     permission_message,
     strip_mention,
 )
-from cogs._format import HELP_TEXT, file, plan_embed, thread_name
-from cogs._views import present
+from cogs._format import HELP_TEXT
+from cogs._presenters import CommandPresenter, ThreadPresenter
 from lmd_bot.errors import LmdError
 from lmd_bot.rendering import RenderMode
-from lmd_bot.services import Actor, ReplyView, SceneService
+from lmd_bot.services import Actor, SceneService
 
 log = logging.getLogger(__name__)
 
@@ -76,31 +76,19 @@ class ImagineCog(commands.Cog):
         actor = actor_from_interaction(interaction)
         await self.scenes.check_imagine(actor, prompt)  # refusals are ephemeral: nothing is public yet
         await interaction.response.defer(thinking=True)
+        presenter = CommandPresenter(interaction, archive_minutes=self.archive_minutes)
         try:
-            plan = await self.scenes.imagine(
-                actor, prompt, mode=RenderMode(mode.value) if mode else None, seed=seed, steps=steps
+            await self.scenes.imagine(
+                actor,
+                prompt,
+                presenter,
+                mode=RenderMode(mode.value) if mode else None,
+                seed=seed,
+                steps=steps,
             )
-        except LmdError as exc:
+        except LmdError as exc:  # refused before the plan was shown: the "thinking" reply says why
             log.info("imagine refused: %s", exc)
             await interaction.edit_original_response(content=exc.user_message)
-            return
-        if isinstance(plan, ReplyView):
-            await interaction.edit_original_response(content=plan.text)
-            return
-        message = await interaction.edit_original_response(
-            content=f"**{discord.utils.escape_markdown(plan.scene.prompt)[:1800]}**",
-            embed=plan_embed(plan),
-            attachments=[file(plan.overlay_png, "plan.png")],
-        )
-        thread = await message.create_thread(
-            name=thread_name(plan.scene.prompt), auto_archive_duration=self.archive_minutes
-        )
-        try:
-            await self.scenes.start_render(
-                actor, plan.round.id, thread_id=thread.id, plan_message_id=message.id
-            )
-        except LmdError as exc:
-            await thread.send(exc.user_message)
 
     # --- instructions in a scene thread ---------------------------------------------------------
 
@@ -132,8 +120,8 @@ class ImagineCog(commands.Cog):
         await self._react(message, SEEN_EMOJI)
         try:
             async with message.channel.typing():
-                outcome = await self.scenes.instruct(actor, scene.id, text)
-                await present(self.bot, message.channel, actor, outcome, reply_to=message)
+                presenter = ThreadPresenter(message.channel, reply_to=message)
+                await self.scenes.instruct(actor, scene.id, text, presenter)
         except LmdError as exc:
             log.info("instruction refused: %s", exc)
             await message.reply(exc.user_message, mention_author=False)

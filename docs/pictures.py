@@ -40,8 +40,8 @@ from lmd_bot.jobs.preview import PreviewRenderer  # noqa: E402
 from lmd_bot.jobs.renderers import RendererSpec  # noqa: E402
 from lmd_bot.layout.schema import SceneLayout  # noqa: E402
 from lmd_bot.overlay import FONT_DIR  # noqa: E402
-from lmd_bot.planner.base import PlanResult, PlanRound  # noqa: E402
 from lmd_bot.services import Actor, PlanView, ResultView, StatusView, open_core  # noqa: E402
+from lmd_bot.testing import RecordingNotifier, ScriptedPlanner, layout_of  # noqa: E402
 
 OUT = ROOT / "docs" / "images"
 PROMPT = "three red apples on a table left of a blue cup, no people"
@@ -49,43 +49,34 @@ FOLLOW_UP = "move the cup to the right and make the apples green"
 USER = "alice"
 CHANNEL = "scenes"
 SEED = 1234567
-THREAD_ID, PLAN_MESSAGE_ID, REPLY_MESSAGE_ID = 5001, 5002, 5003
+THREAD_ID = 5001
 ALICE = Actor(user_id=1, guild_id=100, channel_id=10)
 ALICE_IN_THREAD = Actor(user_id=1, guild_id=100, channel_id=10, thread_id=THREAD_ID)
 
 # --- the scene, through the real service layer ------------------------------------------------
 
 
-class ScriptedPlanner:
-    """Stands in for the LLM: the layout a planner gives for PROMPT, and FOLLOW_UP applied to the
-    last round (same ids: the cup moves right, the apples turn green)."""
+def _planned() -> SceneLayout:
+    """The layout a planner gives for PROMPT."""
+    apple, cup = "a red apple", "a blue ceramic cup"
+    objects = [
+        {"id": 1, "caption": apple, "box": [56, 290, 90, 88]},
+        {"id": 2, "caption": apple, "box": [150, 292, 88, 86]},
+        {"id": 3, "caption": apple, "box": [104, 214, 86, 82]},
+        {"id": 4, "caption": cup, "box": [276, 236, 104, 140]},
+        {"id": 5, "caption": "a wooden table", "box": [16, 362, 480, 136]},
+    ]
+    return layout_of(objects, "A realistic photo of a sunny kitchen", "people")
 
-    async def plan(self, prompt: str) -> PlanResult:
-        apple, cup = "a red apple", "a blue ceramic cup"
-        objects = [
-            {"id": 1, "caption": apple, "box": [56, 290, 90, 88]},
-            {"id": 2, "caption": apple, "box": [150, 292, 88, 86]},
-            {"id": 3, "caption": apple, "box": [104, 214, 86, 82]},
-            {"id": 4, "caption": cup, "box": [276, 236, 104, 140]},
-            {"id": 5, "caption": "a wooden table", "box": [16, 362, 480, 136]},
-        ]
-        layout = {
-            "objects": objects,
-            "background": "A realistic photo of a sunny kitchen",
-            "negative": "people",
-        }
-        return PlanResult(layout=SceneLayout.model_validate(layout))
 
-    async def revise(self, history: list[PlanRound], instruction: str) -> PlanResult:
-        layout = history[-1].layout.model_dump()
-        for obj in layout["objects"]:
-            if "cup" in obj["caption"]:
-                obj["box"][0] = 512 - 16 - obj["box"][2]
-            obj["caption"] = obj["caption"].replace("red apple", "green apple")
-        return PlanResult(layout=SceneLayout.model_validate(layout))
-
-    async def aclose(self) -> None:
-        pass
+def _follow_up(layout: SceneLayout) -> SceneLayout:
+    """FOLLOW_UP applied to a layout, same ids: the cup moves right, the apples turn green."""
+    data = layout.model_dump()
+    for obj in data["objects"]:
+        if "cup" in obj["caption"]:
+            obj["box"][0] = 512 - 16 - obj["box"][2]
+        obj["caption"] = obj["caption"].replace("red apple", "green apple")
+    return SceneLayout.model_validate(data)
 
 
 class PacedPreview:
@@ -109,35 +100,11 @@ def paced_preview(step_s: float) -> PacedPreview:
     return PacedPreview(step_s)
 
 
-class Recorder:
-    """The service's notifier: keeps every status and result view."""
-
-    def __init__(self) -> None:
-        self.views: list[StatusView | ResultView] = []
-        self.done: dict[int, asyncio.Future] = {}
-
-    def finished(self, job_id: int) -> asyncio.Future:
-        """Resolves to the job's result view."""
-        return self.done.setdefault(job_id, asyncio.get_running_loop().create_future())
-
-    async def show_status(self, view: StatusView) -> int:
-        self.views.append(view)
-        return 6000 + view.job.id
-
-    async def show_result(self, view: ResultView) -> int:
-        self.views.append(view)
-        self.finished(view.job.id).set_result(view)
-        return 6000 + view.job.id
-
-    async def show_failure(self, view) -> int:
-        self.finished(view.job.id).set_exception(RuntimeError(view.message))
-        return 6000 + view.job.id
-
-    def progress(self, job_id: int) -> StatusView:
-        """A status the message showed while rendering: the step nearest halfway."""
-        shown = [v for v in self.views if isinstance(v, StatusView) and v.job.id == job_id]
-        running = [v for v in shown if v.state == "running" and v.step]
-        return min(running, key=lambda v: abs(2 * v.step - v.total_steps)) if running else shown[-1]
+def _progress(recorder: RecordingNotifier, job_id: int) -> StatusView:
+    """A status the message showed while rendering: the step nearest halfway."""
+    shown = [v for v in recorder.for_job(job_id) if isinstance(v, StatusView)]
+    running = [v for v in shown if v.state == "running" and v.step]
+    return min(running, key=lambda v: abs(2 * v.step - v.total_steps)) if running else shown[-1]
 
 
 @dataclass
@@ -164,10 +131,12 @@ def _files(*files: discord.File) -> dict[str, bytes]:
     return {f.filename: f.fp.read() for f in files}
 
 
-async def _render(core, recorder: Recorder, actor: Actor, plan: PlanView, **where) -> list[Message]:
-    job = await core.scenes.start_render(actor, plan.round.id, **where)
-    result: ResultView = await asyncio.wait_for(recorder.finished(job.id), 120)
-    status = recorder.progress(job.id)
+async def _rendered(recorder: RecordingNotifier, plan: PlanView) -> list[Message]:
+    job = plan.job
+    result = await recorder.result_of(job.id, timeout=120)
+    if not isinstance(result, ResultView):
+        raise RuntimeError(f"the render did not finish: {result}")
+    status = _progress(recorder, job.id)
     return [
         Message(
             "lmd-bot",
@@ -193,12 +162,13 @@ async def capture(tmp: Path) -> tuple[list[Message], list[Message]]:
         discord={"status_edit_interval_s": 0.0},
     )
     renderer = RendererSpec(factory="docs.pictures:paced_preview", kwargs={"step_s": 0.02})
-    core = await open_core(settings, planner=ScriptedPlanner(), renderer=renderer, new_seed=lambda: SEED)
-    recorder = Recorder()
+    planner = ScriptedPlanner(plans={PROMPT: _planned()}, revisions={FOLLOW_UP: _follow_up})
+    core = await open_core(settings, planner=planner, renderer=renderer, new_seed=lambda: SEED)
+    recorder = RecordingNotifier()
     core.scenes.attach(recorder)
     await core.scenes.start()
     try:
-        plan = await core.scenes.imagine(ALICE, PROMPT)
+        plan = await core.scenes.imagine(ALICE, PROMPT, recorder)
         imagine = Message(
             "lmd-bot",
             content=f"**{discord.utils.escape_markdown(plan.scene.prompt)}**",
@@ -207,17 +177,15 @@ async def capture(tmp: Path) -> tuple[list[Message], list[Message]]:
             command="/imagine",
             thread=(thread_name(plan.scene.prompt), 1),  # its status message, which becomes the result
         )
-        first = await _render(
-            core, recorder, ALICE, plan, thread_id=THREAD_ID, plan_message_id=PLAN_MESSAGE_ID
-        )
-        revised = await core.scenes.instruct(ALICE_IN_THREAD, plan.scene.id, FOLLOW_UP)
+        first = await _rendered(recorder, plan)
+        revised = await core.scenes.instruct(ALICE_IN_THREAD, plan.scene.id, FOLLOW_UP, recorder)
         reply = Message(
             "lmd-bot",
             embeds=[plan_embed(revised)],
             files=_files(file(revised.overlay_png, "plan.png")),
             reply_to=(USER, FOLLOW_UP),
         )
-        second = await _render(core, recorder, ALICE_IN_THREAD, revised, plan_message_id=REPLY_MESSAGE_ID)
+        second = await _rendered(recorder, revised)
     finally:
         await core.close()
     instruction = Message(USER, content=FOLLOW_UP, reactions=[SEEN_EMOJI])  # the bot's "seen"

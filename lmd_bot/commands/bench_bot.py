@@ -32,50 +32,6 @@ def add_parser(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-class _ScriptedPlanner:
-    """Benchmark double: answers at once, so only the bot's own work is measured."""
-
-    async def plan(self, prompt: str):
-        from lmd_bot.layout.schema import SceneLayout
-        from lmd_bot.planner.base import PlanResult
-
-        objects = [
-            {"id": 1, "caption": "a red apple", "box": [40, 300, 90, 90]},
-            {"id": 2, "caption": "a blue cup", "box": [300, 280, 80, 100]},
-        ]
-        return PlanResult(layout=SceneLayout.model_validate({"objects": objects, "background": prompt}))
-
-    async def revise(self, history, instruction: str):
-        from lmd_bot.planner.base import PlanResult
-
-        layout = history[-1].layout
-        cup = layout.objects[1]
-        x = (cup.box.x + 16) % (layout.width - cup.box.w)
-        moved = cup.model_copy(update={"box": cup.box.model_copy(update={"x": x})})
-        return PlanResult(layout=layout.model_copy(update={"objects": (layout.objects[0], moved)}))
-
-    async def aclose(self) -> None:
-        pass
-
-
-class _CountingNotifier:
-    def __init__(self) -> None:
-        self.updates = 0
-        self.results = 0
-
-    async def show_status(self, view) -> int:
-        self.updates += 1
-        return view.job.id
-
-    async def show_result(self, view) -> int:
-        self.results += 1
-        return view.job.id
-
-    async def show_failure(self, view) -> int:
-        self.results += 1
-        return view.job.id
-
-
 def _say(text: str) -> None:
     print(text, flush=True)  # noqa: T201 - a benchmark's output is its printed table
 
@@ -89,6 +45,7 @@ async def _bench(args: argparse.Namespace, folder: Path) -> None:
     from lmd_bot.config import load_settings
     from lmd_bot.jobs.renderers import RendererSpec
     from lmd_bot.services import Actor, PlanView, open_core
+    from lmd_bot.testing import RecordingNotifier, ScriptedPlanner
 
     settings = load_settings(
         db={"url": f"sqlite+aiosqlite:///{folder}/bench.sqlite3"},
@@ -100,10 +57,10 @@ async def _bench(args: argparse.Namespace, folder: Path) -> None:
     )
     core = await open_core(
         settings,
-        planner=_ScriptedPlanner(),
+        planner=ScriptedPlanner(),
         renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
     )
-    notifier = _CountingNotifier()
+    notifier = RecordingNotifier(keep=False)
     core.scenes.attach(notifier)
     await core.scenes.start()
     latencies: list[float] = []
@@ -111,14 +68,12 @@ async def _bench(args: argparse.Namespace, folder: Path) -> None:
 
     async def user(uid: int) -> int:
         actor = Actor(user_id=uid, guild_id=1, channel_id=1)
-        plan = await scenes.imagine(actor, f"scene of user {uid}")
-        await scenes.start_render(actor, plan.round.id, thread_id=uid)
+        plan = await scenes.imagine(actor, "a red apple, a blue cup", notifier)
         jobs = 1
-        for i in range(args.instructions):
+        for _ in range(args.instructions):
             start = time.perf_counter()
-            outcome = await scenes.instruct(actor, plan.scene.id, f"move the cup, step {i}")
-            assert isinstance(outcome, PlanView)
-            await scenes.start_render(actor, outcome.round.id)
+            outcome = await scenes.instruct(actor, plan.scene.id, "move cup right", notifier)
+            assert isinstance(outcome, PlanView) and outcome.job is not None
             latencies.append(time.perf_counter() - start)
             jobs += 1
         return jobs
@@ -127,7 +82,7 @@ async def _bench(args: argparse.Namespace, folder: Path) -> None:
         started = time.perf_counter()
         jobs = sum(await asyncio.gather(*(user(u) for u in range(1, args.users + 1))))
         queued_in = time.perf_counter() - started
-        while notifier.results < jobs:
+        while notifier.finished_jobs < jobs:
             await asyncio.sleep(0.01)
         elapsed = time.perf_counter() - started
         events = scenes.events_handled
@@ -143,7 +98,7 @@ async def _bench(args: argparse.Namespace, folder: Path) -> None:
         ("all queued in", f"{queued_in:.2f} s"),
         ("all rendered in", f"{elapsed:.2f} s"),
         ("queue events handled", f"{events} ({events / elapsed:.0f} events/s)"),
-        ("status updates delivered", f"{notifier.updates}"),
+        ("status updates delivered", f"{notifier.counts.get('StatusView', 0)}"),
         ("instruction -> enqueued p50", f"{statistics.median(ms):.1f} ms"),
         ("instruction -> enqueued p99", f"{_percentile(ms, 0.99):.1f} ms"),
         ("instruction -> enqueued max", f"{max(ms):.1f} ms"),

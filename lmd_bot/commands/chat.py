@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lmd_bot.services import Core, FailureView, ResultView, StatusView
+    from lmd_bot.services import (
+        Core,
+        FailureView,
+        PlanShown,
+        PlanView,
+        ReplyView,
+        ResultView,
+        StatusView,
+        UndoView,
+    )
 
 CONSOLE_USER = 0
 
@@ -54,7 +63,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 class ConsoleNotifier:
-    """Prints status lines and writes results to the output folder."""
+    """The terminal's notifier and presenter: prints plans, replies and status lines, and writes
+    plan pictures and results to the output folder."""
 
     def __init__(self, out: Path, say: Callable[[str], None]) -> None:
         self.out = out
@@ -99,6 +109,27 @@ class ConsoleNotifier:
         self.waiter(view.job.id).set()
         return view.job.id
 
+    async def show_plan(self, view: PlanView) -> PlanShown:
+        from lmd_bot.services import PlanShown
+
+        path = self.out / f"scene{view.scene.id}-round{view.round.number}-plan.png"
+        await asyncio.to_thread(_write_file, path, view.overlay_png)
+        layout = view.round.layout
+        objects = ", ".join(o.caption for o in layout.objects) or "no objects"
+        self.say(f"round {view.round.number}: {objects}; background: {layout.background}")
+        if view.changes:
+            self.say(f"  changed: {view.changes}")
+        self.say(f"  plan: {path}")
+        return PlanShown()
+
+    async def show_reply(self, view: ReplyView) -> None:
+        self.say(view.text)
+
+    async def show_undo(self, view: UndoView) -> None:
+        self.say(f"back to round {view.round.number}")
+        if view.result is not None and view.result.image_png:
+            await self.show_result(view.result)
+
     def _write(self, stem: str, image: bytes | None, overlay: bytes | None) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         if image:
@@ -112,7 +143,7 @@ async def chat(
 ) -> None:
     """Run the scene flow over ``lines`` (one command or instruction each) until they end."""
     from lmd_bot.errors import LmdError
-    from lmd_bot.services import Actor, PlanView, ReplyView, UndoView
+    from lmd_bot.services import Actor, PlanView
 
     notifier = ConsoleNotifier(out, say)
     core.scenes.attach(notifier)
@@ -122,16 +153,8 @@ async def chat(
     scene_id: int | None = None
 
     async def wait_for(job) -> None:
-        await notifier.waiter(job.id).wait()
-
-    async def show_plan(plan: PlanView) -> None:
-        path = out / f"scene{plan.scene.id}-round{plan.round.number}-plan.png"
-        await asyncio.to_thread(_write_file, path, plan.overlay_png)
-        objects = ", ".join(o.caption for o in plan.round.layout.objects) or "no objects"
-        say(f"round {plan.round.number}: {objects}; background: {plan.round.layout.background}")
-        if plan.changes:
-            say(f"  changed: {plan.changes}")
-        say(f"  plan: {path}")
+        if job is not None:  # None: the plan was shown but not queued (the reason was said)
+            await notifier.waiter(job.id).wait()
 
     say(HELP.splitlines()[0])
     async for raw in lines:
@@ -151,32 +174,21 @@ async def chat(
                 say("Start a scene first: type what to draw.")
             elif command in ("/imagine", "/new") or scene_id is None:
                 prompt = rest if command in ("/imagine", "/new") else line
-                plan = await scenes.imagine(actor, prompt, **imagine)
-                if isinstance(plan, ReplyView):
-                    say(plan.text)
-                    continue
-                scene_id = plan.scene.id
-                await show_plan(plan)
-                await wait_for(await scenes.start_render(actor, plan.round.id))
+                plan = await scenes.imagine(actor, prompt, notifier, **imagine)
+                if isinstance(plan, PlanView):
+                    scene_id = plan.scene.id
+                    await wait_for(plan.job)
             elif command == "/reroll":
-                scene = await scenes.repo.scene(scene_id)
-                job = await scenes.reroll(actor, scene.head_round_id)
+                job = await scenes.reroll(actor, (await scenes.head_round(scene_id)).id)
                 say(f"rerolling with seed {job.seed}")
                 await wait_for(job)
             elif command == "/layout":
-                scene = await scenes.repo.scene(scene_id)
-                say(await scenes.layout_json(scene.head_round_id))
+                say(await scenes.layout_json((await scenes.head_round(scene_id)).id))
             else:
-                outcome = await scenes.instruct(actor, scene_id, "undo" if command == "/undo" else line)
-                if isinstance(outcome, ReplyView):
-                    say(outcome.text)
-                elif isinstance(outcome, UndoView):
-                    say(f"back to round {outcome.round.number}")
-                    if outcome.result is not None and outcome.result.image_png:
-                        await notifier.show_result(outcome.result)
-                else:
-                    await show_plan(outcome)
-                    await wait_for(await scenes.start_render(actor, outcome.round.id))
+                text = "undo" if command == "/undo" else line
+                outcome = await scenes.instruct(actor, scene_id, text, notifier)
+                if isinstance(outcome, PlanView):
+                    await wait_for(outcome.job)
         except LmdError as exc:
             say(exc.user_message)
 

@@ -2,12 +2,19 @@
 
 Methods take and return the records of :mod:`lmd_bot.scenes.models`. A method that writes
 several rows (a scene with its first round, a round with its job) does it in one transaction, so
-a failure leaves nothing half-written.
+a failure leaves nothing half-written; a use case makes one such call where it can.
+
+On SQLite, writes in this process take turns on an asyncio lock: SQLite has one writer at a time
+anyway, and a transaction that read before writing would otherwise fail at once (a busy snapshot,
+which ``busy_timeout`` does not wait out) when another of our writers committed meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,9 +107,37 @@ class NotFoundError(LookupError):
     """A scene, round or job id that is not in the database."""
 
 
+class CapReachedError(Exception):
+    """The user already has ``active`` queued or running jobs, their cap: no job was created."""
+
+    def __init__(self, active: int) -> None:
+        super().__init__(f"{active} active jobs")
+        self.active = active
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """The job to create with a round: who asked, and how to render."""
+
+    user_id: int
+    guild_id: int | None
+    mode: RenderMode
+    steps: int
+    cap: int  # the user's most active jobs; refused (CapReachedError) at that many
+
+
 class Repository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, serialize_writes: bool = True) -> None:
         self._sessions = sessions
+        self._write_lock = asyncio.Lock() if serialize_writes else None
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncSession]:
+        """One write transaction (taking its turn on SQLite)."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self._write_lock is not None:
+                await stack.enter_async_context(self._write_lock)
+            yield await stack.enter_async_context(self._sessions.begin())
 
     # --- scenes and rounds ---------------------------------------------------------------------
 
@@ -121,7 +156,7 @@ class Repository:
         notes: Iterable[str] = (),
     ) -> tuple[SceneRecord, RoundRecord]:
         """A new scene with its first round (the plan) as its head, in one transaction."""
-        async with self._sessions.begin() as s:
+        async with self._write() as s:
             scene = Scene(
                 owner_id=owner_id,
                 guild_id=guild_id,
@@ -162,16 +197,18 @@ class Repository:
         layout: SceneLayout,
         seed: int,
         notes: Iterable[str] = (),
-        job: dict[str, Any] | None = None,
-    ) -> tuple[RoundRecord, JobRecord | None]:
+        job: NewJob | None = None,
+    ) -> tuple[SceneRecord, RoundRecord, JobRecord | None]:
         """A new round under ``parent_id``; it becomes the scene's head and its seed the scene's
-        seed. With ``job`` (the job's user_id, guild_id, mode, steps), its render job is created in
-        the same transaction."""
-        async with self._sessions.begin() as s:
+        seed. With ``job``, its render job is created in the same transaction (or, with the user's
+        cap reached, nothing is written: CapReachedError). Returns the updated scene too."""
+        async with self._write() as s:
             scene = await s.get(Scene, scene_id, with_for_update=True)
             parent = await s.get(Round, parent_id)
             if scene is None or parent is None or parent.scene_id != scene_id:
                 raise NotFoundError(f"round {parent_id} of scene {scene_id}")
+            if job is not None:
+                await self._check_cap(s, job)
             number = (
                 await s.scalar(
                     select(func.coalesce(func.max(Round.number), 0)).where(Round.scene_id == scene_id)
@@ -194,27 +231,59 @@ class Repository:
             scene.seed = seed
             job_row = None
             if job is not None:
-                job_row = self._new_job(scene_id=scene_id, round_id=row.id, seed=seed, **job)
+                job_row = self._new_job(scene_id=scene_id, round_id=row.id, seed=seed, job=job)
                 s.add(job_row)
                 await s.flush()
-            return _round(row), (_job(job_row) if job_row is not None else None)
+            return _scene(scene), _round(row), (_job(job_row) if job_row is not None else None)
 
-    async def bind_thread(self, scene_id: int, *, thread_id: int | None, plan_message_id: int | None) -> None:
-        async with self._sessions.begin() as s:
-            await s.execute(
-                update(Scene)
-                .where(Scene.id == scene_id)
-                .values(thread_id=thread_id, plan_message_id=plan_message_id)
+    async def start_render(
+        self,
+        *,
+        round_id: int,
+        job: NewJob,
+        seed: int | None = None,
+        thread_id: int | None = None,
+        plan_message_id: int | None = None,
+    ) -> tuple[SceneRecord, RoundRecord, JobRecord]:
+        """Everything starting a round's render writes, in one transaction: the thread the plan
+        opened (a new scene's home), the plan message's link to the round, and the job (with the
+        round's seed unless ``seed``). CapReachedError, and nothing written, at the user's cap."""
+        async with self._write() as s:
+            round_row = await s.get(Round, round_id)
+            if round_row is None:
+                raise NotFoundError(f"round {round_id}")
+            scene = await s.get(Scene, round_row.scene_id, with_for_update=True)
+            await self._check_cap(s, job)
+            if thread_id is not None and scene.thread_id is None:
+                scene.thread_id, scene.plan_message_id = thread_id, plan_message_id
+            if plan_message_id is not None:
+                await self._link(s, plan_message_id, scene.id, round_id, None, MessageKind.PLAN)
+            job_row = self._new_job(
+                scene_id=scene.id, round_id=round_id, seed=round_row.seed if seed is None else seed, job=job
             )
+            s.add(job_row)
+            await s.flush()
+            return _scene(scene), _round(round_row), _job(job_row)
 
-    async def set_head(self, scene_id: int, round_id: int, seed: int) -> None:
-        async with self._sessions.begin() as s:
-            await s.execute(
-                update(Scene).where(Scene.id == scene_id).values(head_round_id=round_id, seed=seed)
-            )
+    @staticmethod
+    async def _check_cap(s: AsyncSession, job: NewJob) -> None:
+        active = await s.scalar(
+            select(func.count()).select_from(Job).where(Job.user_id == job.user_id, Job.status.in_(_ACTIVE))
+        )
+        if active >= job.cap:
+            raise CapReachedError(active)
+
+    async def set_head(self, scene_id: int, round_id: int, seed: int) -> SceneRecord:
+        async with self._write() as s:
+            row = await s.get(Scene, scene_id)
+            if row is None:
+                raise NotFoundError(f"scene {scene_id}")
+            row.head_round_id, row.seed = round_id, seed
+            await s.flush()
+            return _scene(row)
 
     async def set_allow_everyone(self, scene_id: int, allow: bool) -> None:
-        async with self._sessions.begin() as s:
+        async with self._write() as s:
             await s.execute(update(Scene).where(Scene.id == scene_id).values(allow_everyone=allow))
 
     async def scene(self, scene_id: int) -> SceneRecord:
@@ -236,6 +305,15 @@ class Repository:
                 raise NotFoundError(f"round {round_id}")
             return _round(row)
 
+    async def scene_tree(self, scene_id: int) -> tuple[SceneRecord, dict[int, RoundRecord]]:
+        """A scene and all its rounds by id, in one read."""
+        async with self._sessions() as s:
+            row = await s.get(Scene, scene_id)
+            if row is None:
+                raise NotFoundError(f"scene {scene_id}")
+            rounds = await s.scalars(select(Round).where(Round.scene_id == scene_id))
+            return _scene(row), {r.id: _round(r) for r in rounds}
+
     async def rounds(self, scene_id: int) -> dict[int, RoundRecord]:
         async with self._sessions() as s:
             rows = await s.scalars(select(Round).where(Round.scene_id == scene_id))
@@ -244,24 +322,15 @@ class Repository:
     # --- jobs ----------------------------------------------------------------------------------
 
     @staticmethod
-    def _new_job(
-        *,
-        scene_id: int,
-        round_id: int,
-        seed: int,
-        user_id: int,
-        guild_id: int | None,
-        mode: RenderMode,
-        steps: int,
-    ) -> Job:
+    def _new_job(*, scene_id: int, round_id: int, seed: int, job: NewJob) -> Job:
         return Job(
             scene_id=scene_id,
             round_id=round_id,
-            user_id=user_id,
-            guild_id=guild_id,
+            user_id=job.user_id,
+            guild_id=job.guild_id,
             status=JobStatus.QUEUED.value,
-            mode=mode.value,
-            steps=steps,
+            mode=job.mode.value,
+            steps=job.steps,
             seed=seed,
             attempts=0,
             flagged=False,
@@ -279,16 +348,11 @@ class Repository:
         steps: int,
         seed: int,
     ) -> JobRecord:
-        async with self._sessions.begin() as s:
-            row = self._new_job(
-                scene_id=scene_id,
-                round_id=round_id,
-                seed=seed,
-                user_id=user_id,
-                guild_id=guild_id,
-                mode=mode,
-                steps=steps,
-            )
+        """A queued job, with no cap check (for tools and tests; the services use
+        :meth:`start_render`)."""
+        async with self._write() as s:
+            new = NewJob(user_id=user_id, guild_id=guild_id, mode=mode, steps=steps, cap=0)
+            row = self._new_job(scene_id=scene_id, round_id=round_id, seed=seed, job=new)
             s.add(row)
             await s.flush()
             return _job(row)
@@ -304,7 +368,7 @@ class Repository:
         for key in ("status",):
             if key in values and isinstance(values[key], JobStatus):
                 values[key] = values[key].value
-        async with self._sessions.begin() as s:
+        async with self._write() as s:
             row = await s.get(Job, job_id)
             if row is None:
                 raise NotFoundError(f"job {job_id}")
@@ -315,7 +379,7 @@ class Repository:
 
     async def finish_job_if_active(self, job_id: int, status: JobStatus, **values: Any) -> JobRecord | None:
         """Set a final status only if the job is still queued or running (events can race a cancel)."""
-        async with self._sessions.begin() as s:
+        async with self._write() as s:
             row = await s.get(Job, job_id, with_for_update=True)
             if row is None or row.status not in _ACTIVE:
                 return None
@@ -370,20 +434,36 @@ class Repository:
     async def link_message(
         self, message_id: int, *, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
     ) -> None:
-        async with self._sessions.begin() as s:
-            row = await s.get(MessageLink, message_id)
+        async with self._write() as s:
+            await self._link(s, message_id, scene_id, round_id, job_id, kind)
+
+    async def remember_status_message(self, job_id: int, message_id: int) -> None:
+        """The job's status message is ``message_id`` now: stored on the job, and linked to its
+        round (so a reaction or button on it finds the scene), in one transaction."""
+        async with self._write() as s:
+            row = await s.get(Job, job_id)
             if row is None:
-                s.add(
-                    MessageLink(
-                        message_id=message_id,
-                        scene_id=scene_id,
-                        round_id=round_id,
-                        job_id=job_id,
-                        kind=kind.value,
-                    )
+                raise NotFoundError(f"job {job_id}")
+            row.status_message_id = message_id
+            await self._link(s, message_id, row.scene_id, row.round_id, job_id, MessageKind.STATUS)
+
+    @staticmethod
+    async def _link(
+        s: AsyncSession, message_id: int, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
+    ) -> None:
+        row = await s.get(MessageLink, message_id)
+        if row is None:
+            s.add(
+                MessageLink(
+                    message_id=message_id,
+                    scene_id=scene_id,
+                    round_id=round_id,
+                    job_id=job_id,
+                    kind=kind.value,
                 )
-            else:
-                row.scene_id, row.round_id, row.job_id, row.kind = scene_id, round_id, job_id, kind.value
+            )
+        else:
+            row.scene_id, row.round_id, row.job_id, row.kind = scene_id, round_id, job_id, kind.value
 
     async def message(self, message_id: int) -> MessageRef | None:
         async with self._sessions() as s:
@@ -407,7 +487,7 @@ class Repository:
 
     async def save_server_settings(self, guild_id: int, value: ServerSettings, *, by: int | None) -> None:
         data = value.model_dump(mode="json")
-        async with self._sessions.begin() as s:
+        async with self._write() as s:
             row = await s.get(GuildConfig, guild_id)
             if row is None:
                 s.add(GuildConfig(guild_id=guild_id, data=data, updated_by=by, updated_at=utcnow()))

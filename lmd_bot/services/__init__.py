@@ -2,17 +2,19 @@
 drive the same :class:`SceneService`."""
 
 from lmd_bot.services.app import Core, open_core
-from lmd_bot.services.notifier import DestinationGoneError, Notifier
+from lmd_bot.services.notifier import DestinationGoneError, Notifier, Presenter
 from lmd_bot.services.scenes import SceneService
 from lmd_bot.services.views import (
     Actor,
     FailureView,
     JobSummary,
+    PlanShown,
     PlanView,
     QueueEntry,
     QueueView,
     ReplyView,
     ResultView,
+    SettingsChange,
     SettingsView,
     StatusView,
     UndoView,
@@ -25,12 +27,15 @@ __all__ = [
     "FailureView",
     "JobSummary",
     "Notifier",
+    "PlanShown",
     "PlanView",
+    "Presenter",
     "QueueEntry",
     "QueueView",
     "ReplyView",
     "ResultView",
     "SceneService",
+    "SettingsChange",
     "SettingsView",
     "StatusView",
     "UndoView",

@@ -1,4 +1,5 @@
-"""Assembling the bot's core from the settings: database, planner, queue, guard, scene service.
+"""Assembling the bot's core from the settings: database, planner, queue, guard, server policy,
+render tracker and scene service.
 
 ``bot.py``, ``lmd-bot chat``, ``lmd-bot bench bot`` and the tests all start the core this way, so
 they run the same code; each may pass its own planner or queue (the benchmark's scripted planner,
@@ -20,7 +21,9 @@ from lmd_bot.jobs.base import JobQueue
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.planner.base import Planner
 from lmd_bot.services.images import ImageStore
+from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.scenes import SceneService
+from lmd_bot.services.tracker import RenderTracker
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,7 @@ log = logging.getLogger(__name__)
 class Core:
     settings: Settings
     db: Database
+    repo: Repository  # for tools and tests that inspect the record; adapters use ``scenes``
     planner: Planner
     queue: JobQueue
     scenes: SceneService
@@ -66,17 +70,16 @@ async def open_core(
 
             planner = build_planner(settings)
         queue = queue or build_queue(settings, renderer)
+        repo = Repository(db.sessions)
+        guard = Guard(settings.guard, settings.discord)
+        images = ImageStore(settings.storage.image_dir)
+        policy = ServerPolicy(settings=settings, repo=repo, guard=guard)
+        tracker = RenderTracker(settings=settings, repo=repo, queue=queue, images=images, policy=policy)
         extra = {"new_seed": new_seed} if new_seed is not None else {}
         scenes = SceneService(
-            settings=settings,
-            repo=Repository(db.sessions),
-            planner=planner,
-            queue=queue,
-            guard=Guard(settings.guard, settings.discord),
-            images=ImageStore(settings.storage.image_dir),
-            **extra,
+            repo=repo, planner=planner, guard=guard, images=images, policy=policy, tracker=tracker, **extra
         )
     except BaseException:
         await db.close()
         raise
-    return Core(settings=settings, db=db, planner=planner, queue=queue, scenes=scenes)
+    return Core(settings=settings, db=db, repo=repo, planner=planner, queue=queue, scenes=scenes)

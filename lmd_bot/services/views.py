@@ -8,7 +8,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmd_bot.scenes.models import JobRecord, RoundRecord, SafetyPolicy, SceneRecord, ServerSettings
+from lmd_bot.rendering import RenderMode
+from lmd_bot.scenes.models import (
+    EditorsPolicy,
+    JobRecord,
+    RoundRecord,
+    SafetyPolicy,
+    SceneRecord,
+    ServerSettings,
+)
 
 
 class Actor(BaseModel):
@@ -25,13 +33,25 @@ class Actor(BaseModel):
 
 
 class PlanView(BaseModel):
-    """The planner answered with a layout: a new round exists (not rendered yet)."""
+    """The planner answered with a layout: a new round exists. Shown before its render is queued;
+    the use case returns it with ``job`` set once the render is queued."""
 
     scene: SceneRecord
     round: RoundRecord
     overlay_png: bytes
     changes: str | None = None  # what changed from the round it was edited from; None for round 1
     notes: list[str] = Field(default_factory=list)  # repairs applied to the planner's answer
+    job: JobRecord | None = None  # the round's render; None while showing, or if queueing failed
+
+
+class PlanShown(BaseModel):
+    """Where an adapter showed a plan: the message, and the thread opened from it (a new scene's
+    home; None when the plan went into the scene's existing thread)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: int | None = None
+    thread_id: int | None = None
 
 
 class ReplyView(BaseModel):
@@ -107,6 +127,22 @@ class JobSummary(BaseModel):
     thread_id: int | None
     guild_id: int | None
     position: int | None = None
+
+
+class SettingsChange(BaseModel):
+    """What an admin asked /settings to change; ``None`` leaves a setting as it is, ``reset`` first
+    forgets every stored choice (the bot's defaults apply again)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mode: RenderMode | None = None
+    steps: int | None = None
+    editors: EditorsPolicy | None = None
+    safety: SafetyPolicy | None = None
+    per_user_cap: int | None = None
+    allow_channel_id: int | None = None  # add to the channels where /imagine works
+    disallow_channel_id: int | None = None  # remove from them
+    reset: bool = False
 
 
 class SettingsView(BaseModel):

@@ -5,9 +5,9 @@ import asyncio
 import pytest
 
 from cogs._notifier import DiscordNotifier
-from tests.bot.conftest import make_settings
-from tests.bot.doubles import ScriptedPlanner
+from lmd_bot.testing import ScriptedPlanner
 from tests.cogs.fakes import FakeDiscord
+from tests.services.conftest import make_settings
 
 
 async def eventually(predicate, timeout: float = 20.0):

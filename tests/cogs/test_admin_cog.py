@@ -52,7 +52,7 @@ async def test_settings_show_to_anyone_change_for_admins_only(discord_core):
     shown = admin.response.send_message.await_args.kwargs["embed"]
     values = {f.name: f.value for f in shown.fields}
     assert "`12`" in values["Steps"] and "`withhold`" in values["Safety"] and "<#55>" in values["Channels"]
-    stored = await core.scenes.repo.server_settings(100)
+    stored = await core.repo.server_settings(100)
     assert stored.steps == 12 and stored.allowed_channel_ids == [55]
     # /imagine now only works in #55.
     inter = fake.interaction(OWNER)
@@ -85,8 +85,8 @@ async def test_error_handler_answers_after_a_defer_and_hides_unexpected_errors(d
 async def test_bot_setup_loads_cogs_registers_buttons_and_closes_the_core(tmp_path):
     from lmd_bot.jobs.renderers import RendererSpec
     from lmd_bot.services import open_core
-    from tests.bot.conftest import make_settings
-    from tests.bot.doubles import ScriptedPlanner
+    from lmd_bot.testing import ScriptedPlanner
+    from tests.services.conftest import make_settings
 
     core = await open_core(
         make_settings(tmp_path, discord={"message_content_intent": False}),

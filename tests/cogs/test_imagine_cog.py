@@ -63,7 +63,7 @@ async def test_imagine_defers_shows_the_plan_opens_a_thread_and_renders(discord_
     result = (await eventually(lambda: _result_in(fake, thread.id)))[0]
     assert result.field("Seed") == "`31337`" and result.embeds[0].title == "Round 1"
     assert result.files == ["round1-seed31337-image.png", "round1-seed31337-overlay.png"]
-    rid = (await core.scenes.repo.scene_by_thread(thread.id)).head_round_id
+    rid = (await core.repo.scene_by_thread(thread.id)).head_round_id
     assert result.custom_ids == [
         f"lmd:reroll:{rid}",
         f"lmd:undo:{rid}",
@@ -143,7 +143,7 @@ async def test_someone_else_gets_a_quiet_hint_and_nothing_is_queued(discord_core
     hint = fake.in_channel(thread.id)[-1]
     assert hint.content.startswith(f"Only <@{OWNER}> edits this scene")
     assert hint.kwargs["delete_after"] and hint.kwargs["silent"]
-    assert len(core.planner.calls) == 1 and await core.scenes.repo.count_active_jobs(OTHER) == 0
+    assert len(core.planner.calls) == 1 and await core.repo.count_active_jobs(OTHER) == 0
 
 
 async def test_without_the_content_intent_only_mentions_count(discord_core):
@@ -170,7 +170,7 @@ async def test_a_question_gets_an_answer_and_no_render(discord_core):
     await eventually(lambda: _result_in(fake, thread.id))
     await cog.on_message(fake.message(OWNER, thread, "what can you do?"))
     assert fake.in_channel(thread.id)[-1].content == "I can add, remove and move objects."
-    assert len(await core.scenes.repo.rounds(1)) == 1
+    assert len(await core.repo.rounds(1)) == 1
 
 
 async def test_reroll_reaction_on_a_result_renders_a_new_seed_and_clears_the_reaction(discord_core):
@@ -188,7 +188,7 @@ async def test_reroll_reaction_on_a_result_renders_a_new_seed_and_clears_the_rea
     await cog.on_raw_reaction_add(reaction(fake, result.id, thread.id, OWNER, emoji="👍"))
     await cog.on_raw_reaction_add(reaction(fake, result.id, thread.id, BOT_ID))
     await cog.on_raw_reaction_add(reaction(fake, 1, thread.id, OWNER))
-    assert len(core.planner.calls) == 1 and len(await core.scenes.repo.rounds(1)) == 2
+    assert len(core.planner.calls) == 1 and len(await core.repo.rounds(1)) == 2
 
 
 async def test_a_refused_reroll_reaction_says_why_in_the_thread(discord_core):
@@ -221,7 +221,7 @@ async def test_persistent_buttons_rebuild_from_their_custom_ids(discord_core):
     await eventually(lambda: len(_result_in(fake, thread.id)) == 2)
 
     inter = fake.interaction(OWNER, thread)
-    await _button(UndoButton, inter, f"lmd:undo:{(await core.scenes.repo.scene(1)).head_round_id}")
+    await _button(UndoButton, inter, f"lmd:undo:{(await core.repo.scene(1)).head_round_id}")
     assert inter.followup.send.await_args.args[0] == "Back to round 1."
     back = fake.in_channel(thread.id)[-1]
     assert back.content == "Back to round 1" and back.field("Seed") == "`3`"
@@ -272,7 +272,7 @@ async def test_cancel_button_on_a_queued_job(tmp_path):
         await _button(CancelButton, inter, cancel_id)
         assert inter.response.send_message.await_args.args[0] == "Cancelled."
         job_id = int(cancel_id.rsplit(":", 1)[1])
-        assert (await core.scenes.repo.job(job_id)).status == JobStatus.CANCELLED
+        assert (await core.repo.job(job_id)).status == JobStatus.CANCELLED
         await eventually(lambda: fake.messages[status[0].id].content.startswith("❌ Round 1: cancelled"))
         assert fake.messages[status[0].id].custom_ids == []
         (gate / "go").touch()
@@ -295,8 +295,8 @@ async def test_a_deleted_or_archived_thread_cancels_the_scenes_jobs(tmp_path):
         archived = {**deleted, "id": str(second.id), "thread_metadata": {"archived": True}}
         await cog.on_raw_thread_update(discord.RawThreadUpdateEvent(archived))
         for job_id in (1, 2):
-            assert (await core.scenes.repo.job(job_id)).status == JobStatus.CANCELLED
-        assert await core.scenes.repo.count_active_jobs(OWNER) == 0
+            assert (await core.repo.job(job_id)).status == JobStatus.CANCELLED
+        assert await core.repo.count_active_jobs(OWNER) == 0
         (gate / "go").touch()
     finally:
         await core.close()

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from lmd_bot.db import Repository, open_database
 from lmd_bot.db.engine import alembic_config
 from lmd_bot.db.models import Base
-from lmd_bot.db.repository import NotFoundError
+from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError
 from lmd_bot.errors import ConfigError
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import RenderMode
@@ -78,16 +78,42 @@ async def test_scene_with_first_round_and_records_round_trip(repo):
     assert scene.head_round_id == first.id and scene.owner_id == BIG_ID and scene.seed == 2**32 - 1
     assert first.number == 1 and first.kind == RoundKind.PLAN and first.layout == LAYOUT
     assert first.notes == ["rescaled"] and first.created_at.tzinfo is not None
-    await repo.bind_thread(scene.id, thread_id=BIG_ID + 1, plan_message_id=BIG_ID + 2)
+    job = NewJob(user_id=BIG_ID, guild_id=None, mode=RenderMode.SD, steps=5, cap=1)
+    bound, round_, started = await repo.start_render(
+        round_id=first.id, job=job, thread_id=BIG_ID + 1, plan_message_id=BIG_ID + 2
+    )
+    assert bound.thread_id == BIG_ID + 1 and round_ == first and started.seed == first.seed
     found = await repo.scene_by_thread(BIG_ID + 1)
     assert found.id == scene.id and found.plan_message_id == BIG_ID + 2
+    assert (await repo.message(BIG_ID + 2)).round_id == first.id
     assert await repo.scene_by_thread(5) is None
+
+
+async def test_starting_a_render_past_the_users_cap_writes_nothing(repo):
+    scene, first = await _scene(repo)
+    job = NewJob(user_id=7, guild_id=None, mode=RenderMode.SD, steps=5, cap=1)
+    await repo.start_render(round_id=first.id, job=job)
+    with pytest.raises(CapReachedError) as err:
+        await repo.start_render(round_id=first.id, job=job, plan_message_id=BIG_ID)
+    assert err.value.active == 1 and await repo.count_active_jobs(7) == 1
+    assert await repo.message(BIG_ID) is None
+    with pytest.raises(CapReachedError):
+        await repo.add_round(
+            scene_id=scene.id,
+            parent_id=first.id,
+            kind=RoundKind.REROLL,
+            instruction="r",
+            layout=LAYOUT,
+            seed=3,
+            job=job,
+        )
+    assert list(await repo.rounds(scene.id)) == [first.id]
 
 
 async def test_rounds_number_in_order_and_move_the_head_with_their_job(repo):
     scene, first = await _scene(repo)
-    job_fields = {"user_id": BIG_ID, "guild_id": None, "mode": RenderMode.SD, "steps": 5}
-    second, job = await repo.add_round(
+    job_fields = NewJob(user_id=BIG_ID, guild_id=None, mode=RenderMode.SD, steps=5, cap=1)
+    moved, second, job = await repo.add_round(
         scene_id=scene.id,
         parent_id=first.id,
         kind=RoundKind.REROLL,
@@ -96,11 +122,12 @@ async def test_rounds_number_in_order_and_move_the_head_with_their_job(repo):
         seed=77,
         job=job_fields,
     )
-    third, none = await repo.add_round(
+    _, third, none = await repo.add_round(
         scene_id=scene.id, parent_id=first.id, kind=RoundKind.REVISE, instruction="x", layout=LAYOUT, seed=78
     )
     assert (second.number, third.number) == (2, 3) and none is None
     assert job.round_id == second.id and job.seed == 77 and job.status == JobStatus.QUEUED
+    assert moved.head_round_id == second.id and moved.seed == 77
     after = await repo.scene(scene.id)
     assert after.head_round_id == third.id and after.seed == 78
     assert set(await repo.rounds(scene.id)) == {first.id, second.id, third.id}
@@ -117,7 +144,7 @@ async def test_a_round_under_a_foreign_parent_writes_nothing(repo):
             instruction="x",
             layout=LAYOUT,
             seed=1,
-            job={"user_id": 1, "guild_id": None, "mode": RenderMode.LMD, "steps": 5},
+            job=NewJob(user_id=1, guild_id=None, mode=RenderMode.LMD, steps=5, cap=1),
         )
     assert list(await repo.rounds(scene.id)) == [first.id]
     assert await repo.count_active_jobs(1) == 0

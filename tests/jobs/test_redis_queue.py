@@ -183,7 +183,7 @@ async def test_lmd_bot_worker_command_serves_the_queue_and_stops_on_sigterm(redi
 async def test_the_scene_service_runs_on_the_redis_queue(redis_url, prefix, tmp_path):
     """queue.backend = "redis": the bot has no GPU of its own; a worker host renders its scenes."""
     from lmd_bot.services import ResultView
-    from tests.bot.conftest import ALICE, running_core
+    from tests.services.conftest import ALICE, running_core
 
     queue = {"backend": "redis", "redis_url": redis_url, "redis_prefix": prefix, "worker_heartbeat_s": 0.2}
     worker, stop = _worker(redis_url, prefix), asyncio.Event()
@@ -191,9 +191,8 @@ async def test_the_scene_service_runs_on_the_redis_queue(redis_url, prefix, tmp_
     try:
         async with running_core(tmp_path, queue=queue) as (app, notes):
             assert isinstance(app.queue, RedisJobQueue)
-            plan = await app.scenes.imagine(ALICE, "a red apple", seed=5)
-            job = await app.scenes.start_render(ALICE, plan.round.id, thread_id=1)
-            result = await notes.result_of(job.id)
+            plan = await app.scenes.imagine(ALICE, "a red apple", notes, seed=5)
+            result = await notes.result_of(plan.job.id)
             assert isinstance(result, ResultView) and result.image_png.startswith(b"\x89PNG")
             assert result.job.seed == 5
     finally:

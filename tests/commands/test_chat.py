@@ -10,9 +10,9 @@ from pathlib import Path
 from lmd_bot.commands.chat import chat
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.services import open_core
-from tests.bot.conftest import make_settings
-from tests.bot.doubles import ScriptedPlanner
+from lmd_bot.testing import ScriptedPlanner
 from tests.fakes.fake_anthropic import FakeAnthropic
+from tests.services.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,10 +15,10 @@ from cogs._notifier import DiscordNotifier
 from cogs._views import LayoutButton
 from cogs.imagine import ImagineCog
 from lmd_bot.services import open_core
-from tests.bot.conftest import make_settings
 from tests.cogs.conftest import eventually
 from tests.cogs.fakes import FakeDiscord, reaction
 from tests.fakes.fake_anthropic import FakeAnthropic
+from tests.services.conftest import make_settings
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +129,7 @@ async def test_scene_survives_a_restart_of_the_whole_bot(tmp_path, monkeypatch):
             assert fourth.embeds[0].title == "Round 4" and fourth.field("Seed") == "`1234`"
             assert "a sleeping cat" in fourth.embeds[0].description
             scene = await core.scenes.scene_for_thread(thread.id)
-            rounds = await core.scenes.repo.rounds(scene.id)
+            rounds = await core.repo.rounds(scene.id)
             assert rounds[scene.head_round_id].parent_id == next(
                 r.id for r in rounds.values() if r.number == 2
             )

@@ -1,5 +1,5 @@
 """A bot core that queues two jobs, says so, and waits to be killed (run as a subprocess by the
-restart test: ``python -m tests.bot.crashing_bot TMP_PATH``)."""
+restart test: ``python -m tests.services.crashing_bot TMP_PATH``)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,16 @@ import sys
 from pathlib import Path
 
 from lmd_bot.services import StatusView
-from tests.bot.conftest import ALICE, BOB, running_core
 from tests.jobs.renderers import spec
+from tests.services.conftest import ALICE, BOB, running_core
 
 
 async def main(tmp_path: Path) -> None:
     async with running_core(tmp_path, renderer=spec("gated", folder=str(tmp_path / "gate"))) as (app, notes):
         ids = []
         for actor, seed in ((ALICE, 1), (BOB, 2)):
-            plan = await app.scenes.imagine(actor, "a red apple", seed=seed)
-            job = await app.scenes.start_render(actor, plan.round.id, thread_id=9_000_000 + plan.scene.id)
-            ids.append(job.id)
+            plan = await app.scenes.imagine(actor, "a red apple", notes, seed=seed)
+            ids.append(plan.job.id)
         await notes.wait_for(lambda u: isinstance(u, StatusView) and u.state == "running")
         print(*ids, flush=True)
         await asyncio.sleep(3600)

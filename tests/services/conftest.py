@@ -1,5 +1,5 @@
 """A real core for service tests: SQLite file, local queue with a spawned worker process, the
-scripted planner, and a notifier that records."""
+scripted planner, and a notifier (and presenter) that records."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from lmd_bot.config import load_settings
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.services import Actor, open_core
 from lmd_bot.services.app import Core
-from tests.bot.doubles import RecordingNotifier, ScriptedPlanner
+from lmd_bot.testing import RecordingNotifier, ScriptedPlanner
 
 PREVIEW = RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer")
 

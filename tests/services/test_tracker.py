@@ -14,16 +14,16 @@ import pytest
 from lmd_bot.db import Repository, open_database
 from lmd_bot.jobs.models import QueueFullError
 from lmd_bot.scenes.models import JobStatus
-from lmd_bot.services import FailureView, PlanView, ResultView, StatusView
+from lmd_bot.services import FailureView, PlanView, ResultView, SettingsChange, StatusView
 from lmd_bot.services.errors import NotOwnerError
-from tests.bot.conftest import ADMIN, ALICE, BOB, make_settings, running_core
 from tests.jobs.renderers import spec
+from tests.services.conftest import ADMIN, ALICE, BOB, make_settings, running_core
 
 
-async def _queue(scenes, actor=ALICE, prompt="a red apple", seed=None):
-    plan = await scenes.imagine(actor, prompt, seed=seed)
-    assert isinstance(plan, PlanView)
-    return plan, await scenes.start_render(actor, plan.round.id, thread_id=9_000_000 + plan.scene.id)
+async def _queue(app, notes, actor=ALICE, prompt="a red apple", seed=None):
+    plan = await app.scenes.imagine(actor, prompt, notes, seed=seed)
+    assert isinstance(plan, PlanView) and plan.job is not None
+    return plan, plan.job
 
 
 async def _running(notes, job_id):
@@ -52,10 +52,10 @@ async def test_full_queue_refuses_politely_and_a_cancelled_job_frees_its_slot(tm
         app,
         notes,
     ):
-        _, first = await _queue(app.scenes, seed=1)
-        _, second = await _queue(app.scenes, seed=2)
+        _, first = await _queue(app, notes, seed=1)
+        _, second = await _queue(app, notes, seed=2)
         with pytest.raises(QueueFullError) as err:
-            await app.scenes.imagine(ALICE, "a third apple")
+            await app.scenes.imagine(ALICE, "a third apple", notes)
         assert err.value.user_message == (
             "You have 2 images in the queue already; I'll take more when one finishes."
         )
@@ -63,10 +63,10 @@ async def test_full_queue_refuses_politely_and_a_cancelled_job_frees_its_slot(tm
         with pytest.raises(NotOwnerError):
             await app.scenes.cancel(BOB, second.id)
         assert await app.scenes.cancel(ALICE, second.id) == "Cancelled."
-        assert (await app.scenes.repo.job(second.id)).status == JobStatus.CANCELLED
+        assert (await app.repo.job(second.id)).status == JobStatus.CANCELLED
         cancelled = await notes.result_of(second.id)
         assert isinstance(cancelled, StatusView) and cancelled.state == "cancelled"
-        _, third = await _queue(app.scenes, seed=3)  # the slot is free again
+        _, third = await _queue(app, notes, seed=3)  # the slot is free again
         (gate / "go").touch()
         assert isinstance(await notes.result_of(first.id), ResultView)
         assert isinstance(await notes.result_of(third.id), ResultView)
@@ -80,14 +80,14 @@ async def test_cancelling_a_running_job_stops_it_and_frees_the_slot(tmp_path):
         app,
         notes,
     ):
-        _, job = await _queue(app.scenes, seed=1)
+        _, job = await _queue(app, notes, seed=1)
         await _running(notes, job.id)
         assert await app.scenes.cancel(ALICE, job.id) == "Stopping the render…"
         final = await notes.result_of(job.id)
         assert isinstance(final, StatusView) and final.state == "cancelled"
-        assert (await app.scenes.repo.job(job.id)).status == JobStatus.CANCELLED
+        assert (await app.repo.job(job.id)).status == JobStatus.CANCELLED
         (gate / "go").touch()
-        _, again = await _queue(app.scenes, seed=2)
+        _, again = await _queue(app, notes, seed=2)
         assert isinstance(await notes.result_of(again.id), ResultView)
 
 
@@ -100,8 +100,8 @@ async def test_two_users_jobs_interleave(tmp_path):
         app,
         notes,
     ):
-        alice = [(await _queue(app.scenes, ALICE, seed=s))[1] for s in (1, 2, 3)]
-        _, bob = await _queue(app.scenes, BOB, seed=4)
+        alice = [(await _queue(app, notes, ALICE, seed=s))[1] for s in (1, 2, 3)]
+        _, bob = await _queue(app, notes, BOB, seed=4)
         await _running(notes, alice[0].id)
         view = await app.scenes.queue_view(ALICE)
         assert [e.job_id for e in view.running] == [alice[0].id]
@@ -122,8 +122,8 @@ async def test_queue_view_hides_prompts_from_other_servers(tmp_path):
     gate = _gate(tmp_path)
     async with running_core(tmp_path, renderer=spec("gated", folder=str(gate))) as (app, notes):
         other = ALICE.model_copy(update={"user_id": 7, "guild_id": 999, "channel_id": 99})
-        _, mine = await _queue(app.scenes, ALICE, prompt="a secret garden")
-        _, theirs = await _queue(app.scenes, other, prompt="a private party")
+        _, mine = await _queue(app, notes, ALICE, prompt="a secret garden")
+        _, theirs = await _queue(app, notes, other, prompt="a private party")
         view = await app.scenes.queue_view(ALICE)
         entries = {e.job_id: e for e in [*view.running, *view.waiting]}
         assert entries[mine.id].prompt == "a secret garden" and entries[mine.id].same_server
@@ -137,7 +137,7 @@ async def test_queue_view_hides_prompts_from_other_servers(tmp_path):
 async def test_a_worker_killed_mid_job_is_replaced_and_the_user_told(tmp_path):
     gate = _gate(tmp_path)
     async with running_core(tmp_path, renderer=spec("gated", folder=str(gate))) as (app, notes):
-        _, job = await _queue(app.scenes, seed=1)
+        _, job = await _queue(app, notes, seed=1)
         await _running(notes, job.id)
         supervisor = app.queue.supervisor
         first_pid = supervisor.worker_pid
@@ -148,23 +148,23 @@ async def test_a_worker_killed_mid_job_is_replaced_and_the_user_told(tmp_path):
         result = await notes.result_of(job.id)
         assert isinstance(result, ResultView)
         assert supervisor.worker_pid != first_pid and supervisor.starts == 2
-        assert (await app.scenes.repo.job(job.id)).attempts == 2
+        assert (await app.repo.job(job.id)).attempts == 2
 
 
 async def test_a_worker_that_keeps_crashing_fails_the_job_with_a_retry(tmp_path):
     async with running_core(tmp_path, renderer=spec("always_crash", folder=str(tmp_path))) as (app, notes):
-        _, job = await _queue(app.scenes, seed=1)
+        _, job = await _queue(app, notes, seed=1)
         failure = await notes.result_of(job.id)
         assert isinstance(failure, FailureView) and failure.retryable
         assert failure.message == "Rendering failed: the GPU worker stopped unexpectedly."
-        assert (await app.scenes.repo.job(job.id)).status == JobStatus.FAILED
+        assert (await app.repo.job(job.id)).status == JobStatus.FAILED
         retried = await app.scenes.retry(ALICE, job.id)
         assert retried.id != job.id and retried.seed == job.seed and retried.round_id == job.round_id
 
 
 async def test_out_of_memory_is_retried_on_a_fresh_worker(tmp_path):
     async with running_core(tmp_path, renderer=spec("oom_once", folder=str(tmp_path))) as (app, notes):
-        _, job = await _queue(app.scenes, seed=1)
+        _, job = await _queue(app, notes, seed=1)
         told = await notes.wait_for(lambda u: isinstance(u, StatusView) and u.state == "retrying")
         assert told.note.startswith("Rendering failed (out of GPU memory)")
         assert isinstance(await notes.result_of(job.id), ResultView)
@@ -176,7 +176,7 @@ async def test_a_job_past_its_timeout_is_stopped_and_the_worker_replaced(tmp_pat
         app,
         notes,
     ):
-        _, job = await _queue(app.scenes, seed=1)
+        _, job = await _queue(app, notes, seed=1)
         failure = await notes.result_of(job.id)
         assert isinstance(failure, FailureView)
         assert failure.message == "Rendering took longer than 0.5 s and was stopped."
@@ -191,29 +191,29 @@ async def test_a_deleted_thread_cancels_its_jobs(tmp_path):
         app,
         notes,
     ):
-        plan, running = await _queue(app.scenes, seed=1)
-        waiting = await app.scenes.start_render(ALICE, plan.round.id)
+        plan, running = await _queue(app, notes, seed=1)
+        waiting = await app.scenes.reroll(ALICE, plan.round.id)  # a second job of the same scene
         await _running(notes, running.id)
-        assert await app.scenes.scene_closed(plan.scene.thread_id or 9_000_000 + plan.scene.id) == 2
+        assert await app.scenes.scene_closed(plan.scene.thread_id) == 2
         await notes.result_of(running.id)
         for job in (running, waiting):
-            assert (await app.scenes.repo.job(job.id)).status == JobStatus.CANCELLED
-        assert await app.scenes.repo.count_active_jobs(ALICE.user_id) == 0
+            assert (await app.repo.job(job.id)).status == JobStatus.CANCELLED
+        assert await app.repo.count_active_jobs(ALICE.user_id) == 0
 
 
 async def test_a_thread_found_gone_while_posting_cancels_the_scene(tmp_path):
     gate = _gate(tmp_path)
     async with running_core(tmp_path, renderer=spec("gated", folder=str(gate))) as (app, notes):
-        plan, job = await _queue(app.scenes, seed=1)
+        plan, job = await _queue(app, notes, seed=1)
         await _running(notes, job.id)
-        notes.gone_threads.add(9_000_000 + plan.scene.id)
+        notes.gone_threads.add(plan.scene.thread_id)
         (gate / "go").touch()
         for _ in range(200):
-            if (await app.scenes.repo.job(job.id)).status != JobStatus.RUNNING:
+            if (await app.repo.job(job.id)).status != JobStatus.RUNNING:
                 break
             await asyncio.sleep(0.02)
-        assert (await app.scenes.repo.job(job.id)).status in (JobStatus.DONE, JobStatus.CANCELLED)
-        assert await app.scenes.repo.count_active_jobs(ALICE.user_id) == 0
+        assert (await app.repo.job(job.id)).status in (JobStatus.DONE, JobStatus.CANCELLED)
+        assert await app.repo.count_active_jobs(ALICE.user_id) == 0
 
 
 @pytest.mark.parametrize(
@@ -229,27 +229,28 @@ async def test_flagged_outputs_follow_the_safety_policy(tmp_path, policy, nsfw, 
     )
     async with running_core(tmp_path, renderer=flagging, guard={"safety_policy": policy}) as (app, notes):
         actor = ALICE.model_copy(update={"nsfw": nsfw})
-        _, job = await _queue(app.scenes, actor)
+        _, job = await _queue(app, notes, actor)
         result = await notes.result_of(job.id)
         assert isinstance(result, ResultView)
         assert (result.spoiler, result.withheld) == (spoiler, withheld)
         assert (result.image_png is None) == withheld
-        assert (await app.scenes.repo.job(job.id)).flagged
+        assert (await app.repo.job(job.id)).flagged
 
 
 async def test_settings_are_admin_only_and_stored(tmp_path):
-    async with running_core(tmp_path) as (app, _):
+    async with running_core(tmp_path) as (app, notes):
         with pytest.raises(Exception) as err:
-            await app.scenes.update_server_settings(ALICE, steps=10)
+            await app.scenes.update_server_settings(ALICE, SettingsChange(steps=10))
         assert "admins" in err.value.user_message
-        view = await app.scenes.update_server_settings(ADMIN, steps=12, safety="withhold", per_user_cap=1)
+        change = SettingsChange(steps=12, safety="withhold", per_user_cap=1)
+        view = await app.scenes.update_server_settings(ADMIN, change)
         assert (view.steps, view.safety, view.per_user_cap) == (12, "withhold", 1)
-        plan = await app.scenes.imagine(ALICE, "a red apple")
+        plan = await app.scenes.imagine(ALICE, "a red apple", notes)
         assert plan.scene.steps == 12
-    async with running_core(tmp_path) as (app, _):  # a restart reads them back from the database
+    async with running_core(tmp_path) as (app, notes):  # a restart reads them back from the database
         view = await app.scenes.server_settings(100)
         assert (view.steps, view.safety, view.per_user_cap) == (12, "withhold", 1)
-        reset = await app.scenes.update_server_settings(ADMIN, steps=None)
+        reset = await app.scenes.update_server_settings(ADMIN, SettingsChange(reset=True))
         assert reset.steps == 4  # the configured default
 
 
@@ -258,7 +259,7 @@ async def test_restart_resumes_queued_jobs_and_retries_the_running_one_once(tmp_
     render, and the owner hears that the interrupted one is being retried."""
     _gate(tmp_path)
     bot = subprocess.Popen(
-        [sys.executable, "-m", "tests.bot.crashing_bot", str(tmp_path)],
+        [sys.executable, "-m", "tests.services.crashing_bot", str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,  # its own process group: the kill takes its worker too
@@ -274,14 +275,14 @@ async def test_restart_resumes_queued_jobs_and_retries_the_running_one_once(tmp_
         assert "restarted" in told.note
         assert isinstance(await notes.result_of(running_id), ResultView)
         assert isinstance(await notes.result_of(waiting_id), ResultView)
-        assert (await app.scenes.repo.job(running_id)).attempts == 2
-        assert (await app.scenes.repo.job(waiting_id)).attempts == 1
+        assert (await app.repo.job(running_id)).attempts == 2
+        assert (await app.repo.job(waiting_id)).attempts == 1
 
 
 async def test_a_job_interrupted_twice_is_reported_not_retried_forever(tmp_path):
     settings = make_settings(tmp_path)
-    async with running_core(tmp_path) as (app, _):
-        plan = await app.scenes.imagine(ALICE, "a red apple")
+    async with running_core(tmp_path) as (app, notes):
+        plan = await app.scenes.imagine(ALICE, "a red apple", notes)
     db = open_database(settings.db.url)
     repo = Repository(db.sessions)
     job = await repo.create_job(
@@ -298,13 +299,13 @@ async def test_a_job_interrupted_twice_is_reported_not_retried_forever(tmp_path)
     async with running_core(tmp_path) as (app, notes):
         failure = await notes.result_of(job.id)
         assert isinstance(failure, FailureView) and "restarted" in failure.message
-        assert (await app.scenes.repo.job(job.id)).status == JobStatus.FAILED
+        assert (await app.repo.job(job.id)).status == JobStatus.FAILED
 
 
 async def test_graceful_shutdown_requeues_the_running_job_without_counting_it(tmp_path):
     gate = _gate(tmp_path)
     async with running_core(tmp_path, renderer=spec("gated", folder=str(gate))) as (app, notes):
-        _, job = await _queue(app.scenes, seed=1)
+        _, job = await _queue(app, notes, seed=1)
         await _running(notes, job.id)
     settings = make_settings(tmp_path)
     db = open_database(settings.db.url)
@@ -313,4 +314,4 @@ async def test_graceful_shutdown_requeues_the_running_job_without_counting_it(tm
     assert stored.status == JobStatus.QUEUED and stored.attempts == 0
     async with running_core(tmp_path) as (app, notes):
         assert isinstance(await notes.result_of(job.id), ResultView)
-        assert (await app.scenes.repo.job(job.id)).attempts == 1
+        assert (await app.repo.job(job.id)).attempts == 1

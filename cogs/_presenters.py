@@ -1,0 +1,92 @@
+"""How a use case's answers reach the person who asked in Discord: the service's
+:class:`~lmd_bot.services.notifier.Presenter`, one per request."""
+
+from __future__ import annotations
+
+import discord
+
+from cogs._common import reply
+from cogs._format import file, plan_embed, result_embeds, thread_name
+from cogs._notifier import result_files
+from cogs._views import result_buttons
+from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
+
+
+class CommandPresenter:
+    """``/imagine``: the deferred reply becomes the plan, and the scene's thread opens from it."""
+
+    def __init__(self, interaction: discord.Interaction, *, archive_minutes: int) -> None:
+        self.interaction = interaction
+        self.archive_minutes = archive_minutes
+        self.thread: discord.Thread | None = None
+
+    async def show_plan(self, view: PlanView) -> PlanShown:
+        message = await self.interaction.edit_original_response(
+            content=f"**{discord.utils.escape_markdown(view.scene.prompt)[:1800]}**",
+            embed=plan_embed(view),
+            attachments=[file(view.overlay_png, "plan.png")],
+        )
+        self.thread = await message.create_thread(
+            name=thread_name(view.scene.prompt), auto_archive_duration=self.archive_minutes
+        )
+        return PlanShown(message_id=message.id, thread_id=self.thread.id)
+
+    async def show_reply(self, view: ReplyView) -> None:
+        if self.thread is not None:  # the plan is shown: the reply goes under it, in the thread
+            await self.thread.send(view.text)
+        else:
+            await self.interaction.edit_original_response(content=view.text)
+
+    async def show_undo(self, view: UndoView) -> int | None:
+        return await show_undo(self.interaction.channel, view)
+
+
+class ThreadPresenter:
+    """In a scene's thread: a reply to the user's message, or (a button, the Edit box) a new
+    message with private answers to the interaction."""
+
+    def __init__(
+        self,
+        channel,
+        *,
+        reply_to: discord.Message | None = None,
+        interaction: discord.Interaction | None = None,
+    ) -> None:
+        self.channel = channel
+        self.reply_to = reply_to
+        self.interaction = interaction
+
+    async def show_plan(self, view: PlanView) -> PlanShown:
+        fields = {"embed": plan_embed(view), "file": file(view.overlay_png, "plan.png")}
+        if self.reply_to is not None:
+            message = await self.reply_to.reply(mention_author=False, **fields)
+        else:
+            message = await self.channel.send(**fields)
+        return PlanShown(message_id=message.id)
+
+    async def show_reply(self, view: ReplyView) -> None:
+        if self.reply_to is not None:
+            await self.reply_to.reply(view.text, mention_author=False)
+        elif self.interaction is not None:
+            await reply(self.interaction, view.text)
+
+    async def show_undo(self, view: UndoView) -> int | None:
+        return await show_undo(self.channel, view)
+
+
+async def show_undo(channel, view: UndoView) -> int:
+    """The round an undo went back to: its result shown again, or its plan if never rendered."""
+    title = f"Back to round {view.round.number}"
+    if view.result is not None:
+        files = await result_files(view.result, getattr(channel.guild, "filesize_limit", None))
+        message = await channel.send(
+            content=title, embeds=result_embeds(view.result), files=files, view=result_buttons(view.round.id)
+        )
+    else:
+        message = await channel.send(
+            content=f"{title} (not rendered yet: press Reroll to render it).",
+            embed=plan_embed(view, title=f"Plan · round {view.round.number}"),
+            file=file(view.overlay_png, "plan.png"),
+            view=result_buttons(view.round.id),
+        )
+    return message.id

@@ -1,0 +1,470 @@
+"""The render tracker: follows every queued or running job from submit to its end.
+
+It submits jobs to the queue, turns the queue's events into database updates and views for the
+attached :class:`~lmd_bot.services.notifier.Notifier` (at most one edit per message per
+``discord.status_edit_interval_s``), keeps waiting jobs' positions and ETAs current, and after a
+restart picks up the jobs the previous run left. It never calls back into the use cases: they
+hand it jobs, it reports what became of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from lmd_bot.config import Settings
+from lmd_bot.db.repository import NotFoundError, Repository
+from lmd_bot.jobs.base import JobQueue
+from lmd_bot.jobs.models import (
+    CancelOutcome,
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    JobRetrying,
+    JobSpec,
+    JobStarted,
+    QueueChanged,
+    QueueFullError,
+    QueueSnapshot,
+)
+from lmd_bot.rendering import RenderRequest
+from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundRecord, SceneRecord
+from lmd_bot.services.images import ImageStore
+from lmd_bot.services.notifier import DestinationGoneError, Notifier
+from lmd_bot.services.policy import ServerPolicy
+from lmd_bot.services.tasks import TaskSet
+from lmd_bot.services.throttle import EditThrottle
+from lmd_bot.services.views import Actor, FailureView, QueueEntry, QueueView, ResultView, StatusView
+
+log = logging.getLogger(__name__)
+
+# How much the running-average render time follows the newest job.
+_ETA_WEIGHT = 0.3
+
+Update = StatusView | ResultView | FailureView
+
+
+@dataclass
+class _Live:
+    """A queued or running job the tracker is following."""
+
+    job: JobRecord
+    scene: SceneRecord
+    round: RoundRecord
+    queued_at: float  # monotonic
+    position: int | None = None
+
+
+class RenderTracker:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        repo: Repository,
+        queue: JobQueue,
+        images: ImageStore,
+        policy: ServerPolicy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self._repo = repo
+        self._images = images
+        self._policy = policy
+        self._clock = clock
+        self._notifier: Notifier | None = None
+        self._tasks = TaskSet()
+        self._throttle = EditThrottle(
+            settings.discord.status_edit_interval_s, self._deliver, self._tasks, clock
+        )
+        self._live: dict[int, _Live] = {}
+        # Each job's status message as last posted: a view built before the message existed is
+        # delivered as an edit of it, without asking the database.
+        self._status_ids: dict[int, int] = {}
+        self.avg_render_s: float | None = None
+        self._positions_task: asyncio.Task[None] | None = None
+        self._positions_dirty = False
+        self._pump: asyncio.Task[None] | None = None
+        self._pump_idle = False
+        self.events_handled = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def attach(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+
+    async def start(self) -> None:
+        """Start the queue, follow its events, and pick up the jobs a previous run left."""
+        await self.queue.start()
+        self._pump = asyncio.create_task(self._pump_events(), name="lmd-events")
+        await self._resume()
+
+    async def shutdown(self) -> None:
+        """Stop taking jobs, let the running one finish (or requeue it), deliver pending updates."""
+        aborted = await self.queue.close(self.settings.queue.shutdown_grace_s)
+        # The pump handles what the queue emitted before it closed; once it waits on an empty
+        # queue (a cancel-safe wait) it is stopped.
+        if self._pump is not None:
+            while not self._pump_idle and not self._pump.done():
+                await asyncio.sleep(0.01)
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        for job_id in aborted:
+            job = await self._repo.job(job_id)
+            if job.status == JobStatus.RUNNING:
+                # Not the job's fault: the next start runs it again without counting this try.
+                await self._repo.update_job(
+                    job_id, status=JobStatus.QUEUED, attempts=max(0, job.attempts - 1)
+                )
+                log.info("job %s requeued for the next start", job_id)
+        try:
+            await asyncio.wait_for(self._throttle.drain(), timeout=10)
+        except TimeoutError:
+            log.warning("some status updates were not delivered before shutdown")
+        await self._tasks.close()
+
+    # --- what the use cases hand over ----------------------------------------------------------
+
+    async def submit(self, scene: SceneRecord, round_: RoundRecord, job: JobRecord, attempt: int = 1) -> None:
+        """Queue ``job``; if the queue refuses it, the job is marked failed and the error raised."""
+        self._live[job.id] = _Live(job=job, scene=scene, round=round_, queued_at=self._clock())
+        try:
+            await self.queue.submit(self._spec(scene, round_, job, attempt))
+        except Exception as exc:
+            del self._live[job.id]
+            await self._repo.finish_job_if_active(
+                job.id, JobStatus.FAILED, error=getattr(exc, "user_message", "queue")
+            )
+            raise
+        log.info("job %s queued (scene %s round %s seed %s)", job.id, scene.id, round_.number, job.seed)
+        self._refresh_positions_soon()
+
+    async def cancel(self, job: JobRecord, reason: str) -> CancelOutcome:
+        """Take ``job`` out of the queue, or ask its worker to stop (a JobCancelled follows)."""
+        outcome = await self.queue.cancel(job.id)
+        if outcome == CancelOutcome.REMOVED or (
+            outcome == CancelOutcome.UNKNOWN and job.status == JobStatus.QUEUED
+        ):
+            await self._end_cancelled(job.id, reason)
+        return outcome
+
+    async def cancel_scene(self, scene_id: int, reason: str) -> int:
+        """Cancel every active job of a scene without telling its (gone) thread; how many."""
+        jobs = await self._repo.active_jobs_of_scene(scene_id)
+        for job in jobs:
+            outcome = await self.queue.cancel(job.id)
+            if outcome != CancelOutcome.STOPPING:
+                await self._end_cancelled(job.id, reason, notify=False)
+        if jobs:
+            log.info("scene %s: %d job(s) cancelled (%s)", scene_id, len(jobs), reason)
+        return len(jobs)
+
+    async def snapshot(self) -> QueueSnapshot:
+        return await self.queue.snapshot()
+
+    async def queue_view(self, actor: Actor) -> QueueView:
+        snap = await self.queue.snapshot()
+
+        async def entry(position: int, job_id: int) -> QueueEntry | None:
+            try:
+                live = await self._live_job(job_id)
+            except NotFoundError:
+                return None
+            same = live.scene.guild_id == actor.guild_id
+            return QueueEntry(
+                position=position,
+                job_id=job_id,
+                user_id=live.job.user_id,
+                same_server=same,
+                prompt=live.scene.prompt if same else None,
+                round_number=live.round.number if same else None,
+                steps=live.job.steps,
+                mode=live.job.mode.value,
+            )
+
+        running = [e for j in snap.running if (e := await entry(0, j.job_id))]
+        waiting = [e for i, j in enumerate(snap.queued, 1) if (e := await entry(i, j.job_id))]
+        return QueueView(running=running, waiting=waiting, eta_per_job_s=self.avg_render_s)
+
+    # --- internals: queueing -------------------------------------------------------------------
+
+    def _spec(self, scene: SceneRecord, round_: RoundRecord, job: JobRecord, attempt: int) -> JobSpec:
+        request = RenderRequest(
+            layout=round_.layout,
+            prompt=scene.prompt,
+            mode=job.mode,
+            seed=job.seed,
+            steps=job.steps,
+            guidance_scale=self.settings.diffusion.guidance_scale,
+        )
+        return JobSpec(
+            job_id=job.id, user_id=job.user_id, guild_id=job.guild_id, request=request, attempt=attempt
+        )
+
+    async def _resume(self) -> None:
+        known = await self.queue.known_jobs()
+        max_attempts = self.settings.queue.max_attempts
+        for job in await self._repo.jobs_with_status(JobStatus.RUNNING, JobStatus.QUEUED):
+            try:
+                scene, round_ = await self._repo.scene(job.scene_id), await self._repo.round(job.round_id)
+            except NotFoundError:
+                continue
+            if job.id in known:
+                self._live[job.id] = _Live(job=job, scene=scene, round=round_, queued_at=self._clock())
+                continue
+            attempt = 1
+            if job.status == JobStatus.RUNNING:
+                if job.attempts >= max_attempts:
+                    job = await self._repo.update_job(
+                        job.id,
+                        status=JobStatus.FAILED,
+                        finished_at=datetime.now(UTC),
+                        error="interrupted by a restart",
+                    )
+                    message = (
+                        "The bot restarted while rendering this, and it had been tried before; giving up."
+                    )
+                    self._push_final(
+                        FailureView(scene=scene, job=job, round_number=round_.number, message=message)
+                    )
+                    continue
+                attempt = job.attempts + 1
+                job = await self._repo.update_job(job.id, status=JobStatus.QUEUED)
+            try:
+                await self.submit(scene, round_, job, attempt)
+            except QueueFullError as exc:
+                log.warning("job %s could not be resumed: %s", job.id, exc)
+            else:
+                if attempt > 1:
+                    self._push_status(
+                        self._live[job.id],
+                        "retrying",
+                        note="The bot restarted while this was rendering; trying again.",
+                    )
+        log.info("resumed %d job(s)", len(self._live))
+
+    # --- internals: queue events ---------------------------------------------------------------
+
+    async def _pump_events(self) -> None:
+        while True:
+            self._pump_idle = True
+            event = await self.queue.next_event()
+            self._pump_idle = False
+            try:
+                await self._on_event(event)
+            except Exception:
+                log.exception("handling %s failed", event.kind)
+            self.events_handled += 1
+
+    async def _live_job(self, job_id: int) -> _Live:
+        live = self._live.get(job_id)
+        if live is None:
+            job = await self._repo.job(job_id)
+            live = _Live(
+                job=job,
+                scene=await self._repo.scene(job.scene_id),
+                round=await self._repo.round(job.round_id),
+                queued_at=self._clock(),
+            )
+            if job.status.active:
+                self._live[job_id] = live
+        return live
+
+    async def _on_event(self, event: JobEvent) -> None:
+        if isinstance(event, QueueChanged):
+            self._refresh_positions_soon()
+            return
+        live = await self._live_job(event.job_id)
+        match event:
+            case JobStarted():
+                live.job = await self._repo.update_job(
+                    event.job_id,
+                    status=JobStatus.RUNNING,
+                    attempts=event.attempt,
+                    started_at=datetime.now(UTC),
+                )
+                live.position = None
+                self._push_status(live, "running", step=0, total=live.job.steps)
+            case JobProgress():
+                self._push_status(
+                    live, "running", step=event.step, total=event.total, preview=event.preview_png
+                )
+            case JobRetrying():
+                self._push_status(live, "retrying", note=event.user_message)
+            case JobDone():
+                await self._on_done(live, event)
+            case JobFailed():
+                self._live.pop(event.job_id, None)
+                log.warning("job %s failed: %s (%s)", event.job_id, event.user_message, event.detail)
+                job = await self._repo.finish_job_if_active(
+                    event.job_id, JobStatus.FAILED, error=event.user_message
+                )
+                if job is not None:
+                    self._push_final(
+                        FailureView(
+                            scene=live.scene,
+                            job=job,
+                            round_number=live.round.number,
+                            message=event.user_message,
+                            retryable=event.retryable,
+                        )
+                    )
+            case JobCancelled():
+                await self._end_cancelled(event.job_id, event.reason or "cancelled")
+
+    async def _on_done(self, live: _Live, event: JobDone) -> None:
+        self._live.pop(event.job_id, None)
+        policy = await self._policy.safety(live.scene.guild_id, nsfw_channel=live.scene.nsfw)
+        withheld = event.flagged and policy == "withhold"
+        overlay = None
+        image_path = overlay_path = None
+        if not withheld:
+            overlay = await self._images.overlay(live.round.layout, event.png)
+            image_path, overlay_path = await self._images.save(
+                scene_id=live.scene.id, job_id=event.job_id, png=event.png, overlay_png=overlay
+            )
+        job = await self._repo.finish_job_if_active(
+            event.job_id,
+            JobStatus.DONE,
+            image_path=image_path,
+            overlay_path=overlay_path,
+            flagged=event.flagged,
+            render_seconds=event.seconds,
+        )
+        if job is None:
+            return  # cancelled meanwhile: its status already says so
+        self.avg_render_s = (
+            event.seconds
+            if self.avg_render_s is None
+            else (1 - _ETA_WEIGHT) * self.avg_render_s + _ETA_WEIGHT * event.seconds
+        )
+        if event.flagged:
+            log.warning("job %s flagged by the safety checker (policy %s)", job.id, policy)
+        self._push_final(
+            ResultView(
+                scene=live.scene,
+                round=live.round,
+                job=job,
+                image_png=None if withheld else event.png,
+                overlay_png=overlay,
+                spoiler=event.flagged and policy == "spoiler",
+                withheld=withheld,
+                render_s=event.seconds,
+                total_s=self._clock() - live.queued_at,
+            )
+        )
+
+    async def _end_cancelled(self, job_id: int, reason: str, *, notify: bool = True) -> None:
+        live = self._live.pop(job_id, None)
+        job = await self._repo.finish_job_if_active(job_id, JobStatus.CANCELLED, error=reason)
+        if job is None or not notify:
+            self._throttle.push(job_id, None, final=True)  # nothing more to show for it
+            return
+        live = live or await self._live_job(job_id)
+        self._push_final(
+            StatusView(
+                scene=live.scene, job=job, round_number=live.round.number, state="cancelled", note=reason
+            )
+        )
+        self._refresh_positions_soon()
+
+    def _push_final(self, view: Update) -> None:
+        self._throttle.push(view.job.id, view, final=True)
+
+    def _push_status(
+        self,
+        live: _Live,
+        state: str,
+        *,
+        step: int | None = None,
+        total: int | None = None,
+        preview: bytes | None = None,
+        note: str | None = None,
+        position: int | None = None,
+        waiting: int | None = None,
+        eta: float | None = None,
+    ) -> None:
+        view = StatusView(
+            scene=live.scene,
+            job=live.job,
+            round_number=live.round.number,
+            state=state,  # type: ignore[arg-type]
+            position=position,
+            waiting=waiting,
+            eta_s=eta,
+            step=step,
+            total_steps=total,
+            preview_png=preview,
+            note=note,
+        )
+        self._throttle.push(live.job.id, view)
+
+    def _refresh_positions_soon(self) -> None:
+        # Many queue changes arrive together (a burst of submits): one refresh covers them all, and
+        # a change during a refresh makes it run once more.
+        self._positions_dirty = True
+        if self._positions_task is None or self._positions_task.done():
+            self._positions_task = self._tasks.spawn(self._refresh_positions(), name="positions")
+
+    async def _refresh_positions(self) -> None:
+        while self._positions_dirty:
+            self._positions_dirty = False
+            await asyncio.sleep(0)
+            snap = await self.queue.snapshot()
+            running = len(snap.running)
+            for position, queued in enumerate(snap.queued, start=1):
+                live = self._live.get(queued.job_id)
+                if live is None or live.position == position:
+                    continue
+                live.position = position
+                eta = self.avg_render_s * (position - 1 + running) if self.avg_render_s is not None else None
+                self._push_status(live, "queued", position=position, waiting=len(snap.queued), eta=eta)
+
+    # --- internals: delivering updates ---------------------------------------------------------
+
+    async def _deliver(self, job_id: Hashable, view: Update | None) -> None:
+        if view is None:
+            self._status_ids.pop(job_id, None)  # type: ignore[arg-type]
+            return
+        if self._notifier is None:
+            return
+        known = self._status_ids.get(view.job.id, view.job.status_message_id)
+        if known != view.job.status_message_id:
+            view = view.model_copy(update={"job": view.job.model_copy(update={"status_message_id": known})})
+        try:
+            match view:
+                case StatusView():
+                    message_id = await self._notifier.show_status(view)
+                case ResultView():
+                    message_id = await self._notifier.show_result(view)
+                case FailureView():
+                    message_id = await self._notifier.show_failure(view)
+        except DestinationGoneError:
+            log.info("scene %s: its thread is gone", view.scene.id)
+            self._status_ids.pop(view.job.id, None)
+            await self.cancel_scene(view.scene.id, "the thread is gone")
+            return
+        final = not isinstance(view, StatusView) or view.state == "cancelled"
+        if final:
+            self._status_ids.pop(view.job.id, None)
+        elif message_id is not None:
+            self._status_ids[view.job.id] = message_id
+        if message_id is None or message_id == known:
+            return
+        if isinstance(view, ResultView):
+            # The result is its own message: reactions and buttons on it find the round.
+            await self._repo.link_message(
+                message_id,
+                scene_id=view.scene.id,
+                round_id=view.round.id,
+                job_id=view.job.id,
+                kind=MessageKind.STATUS,
+            )
+        else:
+            await self._repo.remember_status_message(view.job.id, message_id)
