@@ -7,6 +7,8 @@ detail for the log. Adapters (cogs, CLI) show ``user_message`` and log the rest.
 
 from __future__ import annotations
 
+import sys
+
 
 class LmdError(Exception):
     """Base class: an error with a user-presentable message."""
@@ -55,6 +57,17 @@ class RenderError(LmdError):
 
 class OutOfMemoryError(RenderError):
     user_message = "Rendering failed (out of GPU memory)."
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """The one place that recognises running out of memory: ours, Python's, torch's (CUDA), and
+    the plain RuntimeError some CUDA and MPS paths raise instead. Never imports torch itself."""
+    if isinstance(exc, OutOfMemoryError | MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class CancelledError(RenderError):

@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from lmd_bot.config import DiffusionSettings
-from lmd_bot.errors import LmdError, OutOfMemoryError, RenderError
+from lmd_bot.errors import LmdError, OutOfMemoryError, RenderError, is_out_of_memory
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import (
     CancelCheck,
@@ -49,15 +49,6 @@ def canvas_size(layout: SceneLayout, size: int) -> tuple[int, int]:
         max(64, round(layout.height * scale / 64) * 64),
         max(64, round(layout.width * scale / 64) * 64),
     )
-
-
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    # MPS and some CUDA paths report exhaustion as a plain RuntimeError.
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 class DiffusionRenderer:
@@ -126,7 +117,7 @@ class DiffusionRenderer:
         except LmdError:
             raise
         except Exception as exc:
-            if _is_oom(exc):
+            if is_out_of_memory(exc):
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 raise OutOfMemoryError(f"out of memory rendering {width}x{height}: {exc}") from exc

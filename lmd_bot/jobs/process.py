@@ -3,14 +3,7 @@
 It runs in a process of its own (``multiprocessing`` spawn), so a crash, a hang or an
 out-of-memory error in CUDA cannot take the bot down; :mod:`lmd_bot.jobs.supervisor` restarts it.
 
-Messages (tuples over a duplex pipe):
-
-- parent to worker: ``("job", job_id, request_json)``, ``("stop",)``;
-- worker to parent: ``("ready",)`` or ``("fatal", detail)`` once at start, then per job
-  ``("progress", job_id, step, total, stage, preview_png | None)``, and
-  ``("done", job_id, png, seconds, stats, flagged)`` or ``("failed", job_id, reason, message,
-  detail)`` with reason ``"cancelled"``, ``"oom"`` or ``"error"``.
-
+The messages over its duplex pipe are the frozen types of :mod:`lmd_bot.jobs.protocol`.
 Cancellation is a shared event the renderer polls between steps.
 """
 
@@ -22,11 +15,23 @@ import signal
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
-from typing import Any
 
-from lmd_bot.errors import CancelledError, LmdError, OutOfMemoryError, RenderError
+from PIL import Image
+
+from lmd_bot.errors import CancelledError, LmdError, OutOfMemoryError, RenderError, is_out_of_memory
+from lmd_bot.jobs.protocol import (
+    FailureReason,
+    Fatal,
+    Progress,
+    Ready,
+    Rendered,
+    RenderFailed,
+    RunJob,
+    Stop,
+)
 from lmd_bot.jobs.renderers import RendererSpec
-from lmd_bot.rendering import RenderProgress, RenderRequest
+from lmd_bot.rendering import Renderer, RenderProgress, RenderRequest
+from lmd_bot.safety import SafetyChecker
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,7 @@ PREVIEW_SIDE = 160  # pixels: a status message's preview is a thumbnail
 PROGRESS_INTERVAL_S = 0.5  # the bot edits at most every few seconds; more would only cost pickling
 
 
-def _png(image: Any, side: int | None = None) -> bytes:
+def _png(image: Image.Image, side: int | None = None) -> bytes:
     if side is not None:
         image = image.copy()
         image.thumbnail((side, side))
@@ -43,12 +48,8 @@ def _png(image: Any, side: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, OutOfMemoryError | MemoryError) or "out of memory" in str(exc).lower()
-
-
 def _render_one(
-    conn: Connection, cancel: Event, renderer: Any, checker: Any, job_id: int, payload: str
+    conn: Connection, cancel: Event, renderer: Renderer, checker: SafetyChecker | None, job: RunJob
 ) -> None:
     last_sent = 0.0
 
@@ -59,24 +60,29 @@ def _render_one(
             return
         last_sent = now
         preview = _png(p.preview, PREVIEW_SIDE) if p.preview is not None else None
-        conn.send(("progress", job_id, p.step, p.total, p.stage, preview))
+        conn.send(Progress(job.job_id, p.step, p.total, p.stage, preview))
 
     try:
-        request = RenderRequest.model_validate_json(payload)
+        request = RenderRequest.model_validate_json(job.request_json)
         output = renderer.render(request, progress, cancel.is_set)
         flagged = bool(checker.check(output.image)) if checker is not None else False
         png = _png(output.image)
     except CancelledError:
-        conn.send(("failed", job_id, "cancelled", "Cancelled.", ""))
+        conn.send(RenderFailed(job.job_id, FailureReason.CANCELLED, CancelledError.user_message))
     except Exception as exc:  # whatever the renderer raises, the bot must hear of it
-        log.exception("job %s failed", job_id)
-        if _is_oom(exc):
-            conn.send(("failed", job_id, "oom", OutOfMemoryError.user_message, str(exc)[:500]))
+        log.exception("job %s failed", job.job_id)
+        if is_out_of_memory(exc):
+            failed = RenderFailed(
+                job.job_id, FailureReason.OUT_OF_MEMORY, OutOfMemoryError.user_message, str(exc)[:500]
+            )
         else:
             message = exc.user_message if isinstance(exc, LmdError) else RenderError.user_message
-            conn.send(("failed", job_id, "error", message, f"{type(exc).__name__}: {exc}"[:500]))
+            failed = RenderFailed(
+                job.job_id, FailureReason.ERROR, message, f"{type(exc).__name__}: {exc}"[:500]
+            )
+        conn.send(failed)
     else:
-        conn.send(("done", job_id, png, output.seconds, dict(output.stats), flagged))
+        conn.send(Rendered(job.job_id, png, output.seconds, dict(output.stats), flagged))
 
 
 def worker_main(conn: Connection, cancel: Event, spec: RendererSpec) -> None:
@@ -91,15 +97,16 @@ def worker_main(conn: Connection, cancel: Event, spec: RendererSpec) -> None:
         checker = spec.load_checker()
     except Exception as exc:  # reported to the parent, which decides
         log.exception("the renderer could not start")
-        conn.send(("fatal", f"{type(exc).__name__}: {exc}"[:500]))
+        conn.send(Fatal(f"{type(exc).__name__}: {exc}"[:500]))
         return
-    conn.send(("ready",))
+    conn.send(Ready())
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        if message[0] == "stop":
-            return
-        _, job_id, payload = message
-        _render_one(conn, cancel, renderer, checker, job_id, payload)
+        match message:
+            case Stop():
+                return
+            case RunJob():
+                _render_one(conn, cancel, renderer, checker, message)

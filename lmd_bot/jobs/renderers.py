@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from lmd_bot.config import Settings
 from lmd_bot.errors import ConfigError
 from lmd_bot.rendering import Renderer
+from lmd_bot.safety import SafetyChecker
 
 
 def _import(path: str, what: str) -> Any:
@@ -38,7 +39,7 @@ class RendererSpec(BaseModel):
     def load_renderer(self) -> Renderer:
         return _import(self.factory, "renderer factory")(**self.kwargs)
 
-    def load_checker(self) -> Any | None:
+    def load_checker(self) -> SafetyChecker | None:
         if not self.safety_checker:
             return None
         return _import(self.safety_checker, "guard.safety_checker")(**self.safety_kwargs)

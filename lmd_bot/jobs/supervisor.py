@@ -21,9 +21,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any
 
 from lmd_bot.errors import OutOfMemoryError
 from lmd_bot.jobs.models import (
@@ -37,6 +37,19 @@ from lmd_bot.jobs.models import (
     JobStarted,
 )
 from lmd_bot.jobs.process import worker_main
+from lmd_bot.jobs.protocol import (
+    FailureReason,
+    Fatal,
+    Inbox,
+    Poke,
+    Progress,
+    Ready,
+    Rendered,
+    RenderFailed,
+    RunJob,
+    Stop,
+    WorkerExited,
+)
 from lmd_bot.jobs.renderers import RendererSpec
 
 log = logging.getLogger(__name__)
@@ -49,29 +62,43 @@ START_MESSAGE = "The renderer could not start; the bot's admin can find why in i
 class _Worker:
     process: BaseProcess
     conn: Connection
-    inbox: asyncio.Queue[tuple[Any, ...]]
+    inbox: asyncio.Queue[Inbox]
     busy: bool = False  # a job was sent and its end not yet received
+
+
+class _End(StrEnum):
+    """How one attempt at a job ended."""
+
+    DONE = "done"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"  # past job_timeout_s; stopped
+    ERROR = "error"  # the renderer failed; the worker lives on
+    OUT_OF_MEMORY = "out_of_memory"  # retried on a fresh worker
+    CRASH = "crash"  # the worker process died; retried on a fresh one
+    START_FAILED = "start_failed"  # no worker could be started
+    ABORTED = "aborted"  # shutdown: the queue's owner requeues the job
 
 
 @dataclass(frozen=True)
 class _Outcome:
-    kind: str  # done, cancelled, timeout, error, oom, crash, start_failed, aborted
-    message: tuple[Any, ...] = ()
+    end: _End
+    rendered: Rendered | None = None  # with DONE
+    user_message: str = ""  # with ERROR: the renderer's own words
     detail: str = ""
 
 
-def _read_forever(conn: Connection, loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue) -> None:
-    """Reader thread: hand each message to the loop; ``("exit",)`` when the worker is gone."""
+def _read_forever(conn: Connection, loop: asyncio.AbstractEventLoop, inbox: asyncio.Queue[Inbox]) -> None:
+    """Reader thread: hand each message to the loop; WorkerExited when the worker is gone."""
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
-            message = ("exit",)
+            message = WorkerExited()
         try:
             loop.call_soon_threadsafe(inbox.put_nowait, message)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return
-        if message == ("exit",):
+        if isinstance(message, WorkerExited):
             return
 
 
@@ -141,7 +168,7 @@ class WorkerSupervisor:
             return
         if not worker.busy:  # a busy worker would only read "stop" after its render
             with contextlib.suppress(OSError):
-                worker.conn.send(("stop",))
+                worker.conn.send(Stop())
             await asyncio.to_thread(worker.process.join, 5)
         if worker.process.is_alive():
             await self._kill(worker)
@@ -155,42 +182,48 @@ class WorkerSupervisor:
         while True:
             self._emit(JobStarted(job_id=job.job_id, attempt=attempt, worker=self.name))
             outcome = await self._attempt(job)
-            if outcome.kind == "done":
-                _, _, png, seconds, stats, flagged = outcome.message
-                self._emit(JobDone(job_id=job.job_id, png=png, seconds=seconds, stats=stats, flagged=flagged))
-            elif outcome.kind == "cancelled":
-                self._emit(JobCancelled(job_id=job.job_id))
-            elif outcome.kind == "timeout":
-                self._emit(
-                    JobFailed(
-                        job_id=job.job_id,
-                        user_message=f"Rendering took longer than {self._timeout:g} s and was stopped.",
-                        detail="timeout",
-                    )
-                )
-            elif outcome.kind == "error":
-                self._emit(
-                    JobFailed(job_id=job.job_id, user_message=outcome.message[3], detail=outcome.detail)
-                )
-            elif outcome.kind == "start_failed":
-                self._emit(JobFailed(job_id=job.job_id, user_message=START_MESSAGE, detail=outcome.detail))
-            elif outcome.kind in ("oom", "crash"):
-                said = OutOfMemoryError.user_message if outcome.kind == "oom" else CRASH_MESSAGE
-                if attempt < self._max_attempts:
-                    attempt += 1
-                    log.warning(
-                        "job %s: %s (%s); retrying, try %d", job.job_id, said, outcome.detail, attempt
-                    )
+            match outcome.end:
+                case _End.DONE:
+                    r = outcome.rendered
+                    assert r is not None
                     self._emit(
-                        JobRetrying(
-                            job_id=job.job_id,
-                            attempt=attempt,
-                            user_message=f"{said} I'm retrying on a fresh worker.",
+                        JobDone(
+                            job_id=job.job_id, png=r.png, seconds=r.seconds, stats=r.stats, flagged=r.flagged
                         )
                     )
-                    continue
-                self._emit(JobFailed(job_id=job.job_id, user_message=said, detail=outcome.detail))
-            # "aborted": shutdown; the queue's owner requeues the job, nothing to tell.
+                case _End.CANCELLED:
+                    self._emit(JobCancelled(job_id=job.job_id))
+                case _End.TIMEOUT:
+                    said = f"Rendering took longer than {self._timeout:g} s and was stopped."
+                    self._emit(JobFailed(job_id=job.job_id, user_message=said, detail="timeout"))
+                case _End.ERROR:
+                    self._emit(
+                        JobFailed(job_id=job.job_id, user_message=outcome.user_message, detail=outcome.detail)
+                    )
+                case _End.START_FAILED:
+                    self._emit(
+                        JobFailed(job_id=job.job_id, user_message=START_MESSAGE, detail=outcome.detail)
+                    )
+                case _End.OUT_OF_MEMORY | _End.CRASH:
+                    said = (
+                        OutOfMemoryError.user_message if outcome.end is _End.OUT_OF_MEMORY else CRASH_MESSAGE
+                    )
+                    if attempt < self._max_attempts:
+                        attempt += 1
+                        log.warning(
+                            "job %s: %s (%s); retrying, try %d", job.job_id, said, outcome.detail, attempt
+                        )
+                        self._emit(
+                            JobRetrying(
+                                job_id=job.job_id,
+                                attempt=attempt,
+                                user_message=f"{said} I'm retrying on a fresh worker.",
+                            )
+                        )
+                        continue
+                    self._emit(JobFailed(job_id=job.job_id, user_message=said, detail=outcome.detail))
+                case _End.ABORTED:
+                    pass  # shutdown: the queue's owner requeues the job, nothing to tell
             return
 
     async def _attempt(self, job: JobSpec) -> _Outcome:
@@ -201,17 +234,17 @@ class WorkerSupervisor:
             try:
                 worker = await self._ensure_worker()
             except _StartError as exc:
-                return _Outcome("start_failed", detail=str(exc))
+                return _Outcome(_End.START_FAILED, detail=str(exc))
             if self._aborting:
-                return _Outcome("aborted")
+                return _Outcome(_End.ABORTED)
             if self._cancel_requested_at is not None:
-                return _Outcome("cancelled")
+                return _Outcome(_End.CANCELLED)
             try:
-                worker.conn.send(("job", job.job_id, job.request.model_dump_json()))
+                worker.conn.send(RunJob(job.job_id, job.request.model_dump_json()))
                 worker.busy = True
             except OSError as exc:
                 await self._discard()
-                return _Outcome("crash", detail=f"send failed: {exc}")
+                return _Outcome(_End.CRASH, detail=f"send failed: {exc}")
             return await self._follow(job, worker)
         finally:
             self._current = None
@@ -223,7 +256,7 @@ class WorkerSupervisor:
         while True:
             if self._aborting:
                 await self._discard()
-                return _Outcome("aborted")
+                return _Outcome(_End.ABORTED)
             now = time.monotonic()
             if timed_out_at is not None:
                 limit = timed_out_at + self._grace
@@ -241,40 +274,44 @@ class WorkerSupervisor:
                     continue
                 log.warning("job %s did not stop in %.0f s; killing the worker", job.job_id, self._grace)
                 await self._discard()
-                return _Outcome("timeout" if timed_out_at is not None else "cancelled")
-            kind = message[0]
-            if kind == "exit":
-                exitcode = await self._discard()
-                return _Outcome("crash", detail=f"worker exit code {exitcode}")
-            if kind == "poke" or message[1] != job.job_id:
-                continue
-            if kind == "progress":
-                if timed_out_at is None and self._cancel_requested_at is None:
-                    _, _, step, total, stage, preview = message
+                return _Outcome(_End.TIMEOUT if timed_out_at is not None else _End.CANCELLED)
+            stopping = timed_out_at is not None or self._cancel_requested_at is not None
+            match message:
+                case WorkerExited():
+                    exitcode = await self._discard()
+                    return _Outcome(_End.CRASH, detail=f"worker exit code {exitcode}")
+                case Progress(job_id=job.job_id) if not stopping:
                     self._emit(
                         JobProgress(
-                            job_id=job.job_id, step=step, total=total, stage=stage, preview_png=preview
+                            job_id=job.job_id,
+                            step=message.step,
+                            total=message.total,
+                            stage=message.stage,
+                            preview_png=message.preview_png,
                         )
                     )
-            elif kind == "done":
-                worker.busy = False
-                return _Outcome("done", message)
-            elif kind == "failed":
-                worker.busy = False
-                reason = message[2]
-                if reason == "cancelled":
-                    return _Outcome("timeout" if timed_out_at is not None else "cancelled")
-                if reason == "oom":
+                case Rendered(job_id=job.job_id):
+                    worker.busy = False
+                    return _Outcome(_End.DONE, rendered=message)
+                case RenderFailed(job_id=job.job_id, reason=FailureReason.CANCELLED):
+                    worker.busy = False
+                    return _Outcome(_End.TIMEOUT if timed_out_at is not None else _End.CANCELLED)
+                case RenderFailed(job_id=job.job_id, reason=FailureReason.OUT_OF_MEMORY):
+                    worker.busy = False
                     # A fresh process gives the retry all of the GPU's memory back.
                     await self._discard()
-                    return _Outcome("oom", message, detail=message[4])
-                return _Outcome("error", message, detail=message[4])
+                    return _Outcome(_End.OUT_OF_MEMORY, detail=message.detail)
+                case RenderFailed(job_id=job.job_id):
+                    worker.busy = False
+                    return _Outcome(_End.ERROR, user_message=message.user_message, detail=message.detail)
+                case _:
+                    pass  # a poke, progress after a stop request, or another job's late message
 
     # --- the process ---------------------------------------------------------------------------
 
     def _poke(self) -> None:
         if self._worker is not None:
-            self._worker.inbox.put_nowait(("poke",))
+            self._worker.inbox.put_nowait(Poke())
 
     async def _ensure_worker(self) -> _Worker:
         async with self._start_lock:
@@ -296,7 +333,7 @@ class WorkerSupervisor:
         await asyncio.to_thread(process.start)
         child_conn.close()  # so the reader sees EOF when the worker dies
         self.starts += 1
-        inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        inbox: asyncio.Queue[Inbox] = asyncio.Queue()
         threading.Thread(
             target=_read_forever, args=(parent_conn, loop, inbox), name="lmd-worker-reader", daemon=True
         ).start()
@@ -305,14 +342,15 @@ class WorkerSupervisor:
         log.info("GPU worker %s started (pid %s)", self.name, process.pid)
         try:
             while True:
-                message = await asyncio.wait_for(inbox.get(), self._start_timeout)
-                if message[0] == "ready":
-                    return worker
-                if message[0] == "fatal":
-                    raise _StartError(message[1])
-                if message[0] == "exit":
-                    raise _StartError(f"the worker exited while starting (code {process.exitcode})")
-                # a poke: keep waiting
+                match await asyncio.wait_for(inbox.get(), self._start_timeout):
+                    case Ready():
+                        return worker
+                    case Fatal(detail=detail):
+                        raise _StartError(detail)
+                    case WorkerExited():
+                        raise _StartError(f"the worker exited while starting (code {process.exitcode})")
+                    case _:
+                        pass  # a poke: keep waiting
         except TimeoutError:
             await self._discard()
             raise _StartError(f"the worker did not start in {self._start_timeout:.0f} s") from None
