@@ -37,9 +37,10 @@ see only the learned null tokens, not the boxes. ``lmd+`` keeps this (``guidance
 conditional grounding instead, ``"none"`` skips the fusers in the guidance pass as diffusers'
 community pipeline does, which ``fast`` follows.
 
-Plain SD (the ``sd`` mode, and a layout without objects) is the same loop without any of it, and
-matches diffusers' ``StableDiffusionPipeline`` given the same parts and seed. A layout without
-objects in ``lmd+`` or ``fast`` is plain SD on the GLIGEN UNet, fusers off.
+Plain SD (the ``sd`` mode, and a layout without objects in ``lmd``) is the same loop without any
+of it, and matches diffusers' ``StableDiffusionPipeline`` given the same parts and seed. A layout
+without objects in ``lmd+`` or ``fast`` is a GLIGEN pass with every slot empty: the fusers run on
+the null grounding tokens for the first 40% of the steps, as the reference's does.
 """
 
 from __future__ import annotations
@@ -398,23 +399,38 @@ class LmdPipeline:
         height: int,
         width: int,
         unet,
+        gligen_beta: float | None,
         stats: RunStats,
         progress: _Progress,
     ) -> LmdResult:
-        """A layout without objects: plain SD on the background and negative prompt (section 3.8)."""
-        image, latents = self.plain(
-            spec.prompt,
-            spec.negative,
-            seed=spec.seed,
+        """A layout without objects: SD on the background and negative prompt (section 3.8).
+
+        On GLIGEN (``gligen_beta`` set) the fusers still run for the first ``beta`` share of the
+        steps, fed only null grounding tokens, as the reference's GLIGEN pass with no boxes does:
+        the learned null tokens change the image, so skipping the fusers would not be the same.
+        """
+        f = self.c.vae_scale_factor
+        embeddings = self.encode_prompt(spec.prompt, spec.negative, guidance_scale > 1)
+        latents = self.to_model(self.initial_latents(spec.seed, (height // f, width // f)))
+        how = _Overall()
+        if gligen_beta is not None:
+            rows = 2 if guidance_scale > 1 else 1
+            dim = self.c.text_encoder.config.hidden_size
+            how.grounding = grounding_inputs(
+                [[]] * rows, [torch.zeros(0, dim)] * rows, device=self.c.device, dtype=self.c.dtype
+            )
+            how.fuser_steps = fuser_steps(gligen_beta, steps)
+        latents = self._denoise(
+            unet,
+            latents,
+            embeddings,
             steps=steps,
             guidance_scale=guidance_scale,
-            height=height,
-            width=width,
-            unet=unet,
+            how=how,
             stats=stats,
             progress=progress,
         )
-        return LmdResult(image, latents, [], None, [], stats)
+        return LmdResult(self.decode(latents), latents, [], None, [], stats)
 
     def fast(
         self,
@@ -438,7 +454,9 @@ class LmdPipeline:
         f = self.c.vae_scale_factor
         latent_hw = (height // f, width // f)
         if not spec.objects:
-            return self._background_only(spec, steps, guidance_scale, height, width, unet, stats, progress)
+            return self._background_only(
+                spec, steps, guidance_scale, height, width, unet, params.gligen_beta, stats, progress
+            )
 
         # 1. Token positions, targets, prompt and grounding
         targets = [
@@ -525,7 +543,9 @@ class LmdPipeline:
         # 1. No objects: plain SD on the background with the negative prompt (section 3.8)
         if not spec.objects:
             progress = _Progress(steps, on_step, should_cancel)
-            return self._background_only(spec, steps, guidance_scale, height, width, unet, stats, progress)
+            return self._background_only(
+                spec, steps, guidance_scale, height, width, unet, params.gligen_beta, stats, progress
+            )
 
         # Token positions first: a prompt too long for CLIP fails before any UNet work.
         phrase_tokens = self._phrase_tokens(spec)
