@@ -113,6 +113,9 @@ class LmdParams(BaseModel):
     # overall runs (the reference uses 0.4 for both). None: plain SD, no grounding.
     gligen_beta: float | None = Field(None, ge=0, le=1)
     guidance_grounding: GuidanceGrounding = "null"
+    # On CUDA, run under float16 autocast over the (float32) weights, as the reference runs LMD+;
+    # its LMD runs without. Latents, scheduler steps and guidance updates stay float32 either way.
+    autocast: bool = False
 
     @classmethod
     def lmd_plus(cls) -> LmdParams:
@@ -123,6 +126,7 @@ class LmdParams(BaseModel):
             align_objects=False,
             sam_prompt="box",
             gligen_beta=0.4,
+            autocast=True,
         )
 
 
@@ -137,6 +141,7 @@ class FastParams(BaseModel):
     )
     gligen_beta: float = Field(0.4, ge=0, le=1)
     guidance_grounding: GuidanceGrounding = "none"
+    autocast: bool = True  # as LMD+ (see LmdParams.autocast)
 
 
 StepCallback = Callable[[str, int, int, torch.Tensor], None]  # (stage, step, total, latents)
@@ -151,6 +156,7 @@ class RunStats:
     object_runs: int = 0  # objects denoised alone in this render
     object_cache_hits: int = 0  # objects whose run came from the cache
     object_seconds: float = 0.0  # wall time of the per-object stage
+    guidance_nonfinite: int = 0  # guidance passes whose loss or gradient was NaN/inf (then stopped)
 
 
 @dataclass
@@ -285,7 +291,15 @@ class LmdPipeline:
         return draw_noise(seed, (1, self.c.unet.config.in_channels, *latent_hw))
 
     def to_model(self, noise: torch.Tensor) -> torch.Tensor:
-        return (noise * self.c.scheduler.init_noise_sigma).to(self.c.device, self.c.dtype)
+        """Scaled initial latents on the device, in float32: latents, scheduler steps and
+        guidance updates are float32 whatever the weights' dtype (docs/method.md, "Numerics")."""
+        return (noise * self.c.scheduler.init_noise_sigma).to(self.c.device, torch.float32)
+
+    def autocast(self, enabled: bool):
+        """float16 autocast on CUDA when ``enabled`` (the reference's LMD+), else nothing."""
+        return torch.autocast(
+            self.c.device.type, dtype=torch.float16, enabled=enabled and self.c.device.type == "cuda"
+        )
 
     def noise_prediction(
         self,
@@ -302,9 +316,9 @@ class LmdPipeline:
         unet = self.c.unet if unet is None else unet
         do_cfg = embeddings.shape[0] == 2 * latents.shape[0]
         model_input = torch.cat([latents] * 2) if do_cfg else latents
-        model_input = self.c.scheduler.scale_model_input(model_input, t)
+        model_input = self.c.scheduler.scale_model_input(model_input, t).to(unet.dtype)
         kwargs = {"cross_attention_kwargs": {"gligen": grounding}} if grounding is not None else {}
-        eps = unet(model_input, t, encoder_hidden_states=embeddings, **kwargs).sample
+        eps = unet(model_input, t, encoder_hidden_states=embeddings, **kwargs).sample.float()
         if do_cfg:
             uncond, cond = eps.chunk(2)
             eps = uncond + guidance_scale * (cond - uncond)
@@ -432,7 +446,12 @@ class LmdPipeline:
         )
         return LmdResult(self.decode(latents), latents, [], None, [], stats)
 
-    def fast(
+    def fast(self, spec: GenerationSpec, **kwargs) -> LmdResult:
+        """GLIGEN grounded by every box, with box-energy guidance; no per-object runs (section 10)."""
+        with self.autocast(self.fast_params.autocast):
+            return self._fast(spec, **kwargs)
+
+    def _fast(
         self,
         spec: GenerationSpec,
         *,
@@ -499,6 +518,7 @@ class LmdPipeline:
                 progress=progress,
             )
             stats.guided_passes += guidance.passes
+            stats.guidance_nonfinite += len(guidance.nonfinite)
         return LmdResult(self.decode(latents), latents, [], None, guidance.losses[0], stats)
 
     # --- LMD and LMD+ -------------------------------------------------------------------------
@@ -514,8 +534,12 @@ class LmdPipeline:
     def _phrase_tokens(self, spec: GenerationSpec) -> list[TokenSpan]:
         return [token_span(self.c.tokenizer, spec.prompt, p.span) for p in spec.phrases]
 
+    def controller(self, spec: GenerationSpec, mode: str, params: LmdParams, **kwargs) -> LmdResult:
+        with self.autocast(params.autocast):
+            return self._controller(spec, mode, params, **kwargs)
+
     @torch.no_grad()
-    def controller(
+    def _controller(
         self,
         spec: GenerationSpec,
         mode: str,
@@ -657,6 +681,7 @@ class LmdPipeline:
                 progress=progress,
             )
             stats.guided_passes += how.guidance.passes
+            stats.guidance_nonfinite += len(how.guidance.nonfinite)
 
         return LmdResult(self.decode(latents), latents, runs, composition, how.guidance.losses[0], stats)
 
@@ -811,6 +836,7 @@ class LmdPipeline:
                 trajectory.append(latents)
                 progress.step("objects", latents[:1])
         stats.guided_passes += guidance.passes
+        stats.guidance_nonfinite += len(guidance.nonfinite)
         trajectories = torch.stack(trajectory)  # (steps + 1, n, C, h, w)
 
         results = []

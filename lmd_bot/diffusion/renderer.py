@@ -140,7 +140,15 @@ class DiffusionRenderer:
             "object_runs": float(stats.object_runs),
             "object_cache_hits": float(stats.object_cache_hits),
             "object_seconds": stats.object_seconds,
+            "guidance_nonfinite": float(stats.guidance_nonfinite),
         }
+        if stats.guidance_nonfinite:
+            log.error(
+                "render of seed %d (%s): guidance hit NaN/inf %d times and stopped for those samples",
+                request.seed,
+                request.mode,
+                stats.guidance_nonfinite,
+            )
         if device.type == "cuda":
             figures["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         else:

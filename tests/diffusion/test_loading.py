@@ -93,7 +93,7 @@ def test_device_and_dtype_choice():
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert select_device("auto").type == expected
     assert select_dtype("auto", torch.device("cpu")) == torch.float32
-    assert select_dtype("auto", torch.device("cuda")) == torch.float16
+    assert select_dtype("auto", torch.device("cuda")) == torch.float32  # the reference's weights
     assert select_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(ConfigError):
         select_dtype("float16", torch.device("cpu"))

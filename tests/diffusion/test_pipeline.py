@@ -150,3 +150,29 @@ def test_cancellation_stops_within_one_step(components):
         )
     assert steps_seen == [1, 2]
     assert all(components.unet.attn_processors[k] is v for k, v in before.items())
+
+
+def test_latents_scheduler_steps_and_guidance_are_float32_on_half_precision_weights():
+    """bfloat16 weights (float16 on CUDA): the UNet runs in its dtype, but the latents it is given
+    come from float32 state, so every scheduler step and guidance update is float32 (the
+    reference keeps float32 weights; its LMD+ autocasts over them)."""
+    from dataclasses import replace
+
+    from lmd_bot.diffusion.tiny import tiny_components
+
+    c = tiny_components(seed=0, sam=False, gligen=False)
+    half = replace(
+        c,
+        unet=c.unet.to(torch.bfloat16),
+        vae=c.vae.to(torch.bfloat16),
+        text_encoder=c.text_encoder.to(torch.bfloat16),
+        dtype=torch.bfloat16,
+    )
+    result = LmdPipeline(half).lmd(
+        build_spec(_layout(CAT), seed=5), steps=3, guidance_scale=7.5, height=128, width=128
+    )
+    assert result.latents.dtype == torch.float32
+    assert result.objects[0].trajectory.dtype == torch.float32
+    assert result.composition.latents.dtype == torch.float32
+    assert result.stats.guided_passes > 0 and result.stats.guidance_nonfinite == 0
+    assert torch.isfinite(result.latents).all()
