@@ -80,7 +80,7 @@ class LayoutSettings(_Section):
 class DiffusionSettings(_Section):
     mode: Literal["lmd+", "lmd", "sd", "fast"] = "lmd+"
     sd_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    gligen_model: str = "gligen/diffusers-generation-text-box"
+    gligen_model: str = "masterful/gligen-1-4-generation-text-box@d2820dc1e9ba6ca082051ce79cfd3eb468ae2c83"
     sam_model: str = "facebook/sam-vit-base"
     use_sam: bool = True
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
