@@ -27,10 +27,10 @@ log = logging.getLogger(__name__)
 REROLL_EMOJI = "🔄"
 SEEN_EMOJI = "👀"
 MODES = [
-    app_commands.Choice(name="lmd+ (best: LMD on GLIGEN)", value="lmd+"),
-    app_commands.Choice(name="lmd (LMD on Stable Diffusion)", value="lmd"),
-    app_commands.Choice(name="fast (one guided pass, drafts)", value="fast"),
-    app_commands.Choice(name="sd (plain Stable Diffusion, no layout)", value="sd"),
+    app_commands.Choice(name="lmd+ (best: LMD on GLIGEN)", value=RenderMode.LMD_PLUS.value),
+    app_commands.Choice(name="lmd (LMD on Stable Diffusion)", value=RenderMode.LMD.value),
+    app_commands.Choice(name="fast (one guided pass, drafts)", value=RenderMode.FAST.value),
+    app_commands.Choice(name="sd (plain Stable Diffusion, no layout)", value=RenderMode.SD.value),
 ]
 
 

@@ -25,6 +25,7 @@ from pydantic_settings import (
 
 from lmd_bot.errors import ConfigError
 from lmd_bot.layout.schema import LayoutLimits
+from lmd_bot.rendering import RenderMode
 
 ENV_PREFIX = "LMD_"
 DEFAULT_TOML = Path(__file__).resolve().parent.parent / "config" / "default.toml"
@@ -78,9 +79,9 @@ class LayoutSettings(_Section):
 
 
 class DiffusionSettings(_Section):
-    mode: Literal["lmd+", "lmd", "sd", "fast"] = "lmd+"
+    mode: RenderMode = RenderMode.LMD_PLUS
     sd_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    gligen_model: str = "gligen/diffusers-generation-text-box"
+    gligen_model: str = "masterful/gligen-1-4-generation-text-box@d2820dc1e9ba6ca082051ce79cfd3eb468ae2c83"
     sam_model: str = "facebook/sam-vit-base"
     use_sam: bool = True
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"

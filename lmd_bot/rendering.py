@@ -26,6 +26,16 @@ class RenderMode(StrEnum):
     SD = "sd"  # plain Stable Diffusion from the original prompt: the baseline
 
 
+class SdBaseline(StrEnum):
+    """What the ``sd`` mode runs."""
+
+    # The reference's SD baseline: the checkpoint's own scheduler (PNDM for SD v1.5), noise drawn
+    # by a generator on the device, float32; what the published SD column was measured with.
+    REFERENCE = "reference"
+    # The controller's DDIM scheduler and CPU noise: the same sampler as the other modes.
+    CONTROLLER = "controller"
+
+
 class RenderRequest(BaseModel):
     model_config = ConfigDict(frozen=True)
 

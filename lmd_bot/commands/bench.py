@@ -22,10 +22,12 @@ import argparse
 import importlib
 import sys
 
+from lmd_bot.rendering import RenderMode
+
 # Modules providing ``lmd-bot bench NAME`` besides ``render`` (defined here).
 BENCHMARKS: tuple[str, ...] = ("lmd_bot.commands.bench_bot",)
 
-_MODES = ("sd", "lmd", "lmd+", "fast")
+_MODES = (RenderMode.SD, RenderMode.LMD, RenderMode.LMD_PLUS, RenderMode.FAST)
 # Pixels every box moves down in the "move" round: the grid's boxes stay on the canvas.
 _MOVE_PX = 48
 _CAPTIONS = ("a red apple", "a gray cat", "a blue car", "a brown dog", "a green bottle", "a white teapot")
@@ -104,9 +106,9 @@ def run_render(args: argparse.Namespace) -> int:
     from lmd_bot.errors import LmdError
     from lmd_bot.rendering import RenderMode, RenderRequest
 
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in _MODES]
-    if unknown or not modes:
+    names = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in names if m not in _MODES]
+    if unknown or not names:
         raise LmdError(f"bench render measures {', '.join(_MODES)} (not {', '.join(unknown) or 'nothing'})")
     if args.full_size:
         device = select_device(args.device)
@@ -142,31 +144,30 @@ def run_render(args: argparse.Namespace) -> int:
     _say(header)
     _say("-" * len(header))
 
-    def measure(which, mode: str, round_name: str, n, layout, sd_seconds: float | None) -> float:
-        request = RenderRequest(
-            layout=layout, prompt="a photo", mode=RenderMode(mode), seed=0, steps=args.steps
-        )
+    def measure(which, mode: RenderMode, round_name: str, n, layout, sd_seconds: float | None) -> float:
+        request = RenderRequest(layout=layout, prompt="a photo", mode=mode, seed=0, steps=args.steps)
         out = which.render(request)
         st = out.stats
         peak = st.get("peak_gpu_mb", st.get("peak_rss_mb", 0.0))
         calls = st["unet_forwards"] + st["guided_passes"]
         ratio = f"{out.seconds / sd_seconds:6.2f}" if sd_seconds else f"{'1.00':>6}"
         _say(
-            f"{mode:<5} {round_name:<9} {n:>7} {out.seconds:8.2f} {st['object_seconds']:7.2f} {calls:6.0f} "
+            f"{mode.value:<5} {round_name:<9} {n:>7} {out.seconds:8.2f} {st['object_seconds']:7.2f} "
+            f"{calls:6.0f} "
             f"{st['unet_forwards']:5.0f} {st['guided_passes']:6.0f} {st['sam_calls']:4.0f} "
             f"{st['object_runs']:4.0f} {st['object_cache_hits']:6.0f} {peak:8.0f} {ratio}"
         )
         return out.seconds
 
     # Plain SD ignores the layout: one measurement stands for every object count, and the ratios.
-    sd_seconds = measure(renderer, "sd", "first", "any", bench_layout(0), None)
-    for mode in modes:
-        if mode == "sd":
+    sd_seconds = measure(renderer, RenderMode.SD, "first", "any", bench_layout(0), None)
+    for mode in (RenderMode(m) for m in names):
+        if mode is RenderMode.SD:
             continue
         for n in args.objects:
             cache.clear()  # a first round computes everything
             measure(renderer, mode, "first", n, bench_layout(n), sd_seconds)
-            if mode in ("lmd", "lmd+") and n and not args.no_follow_ups:
+            if mode in (RenderMode.LMD, RenderMode.LMD_PLUS) and n and not args.no_follow_ups:
                 measure(renderer, mode, "move", n, bench_layout(n, moved=True), sd_seconds)
                 changed = bench_layout(n, moved=True, changed=True)
                 measure(renderer, mode, "change", n, changed, sd_seconds)

@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lmd_bot.rendering import RenderMode
+
 
 def add_parser(benches: argparse._SubParsersAction) -> None:
     p = benches.add_parser(
@@ -50,7 +52,7 @@ async def _bench(args: argparse.Namespace, folder: Path) -> None:
     settings = load_settings(
         db={"url": f"sqlite+aiosqlite:///{folder}/bench.sqlite3"},
         storage={"image_dir": str(folder / "images")},
-        diffusion={"mode": "lmd", "steps": args.steps},
+        diffusion={"mode": RenderMode.LMD, "steps": args.steps},
         queue={"per_user_cap": 50, "max_queued": 10_000},
         guard={"rate_limit_count": 10_000},
         discord={"status_edit_interval_s": 0.0},

@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmd_bot.rendering import RenderMode
+
 if TYPE_CHECKING:
     from lmd_bot.services import (
         Core,
@@ -56,7 +58,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("diffusion", "tiny", "preview"),
         help="override queue.renderer: preview draws the plan without a GPU",
     )
-    p.add_argument("--mode", choices=("lmd+", "lmd", "fast", "sd"), help="rendering mode (default: config)")
+    p.add_argument("--mode", choices=[m.value for m in RenderMode], help="rendering mode (default: config)")
     p.add_argument("--steps", type=int, help="denoising steps (default: config)")
     p.add_argument("--db", metavar="URL", help="database URL (default: db.url)")
     p.set_defaults(func=run)

@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmd_bot.errors import LmdError
+from lmd_bot.rendering import RenderMode, SdBaseline
 
 if TYPE_CHECKING:
     from lmd_bot.eval.planning import PlanRun
     from lmd_bot.eval.prompts import BenchmarkPrompt
     from lmd_bot.eval.report import Report
 
-MODES = ("lmd+", "lmd", "fast", "sd")
+MODES = tuple(mode.value for mode in RenderMode)
+SD_BASELINES = tuple(baseline.value for baseline in SdBaseline)
 
 
 def _say(text: str) -> None:
@@ -92,6 +94,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     ge.add_argument("--indexes", type=_index_spec, help="only these prompts, e.g. '0-9,100,200-203'")
     ge.add_argument("--tiny", action="store_true", help="tiny random-weight models: a CPU plumbing run")
+    ge.add_argument(
+        "--sd-baseline",
+        choices=SD_BASELINES,
+        default=SdBaseline.REFERENCE.value,
+        help=(
+            "what --mode sd runs: 'reference' (default: the published SD column's sampler, SD v1.5's "
+            "PNDM, noise drawn on the device, float32) or 'controller' (the bot's DDIM sd mode)"
+        ),
+    )
     ge.set_defaults(func=run_generate)
 
     im = ev.add_parser("images", help="score benchmark images with OWL-ViT and OWLv2 (stage 1+2)")
@@ -254,7 +265,6 @@ def run_generate(args: argparse.Namespace) -> int:
     from lmd_bot.eval.prompts import lmd_benchmark_prompts
     from lmd_bot.eval.responses import load_responses
     from lmd_bot.layout import SceneLayout
-    from lmd_bot.rendering import RenderMode
 
     settings = load_settings()
     mode = RenderMode(args.mode or settings.diffusion.mode)
@@ -274,6 +284,9 @@ def run_generate(args: argparse.Namespace) -> int:
         raise LmdError(msg, user_message=msg)
 
     diffusion = settings.diffusion
+    sd_baseline = SdBaseline(args.sd_baseline)
+    if mode is RenderMode.SD and sd_baseline is SdBaseline.REFERENCE:
+        diffusion = diffusion.model_copy(update={"dtype": "float32"})  # the reference's SD is float32
     steps = args.steps or diffusion.steps
     guidance = diffusion.guidance_scale if args.guidance_scale is None else args.guidance_scale
     gen_settings = GenerateSettings(
@@ -285,13 +298,14 @@ def run_generate(args: argparse.Namespace) -> int:
         renderer={
             **diffusion.model_dump(mode="json", exclude={"mode", "steps", "guidance_scale", "device"}),
             "tiny": args.tiny,
+            **({"sd_baseline": sd_baseline.value} if mode is RenderMode.SD else {}),
         },
     )
     out = args.out or Path("benchmark/images") / mode.value
 
     from lmd_bot.diffusion.renderer import build_renderer
 
-    renderer = build_renderer(diffusion, tiny=args.tiny)
+    renderer = build_renderer(diffusion, tiny=args.tiny, sd_baseline=sd_baseline)
     total = len(prompts)
     position = 0
 

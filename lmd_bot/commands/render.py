@@ -8,7 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODES = ("lmd+", "lmd", "fast", "sd")
+from lmd_bot.rendering import RenderMode
+
+MODES = tuple(mode.value for mode in RenderMode)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -3,8 +3,8 @@
 A scene is edited over many rounds; an object's run depends only on the object (caption, box
 size), the scene seed and the settings, so a round that moves objects, or changes one of them,
 reuses the others' runs (:class:`lmd_bot.diffusion.objects.ObjectResult`). The key is a hash of
-everything that determines a run (see ``LmdPipeline.object_key``); a different model, seed or
-setting is simply a different key.
+everything that determines a run (:func:`object_run_key`); a different model, seed or setting is
+simply a different key.
 
 - In memory: least recently used entries go first once their bytes exceed ``max_bytes``
   (0 disables the memory tier). Entries live on the CPU; the GPU holds only the running round.
@@ -26,11 +26,19 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from lmd_bot.diffusion.objects import ObjectResult
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from lmd_bot.diffusion.components import Components
+    from lmd_bot.diffusion.spec import GenerationSpec, ObjectSpec
+    from lmd_bot.layout.geometry import NBox
+    from lmd_bot.rendering import RenderMode
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,55 @@ def object_key(parts: Mapping[str, Any]) -> str:
     """A stable hex key for ``parts`` (JSON-able values; others by ``str``)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+def object_run_key(
+    components: Components,
+    spec: GenerationSpec,
+    obj: ObjectSpec,
+    box: NBox,
+    mode: RenderMode,
+    params: BaseModel,
+    *,
+    steps: int,
+    guidance_scale: float,
+    image_hw: tuple[int, int],
+) -> str:
+    """The cache key of an object's run: everything that determines it, and nothing else.
+
+    The model, device and dtype; the mode and every controller setting (guidance settings
+    included: they also decide which attention steps are kept); the scheduler and its config,
+    the step count, the CFG scale and the image size; the object's prompt ("{background} with
+    {caption}") and negative prompt, its box **size** and its seeds (the scene seed draws the
+    background noise it starts from). Not the box position: LMD generates every object in a
+    centred box anyway; LMD+ generates it in place, and a run generated before a move is
+    reused, shifted by the move in whole 64 px quanta (lands within 32 px at 512 px).
+    The batch size does not enter: a run's result does not depend on its batch companions
+    (beyond float rounding).
+    """
+    scheduler = components.scheduler
+    x0, y0, x1, y1 = box
+    gligen = getattr(params, "gligen_beta", None) is not None
+    parts = {
+        "version": 2,  # 2: SAM masks chosen on the latent grid, float32 trajectories
+        "model": components.gligen_name if gligen else components.sd_name,
+        "device": components.device.type,
+        "dtype": str(components.dtype),
+        "mode": str(mode),
+        "params": params.model_dump(mode="json"),
+        "scheduler": [type(scheduler).__name__, dict(scheduler.config)],
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "image": list(image_hw),
+        "prompt": obj.prompt,
+        "span": [obj.span.start, obj.span.end],
+        "negative": obj.negative,
+        "box_size": [round(x1 - x0, 9), round(y1 - y0, 9)],
+        "seed": obj.seed,
+        "scene_seed": spec.seed,
+        "sam": components.sam.name if components.sam is not None else None,
+    }
+    return object_key(parts)
 
 
 class ObjectCache:

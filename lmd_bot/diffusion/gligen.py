@@ -26,6 +26,7 @@ import torch
 
 from lmd_bot.errors import RenderError
 from lmd_bot.layout.geometry import NBox
+from lmd_bot.rendering import RenderMode
 
 MAX_OBJECTS = 30  # GLIGEN's slots per sample
 
@@ -34,12 +35,12 @@ def is_gligen_unet(unet) -> bool:
     return getattr(unet, "position_net", None) is not None
 
 
-def check_object_count(n_objects: int, mode: str) -> None:
+def check_object_count(n_objects: int, mode: RenderMode) -> None:
     if n_objects > MAX_OBJECTS:
         raise RenderError(
             f"{n_objects} objects; GLIGEN grounds at most {MAX_OBJECTS}",
             user_message=(
-                f"The {mode!r} mode can place at most {MAX_OBJECTS} objects and this scene has "
+                f"The '{mode.value}' mode can place at most {MAX_OBJECTS} objects and this scene has "
                 f"{n_objects}. Remove some objects or use the 'lmd' mode."
             ),
         )

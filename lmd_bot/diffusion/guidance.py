@@ -24,6 +24,12 @@ The guidance pass stops the UNet right after the last layer it reads (see
 :class:`lmd_bot.diffusion.attention.StopForward`): the later blocks cannot affect the loss, so the
 gradient is the reference's, for less compute and memory.
 
+Numerics: the latents, the gradient and the update are float32 whatever the weights' dtype (the
+UNet gets the latents cast to its own dtype, a differentiable cast); with float32 weights, the
+default, this is the reference's LMD, and under autocast the reference's LMD+. A loss or gradient
+that is not finite never reaches the latents: that row's guidance stops, and the event is logged
+as an error and counted (:attr:`BackwardGuidance.nonfinite`, the render's ``guidance_nonfinite``).
+
 Batches: the per-object runs of one round are guided together, one UNet call per iteration for
 all the objects still being guided. Each row is an independent sample (the UNet mixes nothing
 across the batch), its loss is computed on its own maps, and the gradient of the summed losses
@@ -125,6 +131,7 @@ class BackwardGuidance:
         self.last_loss = [INITIAL_LOSS] * batch  # scaled, as the reference keeps it
         self.passes = 0  # UNet forward+backward calls (one per iteration, whatever the batch)
         self.losses: list[list[float]] = [[] for _ in range(batch)]  # per row, unscaled
+        self.nonfinite: list[tuple[int, int]] = []  # (row, step index) where guidance hit NaN/inf
 
     def __call__(self, latents: torch.Tensor, index: int, timestep: torch.Tensor) -> torch.Tensor:
         n_iter = self.params.iterations(index, self.steps)
@@ -140,11 +147,11 @@ class BackwardGuidance:
             if self.grounding is not None:
                 kwargs["cross_attention_kwargs"] = {"gligen": {k: v[rows] for k, v in self.grounding.items()}}
             with torch.enable_grad():
-                z = latents[rows].detach().requires_grad_(True)
+                z = latents[rows].detach().float().requires_grad_(True)
                 with self.store.guidance(GUIDANCE_KEYS) as maps:
                     with contextlib.suppress(StopForward):
                         self.unet(
-                            self.scheduler.scale_model_input(z, timestep),
+                            self.scheduler.scale_model_input(z, timestep).to(self.unet.dtype),
                             timestep,
                             encoder_hidden_states=self.cond_embeddings[rows],
                             **kwargs,
@@ -165,11 +172,18 @@ class BackwardGuidance:
                 value = values[i]
                 if not math.isfinite(value) or not torch.isfinite(grad[i]).all():
                     # A NaN would poison the latents; the reference would stop here too (NaN > x is
-                    # false), but only after applying the update.
-                    log.warning("guidance loss or gradient is not finite at step %d; guidance stops", index)
+                    # false), but only after applying the update. Loud: logged and counted.
+                    log.error(
+                        "guidance loss %s or its gradient is not finite at step %d (row %d): guidance "
+                        "stops for this sample; float16 weights are the usual cause (diffusion.dtype)",
+                        value,
+                        index,
+                        row,
+                    )
+                    self.nonfinite.append((row, index))
                     self.last_loss[row] = 0.0
                     continue
-                latents[row] = (z[i].detach().float() - step * grad[i].float()).to(latents.dtype)
+                latents[row] = (z[i].detach() - step * grad[i].float()).to(latents.dtype)
                 self.last_loss[row] = value
                 self.losses[row].append(value / scale)
         return latents

@@ -46,13 +46,18 @@ def rect_mask(nbox: NBox, h: int, w: int) -> torch.Tensor:
 
 
 def quantized_offset(mask: torch.Tensor, target: NBox, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """Shift ``(dy, dx)`` in quanta of 64 px moving the mask's centroid to ``target``'s centre."""
+    """Shift ``(dy, dx)`` in quanta of 64 px moving the mask's centroid to ``target``'s centre.
+
+    The centroid is the reference's: the mean cell **index** over the grid size, half a cell
+    above and left of the mean cell centre. It decides the rounding of about one object in ten;
+    the published numbers were measured with it (docs/method.md, "Alignment").
+    """
     h, w = mask.shape
     rows, cols = torch.nonzero(mask, as_tuple=True)
     if rows.numel() == 0:
         return (0, 0)
-    cy = (rows.float() + 0.5).mean().item() / h
-    cx = (cols.float() + 0.5).mean().item() / w
+    cy = rows.double().mean().item() / h
+    cx = cols.double().mean().item() / w
     tx, ty = box_center(target)
     return (
         round((ty - cy) * image_hw[0] / SHIFT_QUANTUM_PX),
@@ -109,21 +114,20 @@ def compose(
 ) -> Composition:
     """Compose per-object trajectories over the background noise, the largest mask first.
 
-    ``background`` is the overall run's initial latent ``(1, C, h, w)``. Each object owns the cells
-    of its mask at every step, and at the start it also brings its initial noise into its mask's
-    bounding box grown by one cell (where ``valid``, i.e. where its shifted trajectory has data).
-    Smaller masks come later, so they end on top.
+    ``background`` is the overall run's initial latent ``(1, C, h, w)``. Two passes, in the
+    reference's order: first every object brings its initial noise into its mask's bounding box
+    grown by one cell (where ``valid``, i.e. where its shifted trajectory has data); then every
+    object pastes its mask's cells at every step. So no object's box overwrites another object's
+    mask at the start. Smaller masks come later in both passes, so they end on top.
     """
     steps_plus_one = trajectories[0].shape[0] if trajectories else 1
     comp = background.unsqueeze(0).repeat(steps_plus_one, *([1] * background.ndim)).clone()
     h, w = background.shape[-2:]
     owner = torch.zeros(h, w, dtype=torch.long, device=background.device)
     order = sorted(range(len(masks)), key=lambda i: -int(masks[i].sum()))  # stable: ties keep order
+    order = [i for i in order if masks[i].any()]
     for i in order:
-        mask = masks[i].to(background.device)
-        rows, cols = torch.nonzero(mask, as_tuple=True)
-        if rows.numel() == 0:
-            continue
+        rows, cols = torch.nonzero(masks[i], as_tuple=True)
         start = torch.zeros(h, w, dtype=torch.bool, device=background.device)
         start[
             max(int(rows.min()) - 1, 0) : int(rows.max()) + 2,
@@ -132,6 +136,8 @@ def compose(
         if valid is not None:
             start &= valid[i].to(background.device)
         comp[0] = torch.where(start, trajectories[i][0], comp[0])
+    for i in order:
+        mask = masks[i].to(background.device)
         comp = torch.where(mask, trajectories[i], comp)
         owner[mask] = i + 1
     return Composition(latents=comp, frozen=owner > 0, owner=owner)

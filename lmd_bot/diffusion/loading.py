@@ -7,9 +7,12 @@ downloads are cached by huggingface_hub (``HF_HOME``); with ``HF_HUB_OFFLINE=1``
 and local directories are used.
 
 ``diffusion.gligen_model`` is GLIGEN's text-box checkpoint in diffusers' layout (the ``lmd+`` and
-``fast`` modes); only its ``unet/`` is loaded, a UNet with ``attention_type="gated"``: GLIGEN is
-built on SD v1.4, whose VAE and CLIP text encoder are SD v1.5's, so SD's are shared. An empty
-``gligen_model`` skips it (those modes then refuse clearly).
+``fast`` modes), optionally pinned to a hub revision as ``owner/name@commit``; only its ``unet/``
+is loaded, as a UNet with ``attention_type="gated"``: GLIGEN is built on SD v1.4, whose VAE and
+CLIP text encoder are SD v1.5's, so SD's are shared. The default is diffusers' converted
+checkpoint, which stock diffusers loads as it is; the GLIGEN fork's config style, which the LMD
+reference loads, is translated, and anything that would come out without fusers is refused (see
+:func:`load_gligen_unet`). An empty ``gligen_model`` skips it (those modes then refuse clearly).
 
 SAM is optional: when it is disabled, or fails to load, masks come from the attention maps and a
 warning is logged. SAM always runs in float32 (one call per object; half precision buys nothing).
@@ -18,6 +21,7 @@ warning is logged. SAM always runs in float32 (one call per object; half precisi
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
@@ -68,26 +72,88 @@ def load_components(settings: DiffusionSettings) -> Components:
     )
 
 
-def load_gligen_unet(source: str, dtype: torch.dtype):
-    """GLIGEN's gated UNet from a diffusers checkpoint (its ``unet/`` folder)."""
-    from diffusers import UNet2DConditionModel
+def split_revision(source: str) -> tuple[str, str | None]:
+    """``"owner/name@revision"`` -> ``("owner/name", "revision")``; a local path or a bare id has
+    no revision. The revision travels with the id, so changing the model never keeps a pin that
+    belongs to another repository."""
+    if "@" in source and not Path(source).exists():
+        name, revision = source.rsplit("@", 1)
+        return name, revision or None
+    return source, None
+
+
+def gligen_unet_config(config: dict) -> dict:
+    """The UNet config stock diffusers needs to build GLIGEN's gated layers from ``config``.
+
+    Two styles exist: diffusers' own (``attention_type: "gated"``, the converted checkpoints of its
+    GLIGEN pipeline) and the one of the GLIGEN authors' diffusers fork, which the LMD reference
+    loads (``use_gated_attention: true``). Their weights have the same names (``position_net.*``,
+    ``*.fuser.*``), so the fork's map once the flag is translated. Anything else is refused: stock
+    diffusers would silently build a UNet without fusers from it.
+    """
+    if config.get("attention_type") == "gated":
+        return {}
+    if config.get("use_gated_attention") and config.get("attention_type", "default") == "default":
+        return {"attention_type": "gated"}
+    raise ValueError(
+        f"its UNet config has attention_type {config.get('attention_type', 'default')!r} and no "
+        "use_gated_attention flag: it is not a GLIGEN text-box UNet"
+    )
+
+
+def check_fusers(unet, missing_keys: list[str]) -> None:
+    """Refuse a GLIGEN UNet whose grounding layers are absent, or were not in the checkpoint
+    (diffusers only warns and leaves them randomly initialized)."""
+    from diffusers.models.attention import GatedSelfAttentionDense
 
     from lmd_bot.diffusion.gligen import is_gligen_unet
 
-    log.info("loading the GLIGEN UNet from %s (%s)", source, dtype)
+    fusers = [m for m in unet.modules() if isinstance(m, GatedSelfAttentionDense)]
+    if not is_gligen_unet(unet) or not fusers:
+        raise ValueError("the loaded UNet has no position net or no gated fusers")
+    grounding = [k for k in missing_keys if k.startswith("position_net.") or ".fuser." in k]
+    if grounding:
+        raise ValueError(
+            f"the checkpoint lacks {len(grounding)} GLIGEN weights (e.g. {grounding[0]}): its weight "
+            "names do not map onto diffusers' gated UNet"
+        )
+
+
+def load_gligen_unet(source: str, dtype: torch.dtype):
+    """GLIGEN's gated UNet from a diffusers-layout checkpoint (its ``unet/`` folder), in either
+    config style (:func:`gligen_unet_config`), checked to have its fusers (:func:`check_fusers`).
+    ``source`` may pin a hub revision: ``owner/name@commit``."""
+    from diffusers import UNet2DConditionModel
+
+    name, revision = split_revision(source)
+    log.info("loading the GLIGEN UNet from %s (revision %s, %s)", name, revision or "latest", dtype)
+    setting = 'diffusion.gligen_model, LMD_DIFFUSION__GLIGEN_MODEL; set it to "" to run without lmd+ and fast'
     try:
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
+        config = UNet2DConditionModel.load_config(name, subfolder="unet", revision=revision)
     except Exception as exc:  # hub, file-system and format errors all mean "can't use this model"
         raise ConfigError(
-            f"cannot load the GLIGEN model {source!r} (diffusion.gligen_model, "
-            f'LMD_DIFFUSION__GLIGEN_MODEL; set it to "" to run without lmd+ and fast): {exc}',
+            f"cannot load the GLIGEN model {source!r} ({setting}): {exc}",
             user_message="The image model could not be loaded; the bot's operator has been told why.",
         ) from exc
-    if not is_gligen_unet(unet):
-        raise ConfigError(
-            f"{source!r} (diffusion.gligen_model) is not a GLIGEN UNet: it has no position net "
-            "(a UNet with attention_type 'gated' is needed)"
+    try:
+        overrides = gligen_unet_config(config)
+        unet, info = UNet2DConditionModel.from_pretrained(
+            name,
+            subfolder="unet",
+            revision=revision,
+            torch_dtype=dtype,
+            output_loading_info=True,
+            **overrides,
         )
+        check_fusers(unet, info["missing_keys"])
+    except Exception as exc:
+        raise ConfigError(
+            f"{source!r} ({setting}) is not a GLIGEN UNet that stock diffusers can load with its "
+            f"fusers: {exc}. Supported: diffusers' converted GLIGEN text-box checkpoints "
+            "(attention_type 'gated', e.g. masterful/gligen-1-4-generation-text-box) and the GLIGEN "
+            "fork's (use_gated_attention, e.g. gligen/diffusers-generation-text-box)",
+            user_message="The image model could not be loaded; the bot's operator has been told why.",
+        ) from exc
     return unet
 
 

@@ -6,8 +6,9 @@ over the later steps and the heads), smoothed by a Gaussian (sigma 1.5 cells):
 - with SAM: its peak is the point prompt; of SAM's three masks, the largest one that SAM is
   confident in (IoU score >= 0.85) and that overlaps the attention's coarse mask (the smoothed map
   above 0.25 of its range, IoU >= 0.25) wins: ``area - max_area * [conf < 0.85] - max_area *
-  [iou < 0.25]``, argmax. The chosen mask is resized bilinearly to the latent grid and every
-  non-zero cell kept (which dilates it slightly, as the reference's does);
+  [iou < 0.25]``, argmax. As in the reference, SAM's masks are first resized bilinearly to the
+  latent grid, keeping every non-zero cell (which dilates them slightly); areas are counted
+  there, and the coarse IoU is taken after a second resize to the attention grid;
 - without SAM (disabled, or it failed to load): the coarse mask itself, resized to the latent grid
   and limited to the object's box grown by one attention cell, since attention also lights up
   scattered background cells that must not be frozen.
@@ -77,7 +78,8 @@ def iou(a: torch.Tensor, b: torch.Tensor) -> float:
 def select_mask(
     masks: torch.Tensor, confidences: torch.Tensor, coarse: torch.Tensor, params: MaskParams
 ) -> int:
-    """Index of the largest acceptable mask of ``masks`` ``(n, H, W)`` (bool)."""
+    """Index of the largest acceptable mask of ``masks`` ``(n, h, w)`` (bool, the latent grid):
+    areas are counted on that grid, IoU with ``coarse`` after resizing the masks to its grid."""
     areas = masks.flatten(1).sum(dim=1).float()
     max_area = areas.max()
     h, w = coarse.shape
@@ -99,17 +101,34 @@ class SamParts:
     name: str = "sam"  # identifies the weights in the per-object cache's keys
 
 
+def latent_masks(masks: torch.Tensor, latent_hw: tuple[int, int]) -> torch.Tensor:
+    """SAM's full-resolution masks ``(n, H, W)`` on the latent grid ``(n, h, w)``, every touched
+    cell kept; the reference selects among these, not among the full-resolution ones."""
+    return torch.stack([resize_mask(m, *latent_hw) for m in masks])
+
+
+def box_pixels(nbox: NBox, image_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box as whole image pixels ``(x0, y0, x1, y1)``, rounded as the reference rounds it."""
+    r = nbox_to_grid_rect(nbox, *image_hw)
+    return (r.x0, r.y0, r.x1, r.y1)
+
+
 def sam_mask(
     sam: SamParts,
     image,
     coarse: torch.Tensor,
     params: MaskParams,
     *,
+    latent_hw: tuple[int, int],
     point: tuple[float, float] | None = None,
-    box: tuple[float, float, float, float] | None = None,
+    box: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
     """SAM's mask for the object at ``point`` or in ``box`` (image pixels, ``x0, y0, x1, y1``) of
-    a PIL ``image``: ``(H, W)`` bool, chosen by :func:`select_mask` against ``coarse``."""
+    a PIL ``image``, on the latent grid: ``(h, w)`` bool, chosen by :func:`select_mask` against
+    ``coarse`` among SAM's three masks resized to the latent grid (areas counted there, IoU after
+    a second resize to ``coarse``'s grid, as the reference does).
+
+    On CUDA SAM runs under autocast (float16 over its float32 weights), as the reference runs it."""
     if (point is None) == (box is None):
         raise ValueError("prompt SAM with exactly one of a point or a box")
     model = sam.model
@@ -120,7 +139,7 @@ def sam_mask(
     else:
         inputs = sam.processor(images=image, input_boxes=[[list(box)]], return_tensors="pt")
         prompt = {"input_boxes": inputs["input_boxes"].to(param.device, param.dtype)}
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(param.device.type, enabled=param.device.type == "cuda"):
         out = model(
             pixel_values=inputs["pixel_values"].to(param.device, param.dtype),
             multimask_output=True,
@@ -129,8 +148,19 @@ def sam_mask(
     masks = sam.processor.image_processor.post_process_masks(
         out.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
     )[0][0]
-    choice = select_mask(masks, out.iou_scores[0, 0], coarse, params)
-    return masks[choice]
+    return pick_mask(masks, out.iou_scores[0, 0].float().cpu(), coarse, latent_hw, params)
+
+
+def pick_mask(
+    masks: torch.Tensor,
+    confidences: torch.Tensor,
+    coarse: torch.Tensor,
+    latent_hw: tuple[int, int],
+    params: MaskParams,
+) -> torch.Tensor:
+    """Of SAM's full-resolution ``masks`` ``(n, H, W)``, the chosen one on the latent grid."""
+    small = latent_masks(masks, latent_hw)
+    return small[select_mask(small, confidences, coarse, params)]
 
 
 def _box_fallback(mask: torch.Tensor, nbox: NBox) -> torch.Tensor:
@@ -153,13 +183,10 @@ def box_prompt_mask(
     """LMD+'s mask: SAM prompted with the box the object was generated in, checked against the
     box's own mask on the latent grid. ``(h, w)`` bool on the CPU."""
     lh, lw = latent_hw
-    height, width = image_hw
     coarse = torch.zeros(lh, lw, dtype=torch.bool)
     rect = nbox_to_grid_rect(nbox, lh, lw)
     coarse[rect.y0 : rect.y1, rect.x0 : rect.x1] = True
-    x0, y0, x1, y1 = nbox
-    pixels = (x0 * width, y0 * height, x1 * width, y1 * height)
-    mask = resize_mask(sam_mask(sam, image, coarse, params, box=pixels), lh, lw)
+    mask = sam_mask(sam, image, coarse, params, latent_hw=latent_hw, box=box_pixels(nbox, image_hw))
     return _box_fallback(mask, nbox)
 
 
@@ -184,9 +211,9 @@ def object_mask(
     coarse = smoothed > params.point_threshold
     if sam is not None:
         row, col = divmod(int(smoothed.argmax()), gw)
-        # The peak cell's corner in image pixels, where the reference puts the point.
-        point = (col * image_hw[1] / gw, row * image_hw[0] / gh)
-        mask = resize_mask(sam_mask(sam, image, coarse, params, point=point), lh, lw)
+        # The peak cell's corner in whole image pixels, where the reference puts the point.
+        point = (col * (image_hw[1] // gw), row * (image_hw[0] // gh))
+        mask = sam_mask(sam, image, coarse, params, latent_hw=latent_hw, point=point)
     else:
         rect = nbox_to_grid_rect(nbox, gh, gw)
         allowed = torch.zeros(gh, gw)

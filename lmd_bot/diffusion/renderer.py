@@ -3,7 +3,9 @@
 Modes: ``lmd+`` (the LMD controller on GLIGEN, the default), ``lmd`` (the LMD controller on SD
 v1.5), ``fast`` (one GLIGEN pass with box guidance: drafts) and ``sd`` (plain SD from the user's
 original prompt with the reference's default quality negative prompt and no layout: the baseline;
-a request without a prompt falls back to the layout's synthetic prompt).
+a request without a prompt falls back to the layout's synthetic prompt). ``sd`` runs the
+controller's DDIM sampler, or with :attr:`SdBaseline.REFERENCE` (the benchmark's default) the
+reference's SD baseline: SD v1.5's own PNDM scheduler and noise drawn on the device.
 
 The renderer owns the per-object cache (:class:`lmd_bot.diffusion.cache.ObjectCache`): the GPU
 worker keeps one renderer across jobs, so a follow-up round of a scene reuses the runs of the
@@ -31,6 +33,7 @@ from lmd_bot.rendering import (
     RenderOutput,
     RenderProgress,
     RenderRequest,
+    SdBaseline,
 )
 
 if TYPE_CHECKING:
@@ -54,10 +57,18 @@ def canvas_size(layout: SceneLayout, size: int) -> tuple[int, int]:
 class DiffusionRenderer:
     """Renders :class:`RenderRequest` objects with an :class:`LmdPipeline`; one render at a time."""
 
-    def __init__(self, pipeline: LmdPipeline, *, size: int = 512, cache: ObjectCache | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: LmdPipeline,
+        *,
+        size: int = 512,
+        cache: ObjectCache | None = None,
+        sd_baseline: SdBaseline = SdBaseline.CONTROLLER,
+    ) -> None:
         self.pipeline = pipeline
         self.size = size
         self.cache = cache
+        self.sd_baseline = sd_baseline
 
     def render(
         self,
@@ -83,9 +94,10 @@ class DiffusionRenderer:
         started = time.perf_counter()
         try:
             if request.mode is RenderMode.SD:
-                from lmd_bot.diffusion.pipeline import RunStats
+                from lmd_bot.diffusion.blocks import RunStats
 
                 stats = RunStats()
+                reference = self.sd_baseline is SdBaseline.REFERENCE
                 image, _ = self.pipeline.plain(
                     request.prompt or spec.prompt,
                     OVERALL_NEGATIVE,
@@ -97,6 +109,8 @@ class DiffusionRenderer:
                     on_step=on_step,
                     should_cancel=should_cancel,
                     stats=stats,
+                    scheduler=self.pipeline.reference_sd_scheduler() if reference else None,
+                    noise_on_device=reference,
                 )
             else:
                 common = {
@@ -131,7 +145,15 @@ class DiffusionRenderer:
             "object_runs": float(stats.object_runs),
             "object_cache_hits": float(stats.object_cache_hits),
             "object_seconds": stats.object_seconds,
+            "guidance_nonfinite": float(stats.guidance_nonfinite),
         }
+        if stats.guidance_nonfinite:
+            log.error(
+                "render of seed %d (%s): guidance hit NaN/inf %d times and stopped for those samples",
+                request.seed,
+                request.mode,
+                stats.guidance_nonfinite,
+            )
         if device.type == "cuda":
             figures["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         else:
@@ -147,8 +169,11 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
 
 
-def build_renderer(settings: DiffusionSettings, *, tiny: bool = False) -> Renderer:
-    """A renderer from the settings; ``tiny=True`` builds tiny random models (no download)."""
+def build_renderer(
+    settings: DiffusionSettings, *, tiny: bool = False, sd_baseline: SdBaseline = SdBaseline.CONTROLLER
+) -> Renderer:
+    """A renderer from the settings; ``tiny=True`` builds tiny random models (no download);
+    ``sd_baseline`` says what the ``sd`` mode runs (the benchmark asks for the reference's)."""
     from pathlib import Path
 
     from lmd_bot.diffusion.cache import ObjectCache
@@ -168,4 +193,4 @@ def build_renderer(settings: DiffusionSettings, *, tiny: bool = False) -> Render
         max_disk_bytes=settings.object_cache_disk_mb * 2**20,
     )
     pipeline = LmdPipeline(components, object_batch_size=settings.object_batch_size)
-    return DiffusionRenderer(pipeline, size=settings.size, cache=cache)
+    return DiffusionRenderer(pipeline, size=settings.size, cache=cache, sd_baseline=sd_baseline)

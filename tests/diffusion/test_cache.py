@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from lmd_bot.diffusion.cache import ObjectCache
+from lmd_bot.diffusion.cache import ObjectCache, object_run_key
 from lmd_bot.diffusion.latents import shift_quanta
 from lmd_bot.diffusion.objects import ObjectResult
 from lmd_bot.diffusion.pipeline import LmdPipeline
 from lmd_bot.diffusion.spec import build_spec
 from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.rendering import RenderMode
 
 
 def _result(value: float) -> ObjectResult:
@@ -194,10 +195,12 @@ def test_the_key_holds_everything_that_determines_a_run_but_not_the_position(com
         data = {"objects": list(objects), "background": background, "negative": negative}
         spec = build_spec(SceneLayout.model_validate(data), seed)
         obj = spec.object(1)
-        mode = settings.pop("mode", "lmd+")
-        params = settings.pop("params", pipeline.lmd_plus_params if mode == "lmd+" else pipeline.lmd_params)
+        mode = settings.pop("mode", RenderMode.LMD_PLUS)
+        params = settings.pop(
+            "params", pipeline.lmd_plus_params if mode is RenderMode.LMD_PLUS else pipeline.lmd_params
+        )
         settings = {"steps": 3, "guidance_scale": 7.5, "image_hw": (128, 128), **settings}
-        return pipeline.object_key(spec, obj, obj.nbox, mode, params, **settings)
+        return object_run_key(pipeline.c, spec, obj, obj.nbox, mode, params, **settings)
 
     base = key()
     assert key((_moved(CAT, dx=100, dy=-50), BALL)) == base  # a move: shift the cached run
@@ -212,7 +215,7 @@ def test_the_key_holds_everything_that_determines_a_run_but_not_the_position(com
         key(steps=4),
         key(guidance_scale=5.0),
         key(image_hw=(256, 256)),
-        key(mode="lmd"),
+        key(mode=RenderMode.LMD),
         key(params=pipe.lmd_plus_params.model_copy(update={"gligen_beta": 0.3})),
         key(pipeline=LmdPipeline(renamed)),
     ]

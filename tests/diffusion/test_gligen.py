@@ -35,7 +35,7 @@ def _fusers(unet):
 def test_every_box_is_grounded_by_its_overall_phrase_with_pooled_clip_features(components):
     spec = _spec(CAT_LEFT, CAT_RIGHT, BALL)
     pipe = LmdPipeline(components)
-    grounding = pipe.scene_grounding(spec)
+    grounding = pipe.blocks.scene_grounding(spec)
     assert grounding["boxes"].shape == (1, MAX_OBJECTS, 4)
     assert grounding["masks"][0].tolist() == [1.0] * 3 + [0.0] * (MAX_OBJECTS - 3)
     # Objects in spec order (caption, then id): the two cats, then the ball; boxes normalized xyxy.
@@ -62,9 +62,9 @@ def test_grounding_inputs_refuse_more_than_thirty_boxes():
 
 def test_the_unconditional_half_sees_only_null_grounding_tokens(components):
     pipe = LmdPipeline(components)
-    here = pipe.scene_grounding(_spec(CAT_LEFT, BALL))
+    here = pipe.blocks.scene_grounding(_spec(CAT_LEFT, BALL))
     dog = {**CAT_LEFT, "box": [300, 20, 150, 150], "caption": "a dog"}
-    elsewhere = pipe.scene_grounding(_spec(dog, BALL))
+    elsewhere = pipe.blocks.scene_grounding(_spec(dog, BALL))
     cfg = with_unconditional(here)
     assert not cfg["masks"][0].any() and cfg["masks"][1].sum() == 2
     assert torch.equal(cfg["boxes"][1], here["boxes"][0])

@@ -129,3 +129,29 @@ def test_a_batch_is_guided_row_by_row_as_if_each_row_ran_alone(components):
         assert single.losses[0] == pytest.approx(batched.losses[row], rel=1e-5)
         # Equal up to float rounding of batched kernels (differences of ~1e-5 on unit-scale latents).
         assert torch.allclose(together[row : row + 1], z, atol=1e-4)
+
+
+def test_a_nan_in_guidance_is_loud_and_never_reaches_the_latents(components, caplog):
+    import logging
+
+    latents = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    scheduler = components.scheduler
+    scheduler.set_timesteps(5)
+    text = torch.randn(1, 77, 32, generator=torch.Generator().manual_seed(1))
+    with attention_capture(components.unet, GUIDANCE_KEYS, (16, 16)) as store:
+        guidance = BackwardGuidance(
+            GuidanceParams(),
+            unet=components.unet,
+            scheduler=scheduler,
+            store=store,
+            cond_embeddings=text,
+            loss_fn=lambda maps, _i, _row: next(iter(maps.values())).sum() * float("nan"),
+            steps=5,
+        )
+        with caplog.at_level(logging.ERROR):
+            z = guidance(latents, 0, scheduler.timesteps[0])
+            z = guidance(z, 1, scheduler.timesteps[1])
+    assert torch.equal(z, latents)
+    assert guidance.nonfinite == [(0, 0)]  # counted once: that sample's guidance stops there
+    assert guidance.passes == 1
+    assert any(r.levelno == logging.ERROR and "not finite" in r.getMessage() for r in caplog.records)

@@ -49,6 +49,16 @@ def test_offsets_are_quantized_to_64_pixels():
     assert quantized_offset(torch.zeros(64, 64, dtype=torch.bool), (0, 0, 1, 1), (512, 512)) == (0, 0)
 
 
+def test_alignment_centroid_is_the_mean_cell_index_as_in_the_reference():
+    # Columns 0..7 of a 64-cell grid: mean index 3.5 (the reference's centroid), not 4.0 (the
+    # mean cell centre). A box centred at x = 0.12125 is 0.5325 quanta away from the first and
+    # 0.47 from the second: the reference moves the object one quantum, cell centres would not.
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[28:36, 0:8] = True
+    target = (0.1, 28 / 64, 0.1425, 36 / 64)
+    assert quantized_offset(mask, target, (512, 512)) == (0, 1)
+
+
 def test_shift_quanta_moves_every_grid_by_whole_cells_consistently():
     image_hw = (512, 512)
     for size, cells in ((64, 8), (16, 2), (8, 1)):
@@ -80,9 +90,11 @@ def test_compose_puts_smaller_masks_on_top_and_copies_initial_noise_in_the_bound
             assert comp.latents[t, 0, 0, 2, 2] == 10 + t
             assert comp.latents[t, 0, 0, 0, 0] == 0
     # At the start each object brings its noise into its mask's bounding box grown by one cell:
-    # the big mask's box covers the whole 8x8 grid, the small one's [2:6, 2:6] is on top of it.
+    # the big mask's box covers the whole 8x8 grid...
     assert comp.latents[0, 0, 0, 0, 0] == 10
-    assert comp.latents[0, 0, 0, 2, 2] == 20
+    # ... and the small one's box [2:6, 2:6] does not overwrite the big one's mask cells in it:
+    # all boxes first, then all masks, as the reference composes.
+    assert big[2, 2] and not small[2, 2] and comp.latents[0, 0, 0, 2, 2] == 10
 
 
 def test_compose_respects_where_a_shifted_trajectory_has_no_data():

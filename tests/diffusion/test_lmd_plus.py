@@ -1,5 +1,6 @@
 """LMD+ end to end on the tiny GLIGEN UNet: objects in place, SAM boxes, fusers, the guidance quirk."""
 
+import numpy as np
 import pytest
 import torch
 from diffusers.models.attention import GatedSelfAttentionDense
@@ -126,3 +127,31 @@ def test_batched_and_one_by_one_object_runs_agree(components_no_sam):
         for key in GUIDANCE_KEYS:
             assert torch.allclose(a.maps[key], b.maps[key], atol=1e-4)
     assert torch.allclose(batched.latents, alone.latents, atol=1e-4)
+
+
+def test_lmd_plus_without_objects_runs_the_fusers_on_null_grounding_tokens(components):
+    """The reference's LMD+ with no boxes is still a GLIGEN pass: fusers on for int(0.4 T) steps,
+    every slot masked in both CFG halves; the learned null tokens change the image."""
+    from tests.diffusion.helpers import diffusers_sd
+
+    unet = components.gligen_unet
+    fuser = next(m for m in unet.modules() if isinstance(m, GatedSelfAttentionDense))
+    calls, flags = [], []
+    hooks = [
+        unet.position_net.register_forward_pre_hook(
+            lambda m, args, kwargs: calls.append((kwargs["masks"].shape[0], kwargs["masks"].sum().item())),
+            with_kwargs=True,
+        ),
+        fuser.register_forward_pre_hook(lambda m, args: flags.append(m.enabled)),
+    ]
+    spec = _spec(seed=3)
+    try:
+        result = LmdPipeline(components).lmd_plus(spec, steps=5, guidance_scale=7.5, height=128, width=128)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls == [(2, 0.0)] * 5  # every denoising call grounded, no real slot in either half
+    assert flags == [True, True, False, False, False]  # int(0.4 * 5) = 2 grounded steps
+    assert result.stats.guided_passes == 0 and result.composition is None
+    fusers_off = diffusers_sd(components, spec.prompt, spec.negative, 3, 5, 128, unet=unet)
+    assert not np.array_equal(np.asarray(result.image), np.asarray(fusers_off))

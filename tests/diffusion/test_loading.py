@@ -5,11 +5,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from diffusers.models.attention import GatedSelfAttentionDense
 
 from lmd_bot.config import DiffusionSettings
 from lmd_bot.diffusion.components import select_device, select_dtype
 from lmd_bot.diffusion.gligen import is_gligen_unet
-from lmd_bot.diffusion.loading import load_components, load_sam
+from lmd_bot.diffusion.loading import load_components, load_gligen_unet, load_sam, split_revision
 from lmd_bot.diffusion.pipeline import LmdPipeline
 from lmd_bot.errors import ConfigError
 
@@ -72,6 +73,70 @@ def test_gligen_is_optional_but_a_bad_one_is_a_config_error(saved_models):
     assert "LMD_DIFFUSION__GLIGEN_MODEL" in str(err.value)
 
 
+def _gligen_copy(tmp_path, source, *, edit, weights_from=None):
+    """A copy of the saved tiny GLIGEN checkpoint with its UNet config edited (and optionally
+    another UNet's weights): the config styles in circulation."""
+    import json
+    import shutil
+
+    target = tmp_path / "gligen-copy"
+    shutil.copytree(source, target)
+    if weights_from is not None:
+        for weights in (weights_from / "unet").glob("*.safetensors"):
+            shutil.copy(weights, target / "unet" / weights.name)
+    config_path = target / "unet" / "config.json"
+    config = json.loads(config_path.read_text())
+    edit(config)
+    config_path.write_text(json.dumps(config))
+    return target
+
+
+def _fork_style(config):
+    # The GLIGEN authors' diffusers fork (what the LMD reference loads) flags the gated layers so.
+    del config["attention_type"]
+    config["use_gated_attention"] = True
+
+
+def test_a_fork_style_gligen_config_loads_with_its_fusers(saved_models, components, tmp_path):
+    _, _, gligen = saved_models
+    fork = _gligen_copy(tmp_path, gligen, edit=_fork_style)
+    unet = load_gligen_unet(str(fork), torch.float32)
+    assert is_gligen_unet(unet)
+    fusers = [m for m in unet.modules() if isinstance(m, GatedSelfAttentionDense)]
+    assert len(fusers) == 16  # one per transformer block, as in the original
+    original = dict(components.gligen_unet.state_dict())
+    assert all(torch.equal(v, original[k]) for k, v in unet.state_dict().items())
+
+
+def test_a_gligen_checkpoint_that_would_load_without_fusers_is_refused(saved_models, tmp_path):
+    sd, _, gligen = saved_models
+    plain_config = _gligen_copy(tmp_path / "a", gligen, edit=lambda c: c.pop("attention_type"))
+    with pytest.raises(ConfigError) as err:
+        load_gligen_unet(str(plain_config), torch.float32)
+    assert "not a GLIGEN text-box UNet" in str(err.value) and "LMD_DIFFUSION__GLIGEN_MODEL" in str(err.value)
+    # A gated config over weights without the grounding layers: diffusers would only warn.
+    no_weights = _gligen_copy(tmp_path / "b", gligen, edit=lambda c: None, weights_from=sd)
+    with pytest.raises(ConfigError) as err:
+        load_gligen_unet(str(no_weights), torch.float32)
+    assert "lacks" in str(err.value) and "fuser" in str(err.value)
+
+
+def test_a_hub_revision_travels_with_the_model_id(tmp_path):
+    assert split_revision("masterful/gligen-1-4-generation-text-box@abc123") == (
+        "masterful/gligen-1-4-generation-text-box",
+        "abc123",
+    )
+    assert split_revision("owner/name") == ("owner/name", None)
+    local = tmp_path / "dir@1"
+    local.mkdir()
+    assert split_revision(str(local)) == (str(local), None)  # a local path is never split
+    default = DiffusionSettings().gligen_model
+    assert (
+        default.startswith("masterful/gligen-1-4-generation-text-box@")
+        and len(split_revision(default)[1]) == 40
+    )
+
+
 def test_a_missing_model_is_a_config_error_naming_the_setting(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_components(
@@ -93,7 +158,7 @@ def test_device_and_dtype_choice():
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert select_device("auto").type == expected
     assert select_dtype("auto", torch.device("cpu")) == torch.float32
-    assert select_dtype("auto", torch.device("cuda")) == torch.float16
+    assert select_dtype("auto", torch.device("cuda")) == torch.float32  # the reference's weights
     assert select_dtype("bfloat16", torch.device("cuda")) == torch.bfloat16
     with pytest.raises(ConfigError):
         select_dtype("float16", torch.device("cpu"))

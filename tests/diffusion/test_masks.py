@@ -2,7 +2,15 @@
 
 import torch
 
-from lmd_bot.diffusion.masks import MaskParams, gaussian_blur, object_mask, resize_mask, select_mask
+from lmd_bot.diffusion.masks import (
+    MaskParams,
+    box_pixels,
+    gaussian_blur,
+    object_mask,
+    pick_mask,
+    resize_mask,
+    select_mask,
+)
 
 
 def test_gaussian_blur_keeps_mass_and_peak_with_mirrored_borders():
@@ -41,6 +49,25 @@ def test_select_mask_prefers_the_largest_confident_overlapping_mask():
     assert select_mask(masks, torch.tensor([0.9, 0.9, 0.9]), coarse, params) == 1
     # Low confidence everywhere: the penalties cancel, the largest overlapping one wins.
     assert select_mask(masks, torch.tensor([0.1, 0.1, 0.1]), coarse, params) == 1
+
+
+def test_sam_masks_are_compared_on_the_latent_grid_as_in_the_reference():
+    """Areas count latent cells, not pixels: thin lines through every latent cell beat a solid
+    half-image block, although the block has more pixels (the reference's choice)."""
+    lines = torch.zeros(512, 512, dtype=torch.bool)
+    lines[3::8, :] = True  # one pixel row per latent row, where bilinear resizing samples
+    lines[:, 3::8] = True
+    block = torch.zeros(512, 512, dtype=torch.bool)
+    block[:, :256] = True
+    assert block.sum() > lines.sum()
+    coarse = torch.ones(16, 16, dtype=torch.bool)
+    chosen = pick_mask(torch.stack([lines, block]), torch.tensor([0.9, 0.9]), coarse, (64, 64), MaskParams())
+    assert chosen.shape == (64, 64) and chosen.all()
+
+
+def test_sam_box_prompt_is_in_whole_pixels_rounded_as_the_reference():
+    # Width and height are rounded separately (shift-invariant sizes), then clamped.
+    assert box_pixels((0.1001, 0.2, 0.5003, 1.2), (512, 512)) == (51, 102, 256, 512)
 
 
 def test_attention_mask_is_thresholded_and_limited_to_the_box():

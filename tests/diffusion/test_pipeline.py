@@ -150,3 +150,58 @@ def test_cancellation_stops_within_one_step(components):
         )
     assert steps_seen == [1, 2]
     assert all(components.unet.attn_processors[k] is v for k, v in before.items())
+
+
+def test_latents_scheduler_steps_and_guidance_are_float32_on_half_precision_weights():
+    """bfloat16 weights (float16 on CUDA): the UNet runs in its dtype, but the latents it is given
+    come from float32 state, so every scheduler step and guidance update is float32 (the
+    reference keeps float32 weights; its LMD+ autocasts over them)."""
+    from dataclasses import replace
+
+    from lmd_bot.diffusion.tiny import tiny_components
+
+    c = tiny_components(seed=0, sam=False, gligen=False)
+    half = replace(
+        c,
+        unet=c.unet.to(torch.bfloat16),
+        vae=c.vae.to(torch.bfloat16),
+        text_encoder=c.text_encoder.to(torch.bfloat16),
+        dtype=torch.bfloat16,
+    )
+    result = LmdPipeline(half).lmd(
+        build_spec(_layout(CAT), seed=5), steps=3, guidance_scale=7.5, height=128, width=128
+    )
+    assert result.latents.dtype == torch.float32
+    assert result.objects[0].trajectory.dtype == torch.float32
+    assert result.composition.latents.dtype == torch.float32
+    assert result.stats.guided_passes > 0 and result.stats.guidance_nonfinite == 0
+    assert torch.isfinite(result.latents).all()
+
+
+def test_the_reference_sd_baseline_is_diffusers_stable_diffusion_with_pndm(components):
+    """The benchmark's ``sd`` column as the reference made it: StableDiffusionPipeline with the
+    checkpoint's PNDM scheduler and a generator on the device (the CPU here), float32."""
+    from diffusers import PNDMScheduler
+
+    pipe = LmdPipeline(components)
+    steps = []
+    ours, _ = pipe.plain(
+        "a cat on a sofa",
+        "blurry",
+        seed=11,
+        steps=4,
+        guidance_scale=7.5,
+        height=128,
+        width=128,
+        scheduler=pipe.reference_sd_scheduler(),
+        noise_on_device=True,
+        on_step=lambda stage, step, total, z: steps.append((step, total)),
+    )
+    pndm = PNDMScheduler.from_config(components.scheduler.config, skip_prk_steps=True)
+    theirs = diffusers_sd(components, "a cat on a sofa", "blurry", 11, 4, 128, scheduler=pndm)
+    assert np.array_equal(np.asarray(ours), np.asarray(theirs))
+    assert steps[-1] == (5, 5)  # PNDM's PLMS schedule takes one UNet call more than asked
+    ddim, _ = pipe.plain(
+        "a cat on a sofa", "blurry", seed=11, steps=4, guidance_scale=7.5, height=128, width=128
+    )
+    assert not np.array_equal(np.asarray(ours), np.asarray(ddim))

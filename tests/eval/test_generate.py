@@ -107,10 +107,11 @@ def test_eval_generate_command_renders_the_chosen_prompts_and_resumes(tmp_path, 
     import lmd_bot.diffusion.renderer as renderer_module
     from lmd_bot.cli import main
 
-    made = []
+    made, baselines = [], []
 
-    def build_renderer(settings, *, tiny=False):
+    def build_renderer(settings, *, tiny=False, sd_baseline=None):
         made.append(tiny)
+        baselines.append(sd_baseline)
         return BoxRenderer()
 
     monkeypatch.setattr(renderer_module, "build_renderer", build_renderer)
@@ -147,3 +148,28 @@ def test_eval_generate_command_needs_layouts_except_for_plain_sd(tmp_path, capsy
     with pytest.raises(SystemExit):
         main(["eval", "generate", "--mode", "sd", "--indexes", "390-420"])
     assert "not a list of indexes in 0-399" in capsys.readouterr().err
+
+
+def test_eval_generate_sd_runs_the_reference_sd_baseline_by_default(tmp_path, monkeypatch):
+    """The published SD column came from SD v1.5's own PNDM scheduler in float32: ``--mode sd``
+    asks the renderer for that baseline (and records it) unless told otherwise."""
+    import lmd_bot.diffusion.renderer as renderer_module
+    from lmd_bot.cli import main
+    from lmd_bot.rendering import SdBaseline
+
+    built = []
+
+    def build_renderer(settings, *, tiny=False, sd_baseline=None):
+        built.append((settings.dtype, sd_baseline))
+        return BoxRenderer()
+
+    monkeypatch.setattr(renderer_module, "build_renderer", build_renderer)
+    monkeypatch.setenv("LMD_DIFFUSION__DTYPE", "bfloat16")
+    out = tmp_path / "sd"
+    assert main(["eval", "generate", "--mode", "sd", "--indexes", "3", "--out", str(out), "--tiny"]) == 0
+    assert built == [("float32", SdBaseline.REFERENCE)]
+    recorded = json.loads((out / "settings.json").read_text())["renderer"]
+    assert (recorded["sd_baseline"], recorded["dtype"]) == ("reference", "float32")
+    args = ["eval", "generate", "--mode", "sd", "--indexes", "3", "--out", str(tmp_path / "ddim"), "--tiny"]
+    assert main([*args, "--sd-baseline", "controller"]) == 0
+    assert built[-1] == ("bfloat16", SdBaseline.CONTROLLER)
