@@ -19,7 +19,7 @@ import signal
 import sys
 
 from lmd_bot.config import Settings, load_settings, require_secret
-from lmd_bot.errors import ConfigError
+from lmd_bot.errors import ConfigError, LmdError
 
 log = logging.getLogger("lmd_bot")
 
@@ -79,6 +79,7 @@ def build_bot(core, *, sync_global: bool = False):
 
 
 async def run(settings: Settings, token: str, *, sync_global: bool) -> None:
+    import aiohttp
     import discord
 
     from lmd_bot.services import open_core
@@ -100,6 +101,9 @@ async def run(settings: Settings, token: str, *, sync_global: bool) -> None:
             "The Message Content intent is off in the developer portal (Bot -> Privileged Gateway Intents): "
             "turn it on, or set LMD_DISCORD__MESSAGE_CONTENT_INTENT=false (users then mention the bot)."
         ) from None
+    except (OSError, aiohttp.ClientError, discord.GatewayNotFound, discord.DiscordServerError) as exc:
+        log.debug("Discord unreachable", exc_info=True)
+        raise LmdError(f"cannot reach Discord ({exc}); check the network and try again.") from None
     finally:
         await bot.close()
 
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(run(settings, token, sync_global=args.sync_global))
-    except ConfigError as exc:
+    except LmdError as exc:
         print(f"lmd-bot cannot start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     return 0

@@ -5,17 +5,22 @@ Precedence, highest first: keyword arguments (tests), environment variables
 by ``LMD_CONFIG``, then ``config/default.toml``, which documents every key.
 
 Secrets (the Discord token, the API keys) are ``SecretStr``: they print as ``**********`` and are
-never logged. A missing or invalid setting raises :class:`~lmd_bot.errors.ConfigError` whose
-message names the setting, its environment variable and how to fix it.
+never logged; one with a space, line break or other character no key has inside it is refused
+here, before it can reach an HTTP header. Numbers must be finite and within documented ranges. A
+missing or invalid setting raises :class:`~lmd_bot.errors.ConfigError` whose message names the
+setting, its environment variable and how to fix it, never a secret's value.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,7 +37,28 @@ DEFAULT_TOML = Path(__file__).resolve().parent.parent / "config" / "default.toml
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # inf and nan pass a "> 0" check and then overflow timers and clocks.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _secret(value: SecretStr | None) -> SecretStr | None:
+    """Surrounding whitespace dropped (a pasted trailing newline); anything else that is not
+    printable ASCII refused: no token or key has it, and in an HTTP header it fails far from here."""
+    if value is None:
+        return None
+    text = value.get_secret_value().strip()
+    if any(not 33 <= ord(ch) <= 126 for ch in text):
+        raise ValueError(
+            "contains a space, line break, control or non-ASCII character, which no key has; "
+            "copy it again (the value is not shown)"
+        )
+    return SecretStr(text)
+
+
+def _no_control_characters(value: str) -> str:
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+        raise ValueError("contains a line break or other control character (the value is not shown)")
+    return value
 
 
 class DiscordSettings(_Section):
@@ -45,6 +71,8 @@ class DiscordSettings(_Section):
     status_edit_interval_s: float = Field(3.0, ge=0, le=60)
     thread_auto_archive_minutes: Literal[60, 1440, 4320, 10080] = 1440
 
+    _check_token = field_validator("token")(_secret)
+
 
 class PlannerSettings(_Section):
     backend: Literal["anthropic", "openai"] = "anthropic"
@@ -55,13 +83,15 @@ class PlannerSettings(_Section):
     openai_model: str = "llama3.1"
     openai_api_key: SecretStr | None = None
     max_tokens: int = Field(2000, ge=256, le=16000)
-    attempt_timeout_s: float = Field(30.0, gt=0)
-    deadline_s: float = Field(90.0, gt=0)
+    attempt_timeout_s: float = Field(30.0, gt=0, le=600)
+    deadline_s: float = Field(90.0, gt=0, le=3600)
     max_repairs: int = Field(2, ge=0, le=5)
     max_retries: int = Field(4, ge=0, le=10)
     # Anthropic only; "default" leaves the parameter out (the model's own default).
     effort: Literal["low", "medium", "high", "xhigh", "max", "default"] = "low"
     thinking: Literal["disabled", "adaptive", "between_tools", "default"] = "disabled"
+
+    _check_keys = field_validator("api_key", "openai_api_key")(_secret)
 
 
 class LayoutSettings(_Section):
@@ -99,20 +129,32 @@ class QueueSettings(_Section):
     backend: Literal["local", "redis"] = "local"
     redis_url: str = "redis://127.0.0.1:6379/0"
     per_user_cap: int = Field(2, ge=1, le=50)
-    job_timeout_s: float = Field(600.0, gt=0)
+    job_timeout_s: float = Field(600.0, gt=0, le=86400)
     renderer: Literal["diffusion", "tiny", "preview"] = "diffusion"
     max_queued: int = Field(100, ge=1, le=10000)
     max_attempts: int = Field(2, ge=1, le=5)
-    cancel_grace_s: float = Field(15.0, gt=0)
-    worker_start_timeout_s: float = Field(900.0, gt=0)
-    shutdown_grace_s: float = Field(30.0, ge=0)
+    cancel_grace_s: float = Field(15.0, gt=0, le=3600)
+    worker_start_timeout_s: float = Field(900.0, gt=0, le=86400)
+    shutdown_grace_s: float = Field(30.0, ge=0, le=3600)
     redis_prefix: str = Field("lmd", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
     worker_heartbeat_s: float = Field(5.0, gt=0, le=300)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        _no_control_characters(value)
+        try:
+            scheme = urlsplit(value).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://127.0.0.1:6379/0)")
+        return value
 
 
 class GuardSettings(_Section):
     rate_limit_count: int = Field(8, ge=1, le=10000)
-    rate_limit_window_s: float = Field(60.0, gt=0)
+    rate_limit_window_s: float = Field(60.0, gt=0, le=86400)
     banned_words: list[str] = Field(default_factory=list)
     banned_patterns: list[str] = Field(default_factory=list)
     editors: Literal["owner", "everyone"] = "owner"
@@ -121,9 +163,18 @@ class GuardSettings(_Section):
     safety_model: str = "CompVis/stable-diffusion-safety-checker"
     relax_in_nsfw_channels: bool = True
 
+    @field_validator("safety_checker")
+    @classmethod
+    def _factory_path(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", value):
+            raise ValueError("must look like 'package.module:function', or be empty for no checker")
+        return value
+
 
 class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///data/lmd-bot.sqlite3"
+
+    _check_url = field_validator("url")(_no_control_characters)
 
 
 class StorageSettings(_Section):
@@ -185,11 +236,12 @@ def load_settings(**overrides: Any) -> Settings:
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not isinstance(p, int))
             key = ".".join(map(str, loc))
-            lines.append(
-                f"setting {key!r} ({_env_name(loc)}): {err['msg']}. "
-                f"Fix it in your config file or the environment (see config/default.toml)."
-            )
-        raise ConfigError("Invalid configuration:\n" + "\n".join(lines)) from None
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"setting {key!r} ({_env_name(loc)}): {msg}.")
+        fix = "Fix it in your config file or the environment (see config/default.toml)."
+        if len(lines) == 1:  # the common case reads as one line
+            raise ConfigError(f"Invalid {lines[0]} {fix}") from None
+        raise ConfigError("Invalid configuration:\n" + "\n".join(lines) + "\n" + fix) from None
     except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
         raise ConfigError(f"Could not read the configuration: {exc}") from None
 

@@ -6,12 +6,15 @@ interaction. Each failure is an :class:`~lmd_bot.errors.LmdError` with a short r
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable
+
+from confusable_homoglyphs.confusables import confusables_data
 
 from lmd_bot.config import DiscordSettings, GuardSettings
 from lmd_bot.errors import ConfigError, LmdError
@@ -37,9 +40,59 @@ class RateLimitedError(LmdError):
         )
 
 
+@functools.cache
+def _lookalikes() -> dict[str, str]:
+    """Each non-ASCII character that Unicode's confusables table (UTS #39, as shipped by the
+    ``confusable-homoglyphs`` package) lists as a look-alike, mapped to one representative of its
+    class: an ASCII letter where the class has one (Cyrillic ``е`` -> ``e``), else a fixed member.
+
+    ASCII itself is left alone, and so are multi-character look-alikes: reading ``rn`` as ``m``
+    would make a ban on "burn" refuse "bum".
+    """
+    parent: dict[str, str] = {}
+
+    def root(ch: str) -> str:
+        while parent.setdefault(ch, ch) != ch:
+            parent[ch] = parent[parent[ch]]
+            ch = parent[ch]
+        return ch
+
+    # The package lists each confusable pair in both directions; joining the pairs gives the
+    # classes of characters that look the same.
+    for char, glyphs in confusables_data.items():
+        for glyph in glyphs:
+            if len(char) == 1 and len(glyph["c"]) == 1:
+                parent[root(char)] = root(glyph["c"])
+    classes: dict[str, list[str]] = {}
+    for ch in parent:
+        classes.setdefault(root(ch), []).append(ch)
+
+    def preference(ch: str) -> tuple[int, str]:
+        if ch.isascii():
+            return (0 if ch.islower() else 1 if ch.isupper() else 2, ch)
+        return (3, ch)
+
+    table = {}
+    for members in classes.values():
+        representative = min(members, key=preference)
+        table.update((ch, representative) for ch in members if not ch.isascii() and ch != representative)
+    return table
+
+
 def _normalize(text: str) -> str:
-    # NFKC folds look-alikes such as full-width letters; casefold handles ß and friends.
-    return unicodedata.normalize("NFKC", text).casefold()
+    """The form words are matched in: NFKC (full-width and styled letters), no format characters
+    (zero-width spaces and joiners, soft hyphens, word joiners), look-alike letters read as the
+    letter they imitate, then casefolded (ß and friends)."""
+    lookalikes = _lookalikes()
+    out = []
+    for ch in unicodedata.normalize("NFKC", text):
+        if unicodedata.category(ch) == "Cf":
+            continue
+        # Both cases, a Latin letter preferred: Cyrillic І imitates I but its lower-case і
+        # imitates i; Cyrillic Т imitates T, while its lower-case т only imitates Greek τ.
+        found = [m for m in (lookalikes.get(ch.casefold()), lookalikes.get(ch)) if m]
+        out.append(min(found, key=lambda m: not m.isascii()) if found else ch)
+    return "".join(out).casefold()
 
 
 class TextFilter:

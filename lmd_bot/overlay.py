@@ -4,18 +4,26 @@ Each object gets the colour of its id (stable across rounds), an outline with a 
 and a label chip ("2 · a red apple") placed where it collides with no other label. Below the
 picture a legend strip gives the background and the negative prompt. The output is PNG bytes.
 
-Fonts ship with the package (``assets/fonts``): DejaVu Sans for Latin, Greek and Cyrillic,
-WenQuanYi Micro Hei for labels with Chinese, Japanese, Korean or other characters. Emoji and
-scripts neither covers draw as boxes; the exact text is always in the message beside the picture.
+Fonts ship with the package (``assets/fonts``, see its README): DejaVu Sans for Latin, Greek,
+Cyrillic, Armenian, Hebrew and Arabic, WenQuanYi Micro Hei for Chinese, Japanese and Korean, and
+a small colour-emoji font. Each character is drawn with the first font that has it (runs of one
+font are drawn together); right-to-left text is shaped and ordered by Pillow's raqm layout (with
+basic layout, where Pillow lacks raqm, right-to-left runs are at least put in reading order). What
+no font has is replaced by a readable stand-in ("[Devanagari text]", "[chess pawn]") instead of
+empty boxes; the exact text is always in the message beside the picture.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
+import json
+import unicodedata
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFont, features
 
 from lmd_bot.layout.schema import SceneLayout
 
@@ -52,46 +60,172 @@ def object_color(object_id: int) -> tuple[int, int, int]:
     return PALETTE[(object_id - 1) % len(PALETTE)]
 
 
-def _needs_fallback(text: str) -> bool:
-    # DejaVu Sans covers Latin, Greek, Cyrillic and Armenian (up to U+058F) and punctuation.
-    return any(ord(ch) > 0x058F and not 0x2000 <= ord(ch) <= 0x206F for ch in text)
+# Text fonts in order of preference, then the emoji font (a bitmap font with one 32-pixel strike,
+# scaled to the label's size when drawn).
+_REGULAR = ("DejaVuSans.ttf", "wqy-microhei.ttc")
+_BOLD = ("DejaVuSans-Bold.ttf", "wqy-microhei.ttc")
+_EMOJI = "NotoColorEmoji-32.ttf"
+_EMOJI_STRIKE = 32
+_EMOJI_PRESENTATION = "\ufe0f"  # after a character: draw it as an emoji
+# Marks and format characters draw as part of the text run before them (accents, vowel signs,
+# the Persian non-joiner) or not at all. The emoji font has no sequences, so 👩‍🚀 draws as its
+# parts, without the joiner, presentation selectors or skin-tone modifiers.
+_ATTACHED = {"Cf", "Mn", "Me"}
+_SELECTORS = range(0xFE00, 0xFE10)
+_SKIN_TONES = range(0x1F3FB, 0x1F400)
+_RTL = {"R", "AL"}
+
+
+@cache
+def _coverage() -> dict[str, tuple[list[int], list[int]]]:
+    """Per font file, the starts and ends of the code-point ranges it has glyphs for (written
+    with the fonts by ``docs/fonts.py``)."""
+    data = json.loads((FONT_DIR / "coverage.json").read_text())
+    return {name: ([a for a, _ in ranges], [b for _, b in ranges]) for name, ranges in data.items()}
+
+
+def _has(font: str, ch: str) -> bool:
+    starts, ends = _coverage()[font]
+    i = bisect.bisect_right(starts, ord(ch)) - 1
+    return i >= 0 and ord(ch) <= ends[i]
+
+
+@cache
+def _shaping() -> bool:
+    """Whether Pillow lays text out with raqm (shaping, right-to-left order). Pillow's wheels
+    bundle raqm but load FriBiDi from the system (Debian: ``libfribidi0``)."""
+    return bool(features.check("raqm"))
 
 
 @cache
 def _load_font(name: str, size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(FONT_DIR / name), size)
+    engine = ImageFont.Layout.RAQM if _shaping() else ImageFont.Layout.BASIC
+    return ImageFont.truetype(str(FONT_DIR / name), size, layout_engine=engine)
 
 
-def _font(text: str, size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
-    if _needs_fallback(text):
-        return _load_font("wqy-microhei.ttc", size)
-    return _load_font("DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf", size)
+@dataclass(frozen=True)
+class _Run:
+    text: str
+    font: str  # a file in FONT_DIR
 
 
-def _text_width(text: str, font: ImageFont.FreeTypeFont) -> float:
-    return font.getlength(text)
+def _stand_in(chars: str) -> str:
+    if len(chars) == 1 and unicodedata.category(chars)[0] == "S":
+        return f"[{unicodedata.name(chars, 'symbol').lower()}]"
+    script = unicodedata.name(chars[0], "UNKNOWN").split(" ")[0].capitalize()
+    return f"[{script} text]"
 
 
-def _fit(text: str, font_for, max_width: float) -> str:
+@cache
+def _runs(text: str, bold: bool) -> tuple[_Run, ...]:
+    """``text`` cut into runs of one font each, what no font has replaced by a stand-in."""
+    fonts = _BOLD if bold else _REGULAR
+    picked: list[tuple[str, str | None]] = []  # (character, font or None)
+    for i, ch in enumerate(text):
+        previous = picked[-1][1] if picked else None
+        if ord(ch) in _SELECTORS or (ord(ch) in _SKIN_TONES and previous == _EMOJI):
+            continue
+        if unicodedata.category(ch) in _ATTACHED:
+            if previous not in (None, _EMOJI) and _has(previous, ch):
+                picked.append((ch, previous))
+            continue
+        as_emoji = ord(ch) >= 0x1F000 or text[i + 1 : i + 2] == _EMOJI_PRESENTATION
+        candidates = (_EMOJI, *fonts) if as_emoji else (*fonts, _EMOJI)
+        if previous is not None and previous != _EMOJI and not as_emoji and _has(previous, ch):
+            font = previous  # spaces and punctuation stay with the run they are in
+        else:
+            font = next((f for f in candidates if _has(f, ch)), None)
+        picked.append((ch, font))
+    runs: list[_Run] = []
+    i = 0
+    while i < len(picked):
+        j = i
+        while j < len(picked) and picked[j][1] == picked[i][1]:
+            j += 1
+        chars, font = "".join(ch for ch, _ in picked[i:j]), picked[i][1]
+        if font is None:
+            chars, font = _stand_in(chars), fonts[0]
+        if runs and runs[-1].font == font:
+            runs[-1] = _Run(runs[-1].text + chars, font)
+        else:
+            runs.append(_Run(chars, font))
+        i = j
+    return tuple(runs)
+
+
+def _visual(text: str) -> str:
+    """Without raqm, Pillow draws characters left to right as stored: put each right-to-left
+    stretch in reading order (letters stay unjoined, but readable)."""
+    if _shaping() or not any(unicodedata.bidirectional(ch) in _RTL for ch in text):
+        return text
+    out, stretch = [], []
+    for ch in text:
+        if unicodedata.bidirectional(ch) in _RTL or (stretch and ch == " "):
+            stretch.append(ch)
+            continue
+        tail = len(stretch) - len("".join(stretch).rstrip(" "))
+        out += reversed(stretch[: len(stretch) - tail])
+        out += stretch[len(stretch) - tail :]
+        stretch = []
+        out.append(ch)
+    out += reversed("".join(stretch).rstrip(" ")) if stretch else []
+    return "".join(out)
+
+
+def _run_width(run: _Run, size: int) -> float:
+    if run.font == _EMOJI:
+        return _load_font(_EMOJI, _EMOJI_STRIKE).getlength(run.text) * size / _EMOJI_STRIKE
+    return _load_font(run.font, size).getlength(_visual(run.text))
+
+
+def _width(text: str, size: int, bold: bool = False) -> float:
+    return sum(_run_width(run, size) for run in _runs(text, bold))
+
+
+def _draw_text(
+    img: Image.Image, left_middle: tuple[float, float], text: str, size: int, fill, bold: bool = False
+) -> None:
+    """Draw ``text`` with its left edge and vertical middle at ``left_middle``."""
+    x, y = left_middle
+    draw = ImageDraw.Draw(img)
+    for run in _runs(text, bold):
+        width = _run_width(run, size)
+        if run.font == _EMOJI:
+            font = _load_font(_EMOJI, _EMOJI_STRIKE)
+            _, _, right, bottom = font.getbbox(run.text)
+            glyphs = Image.new("RGBA", (max(1, right), max(1, bottom)), (0, 0, 0, 0))
+            ImageDraw.Draw(glyphs).text((0, 0), run.text, font=font, embedded_color=True)
+            h = max(1, round(size * bottom / _EMOJI_STRIKE))
+            glyphs = glyphs.resize((max(1, round(width)), h), Image.Resampling.LANCZOS)
+            img.paste(glyphs, (round(x), round(y - h / 2)), glyphs)
+        else:
+            font = _load_font(run.font, size)
+            # Left to right overall ("3 · " before an Arabic caption), right to left inside.
+            direction = {"direction": "ltr"} if _shaping() else {}
+            draw.text((x, y), _visual(run.text), font=font, fill=fill, anchor="lm", **direction)
+        x += width
+
+
+def _fit(text: str, size: int, bold: bool, max_width: float) -> str:
     """The longest prefix of ``text`` (with an ellipsis) that fits ``max_width`` pixels."""
-    if _text_width(text, font_for(text)) <= max_width:
+    if _width(text, size, bold) <= max_width:
         return text
     lo, hi = 0, len(text)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         candidate = text[:mid].rstrip() + "…"
-        if _text_width(candidate, font_for(candidate)) <= max_width:
+        if _width(candidate, size, bold) <= max_width:
             lo = mid
         else:
             hi = mid - 1
     return text[:lo].rstrip() + "…"
 
 
-def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float, max_lines: int) -> list[str]:
+def _wrap(text: str, size: int, max_width: float, max_lines: int) -> list[str]:
     words, lines, line = text.split(" "), [], ""
     for word in words:
         trial = f"{line} {word}".strip()
-        if _text_width(trial, font) <= max_width or not line:
+        if _width(trial, size) <= max_width or not line:
             line = trial
         else:
             lines.append(line)
@@ -99,7 +233,7 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float, max_lines: 
     lines.append(line)
     if len(lines) > max_lines:
         lines = [*lines[: max_lines - 1], " ".join(lines[max_lines - 1 :])]
-    return [_fit(ln, lambda _t: font, max_width) for ln in lines]
+    return [_fit(ln, size, False, max_width) for ln in lines]
 
 
 def _contrast(color: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -166,9 +300,8 @@ def draw_overlay(layout: SceneLayout, image: Image.Image | bytes | None = None) 
         b = obj.box
         color = object_color(obj.id)
         max_w = max(min(W - 2 * pad, max(b.w, 180 * scale)) - 2 * pad, 40)
-        text = _fit(f"{obj.id} · {obj.caption}", lambda t: _font(t, label_size, True), max_w)
-        font = _font(text, label_size, True)
-        chip_w = _text_width(text, font) + 2 * pad
+        text = _fit(f"{obj.id} · {obj.caption}", label_size, True, max_w)
+        chip_w = _width(text, label_size, bold=True) + 2 * pad
         spots = [
             (b.x, b.y - chip_h),  # above the top-left corner: the preferred spot
             (b.x, b.y),  # inside, along the top edge
@@ -191,8 +324,8 @@ def draw_overlay(layout: SceneLayout, image: Image.Image | bytes | None = None) 
             chosen = (sx, sy, sx + chip_w, sy + chip_h)
         placed.append(chosen)
         draw.rectangle(chosen, fill=color, outline=(0, 0, 0), width=1)
-        draw.text(
-            (chosen[0] + pad, chosen[1] + chip_h / 2), text, font=font, fill=_contrast(color), anchor="lm"
+        _draw_text(
+            canvas, (chosen[0] + pad, chosen[1] + chip_h / 2), text, label_size, _contrast(color), bold=True
         )
 
     return _to_png(_with_legend(canvas.convert("RGB"), layout, scale))
@@ -208,21 +341,18 @@ def _with_legend(img: Image.Image, layout: SceneLayout, scale: float) -> Image.I
     count = len(layout.objects)
     rows.append(("Objects", f"{count} object{'s' if count != 1 else ''}" if count else "none"))
     line_h = round(size * 1.45)
-    head_font = _font("Background", size, True)
-    head_w = max(_text_width(f"{k}:", head_font) for k, _ in rows) + pad
+    head_w = max(_width(f"{k}:", size, bold=True) for k, _ in rows) + pad
     laid: list[tuple[str, list[str]]] = []
     for key, value in rows:
-        font = _font(value, size)
-        laid.append((key, _wrap(value, font, W - 2 * pad - head_w, 3)))
+        laid.append((key, _wrap(value, size, W - 2 * pad - head_w, 3)))
     strip_h = 2 * pad + line_h * sum(len(lines) for _, lines in laid)
     out = Image.new("RGB", (W, H + strip_h), _LEGEND_BG)
     out.paste(img, (0, 0))
-    draw = ImageDraw.Draw(out)
     y = H + pad
     for key, lines in laid:
-        draw.text((pad, y), f"{key}:", font=head_font, fill=_LEGEND_DIM)
+        _draw_text(out, (pad, y + line_h / 2), f"{key}:", size, _LEGEND_DIM, bold=True)
         for line in lines:
-            draw.text((pad + head_w, y), line, font=_font(line, size), fill=_LEGEND_FG)
+            _draw_text(out, (pad + head_w, y + line_h / 2), line, size, _LEGEND_FG)
             y += line_h
     return out
 

@@ -9,12 +9,59 @@ from lmd_bot.errors import ConfigError
 from lmd_bot.guard import BannedContentError, Guard, NotAllowedHereError, RateLimitedError, TextFilter
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.scenes.models import ServerSettings
+from lmd_bot.services.errors import EmptyTextError
+from tests.bot.conftest import ALICE, running_core
 
 
 def test_banned_words_match_whole_words_in_any_case_and_width():
     f = TextFilter(["gore", "nude"], [])
     assert f.matches("so much GORE here") and f.matches("ｎｕｄｅ statue")  # full-width letters
     assert f.matches("gore.") and not f.matches("gorenstein's algebra") and not f.matches("nudge")
+
+
+HIDDEN_GORE = {
+    "zero-width space": "a g\u200bore scene",
+    "soft hyphen": "a go\u00adre scene",
+    "word joiner": "a gor\u2060e scene",
+    "zero-width joiner": "a g\u200dore scene",
+    "zero-width non-joiner": "a go\u200cre scene",
+    "byte-order mark": "a \ufeffgore scene",
+    "Cyrillic е": "a gor\u0435 scene",
+    "Cyrillic о": "a g\u043ere scene",
+    "Cyrillic capitals": "a G\u041eR\u0415 scene",
+    "mixed": "a g\u200b\u043er\u00ad\u0435 scene",
+}
+
+
+@pytest.mark.parametrize("text", HIDDEN_GORE.values(), ids=HIDDEN_GORE.keys())
+def test_banned_words_hidden_by_invisible_or_look_alike_characters_are_refused(text):
+    with pytest.raises(BannedContentError) as err:
+        TextFilter(["gore"], []).check(text)
+    assert err.value.user_message == "That prompt isn't allowed here."
+
+
+def test_banned_patterns_see_through_invisible_and_look_alike_characters():
+    f = TextFilter([], [r"\bblood\w*"])
+    assert f.matches("a bl\u200b\u043e\u043edy knight") and f.matches("BL\u041E\u041ED")
+
+
+def test_look_alike_folding_keeps_ordinary_words_apart():
+    f = TextFilter(["burn", "gore", "кот"], [])
+    assert not f.matches("a bum on a bench")  # "rn" is not read as "m"
+    assert not f.matches("gorenstein") and not f.matches("a gone cat")
+    assert f.matches("a кoт")  # a ban in Cyrillic, evaded with a Latin o
+    assert not f.matches("a кит")
+
+
+async def test_hidden_banned_words_and_invisible_prompts_are_refused_before_planning(tmp_path):
+    async with running_core(tmp_path, guard={"banned_words": ["gore"]}) as (app, _):
+        with pytest.raises(BannedContentError) as err:
+            await app.scenes.imagine(ALICE, "a g\u200bor\u0435 scene")
+        assert err.value.user_message == "That prompt isn't allowed here."
+        with pytest.raises(EmptyTextError) as err:
+            await app.scenes.imagine(ALICE, "\u200b\u200d\u2060\u00ad\ufeff")
+        assert err.value.user_message == "Tell me what to draw: the prompt is empty."
+        assert app.planner.calls == []
 
 
 def test_patterns_are_case_insensitive_and_invalid_ones_are_a_config_error():

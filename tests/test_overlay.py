@@ -2,10 +2,13 @@
 
 import io
 
+import numpy as np
+import pytest
 from PIL import Image
 
+from lmd_bot import overlay
 from lmd_bot.layout import SceneLayout
-from lmd_bot.overlay import PALETTE, draw_overlay, object_color
+from lmd_bot.overlay import PALETTE, _has, _runs, draw_overlay, object_color
 
 
 def layout(objects, **kw):
@@ -73,3 +76,59 @@ def test_png_bytes_input_and_many_long_non_latin_labels(tmp_path):
     Image.new("RGB", (512, 512), (255, 255, 255)).save(buf, format="PNG")
     img = open_png(draw_overlay(lay, buf.getvalue()))
     assert img.width == 512 and img.height > 512 + 40
+
+
+def chip(img: Image.Image, box_x: int, box_y: int, height: int = 20) -> Image.Image:
+    """The label chip above a box's top-left corner (its preferred spot)."""
+    return img.crop((box_x, box_y - height, min(img.width, box_x + 220), box_y))
+
+
+def test_emoji_in_a_caption_draw_in_colour_not_as_boxes():
+    # Object 3's chip is blue; a red apple emoji on it leaves strongly red pixels.
+    lay = layout([{"id": 3, "caption": "an apple 🍎", "box": [100, 200, 200, 150]}])
+    pixels = np.asarray(chip(open_png(draw_overlay(lay)), 100, 200)).reshape(-1, 3).astype(int)
+    assert object_color(3) == (0, 130, 200)
+    r, g, b = pixels.T
+    assert ((r > 180) & (g < 90) & (b < 90)).sum() >= 10
+
+
+@pytest.mark.parametrize(
+    "caption",
+    [
+        "قطة حمراء على الأريكة",  # Arabic
+        "گربه‌ی نارنجی",  # Persian, with its zero-width non-joiner
+        "חתול אדום על הספה",  # Hebrew
+        "一只红色的猫",  # Chinese
+        "a cat 🐱 and an astronaut 👩‍🚀 ❤️",
+        "una manzana roja · красное яблоко",
+    ],
+)
+def test_every_character_of_a_label_is_drawn_with_a_font_that_has_it(caption):
+    label = f"7 · {caption}"
+    runs = _runs(label, True)
+    drawn = "".join(run.text for run in runs)
+    assert drawn == "".join(ch for ch in label if ord(ch) not in (0x200D, 0xFE0F))
+    for run in runs:
+        missing = [ch for ch in run.text if not _has(run.font, ch)]
+        assert missing == [], (run.font, missing)
+
+
+def test_what_no_font_has_gets_a_readable_stand_in():
+    assert "".join(r.text for r in _runs("5 · बिल्ली on a mat", False)) == "5 · [Devanagari text] on a mat"
+
+
+def test_arabic_and_hebrew_are_shaped_and_read_right_to_left_after_the_id():
+    # With raqm (Pillow's wheels): drawn as one run, laid out left to right overall.
+    box = [100, 200, 200, 150]
+    arabic = chip(open_png(draw_overlay(layout([{"id": 2, "caption": "قطة", "box": box}]))), 100, 200)
+    latin = chip(open_png(draw_overlay(layout([{"id": 2, "caption": "x", "box": box}]))), 100, 200)
+    # the id and dot come first, at the left, exactly as for a Latin caption
+    assert arabic.crop((0, 0, 20, 20)).tobytes() == latin.crop((0, 0, 20, 20)).tobytes()
+    # joined letters (initial, medial, final forms) are narrower than the same letters alone
+    assert overlay._width("قطة", 14) < sum(overlay._width(ch, 14) for ch in "قطة") - 3
+
+
+def test_without_raqm_right_to_left_words_are_still_in_reading_order(monkeypatch):
+    monkeypatch.setattr(overlay, "_shaping", lambda: False)
+    assert overlay._visual("3 · אב גד!") == "3 · דג בא!"
+    assert overlay._visual("a cat") == "a cat"

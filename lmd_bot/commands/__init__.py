@@ -1,1 +1,32 @@
 """Subcommands of the ``lmd-bot`` CLI; see :mod:`lmd_bot.cli`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmd_bot.errors import LmdError
+
+
+class OutputError(LmdError):
+    """A file the command was asked to write cannot be written."""
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Fail before the work (an LLM call, a render) when ``path`` plainly cannot be written."""
+    if path.is_dir():
+        raise OutputError(f"cannot write the {what} to {path}: it is a folder")
+    folder = path.parent
+    if folder.is_dir():
+        return
+    blocker = next((p for p in (folder, *folder.parents) if p.is_file()), None)
+    reason = f"{blocker} is a file, not a folder" if blocker else f"the folder {folder} does not exist"
+    raise OutputError(f"cannot write the {what} to {path}: {reason}")
+
+
+def write_output(path: Path, data: bytes, what: str) -> None:
+    """Write ``data`` to ``path``, or raise OutputError naming the file and why."""
+    check_writable(path, what)
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} to {path}: {exc.strerror or exc}") from None

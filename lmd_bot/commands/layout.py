@@ -17,10 +17,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmd_bot.commands import check_writable, write_output
     from lmd_bot.layout import format_lmd_text
-    from lmd_bot.layout.io import load_layout_text
+    from lmd_bot.layout.io import load_layout_text, read_text_file
 
-    text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
+    if args.overlay:
+        check_writable(args.overlay, "plan picture")
+    text = sys.stdin.read() if str(args.file) == "-" else read_text_file(args.file, "layout file")
     result = load_layout_text(text)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)  # noqa: T201
@@ -34,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay:
         from lmd_bot.overlay import draw_overlay
 
-        args.overlay.write_bytes(draw_overlay(layout))
+        write_output(args.overlay, draw_overlay(layout), "plan picture")
         print(f"wrote {args.overlay}", file=sys.stderr)  # noqa: T201
     return 0

@@ -41,13 +41,10 @@ def _load_history(path: Path, limits: LayoutLimits) -> list[PlanRound]:
     from pydantic import TypeAdapter, ValidationError
 
     from lmd_bot.errors import LayoutError
-    from lmd_bot.layout.io import describe_validation_error
+    from lmd_bot.layout.io import describe_validation_error, read_text_file
     from lmd_bot.planner import PlanRound
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LayoutError(f"cannot read {path}: {exc}") from None
+    text = read_text_file(path, "scene history")
     try:
         rounds = TypeAdapter(list[PlanRound]).validate_json(text, context={"limits": limits})
     except ValidationError as exc:
@@ -63,12 +60,17 @@ def _load_history(path: Path, limits: LayoutLimits) -> list[PlanRound]:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from lmd_bot.commands import check_writable, write_output
     from lmd_bot.config import load_settings
     from lmd_bot.layout import format_lmd_text
     from lmd_bot.overlay import draw_overlay
     from lmd_bot.planner import PlanRound, build_planner
 
     settings = load_settings()
+    # Checked before the LLM is asked, so a typo in a path costs no tokens.
+    check_writable(args.overlay, "plan picture")
+    if args.history_out:
+        check_writable(args.history_out, "scene history")
     history = _load_history(args.revise, settings.layout.limits()) if args.revise else []
     planner = build_planner(settings)
 
@@ -96,12 +98,11 @@ def run(args: argparse.Namespace) -> int:
     print(json.dumps(layout.model_dump(), indent=2, ensure_ascii=False))  # noqa: T201
     print()  # noqa: T201
     print(format_lmd_text(layout))  # noqa: T201
-    args.overlay.write_bytes(draw_overlay(layout))
+    write_output(args.overlay, draw_overlay(layout), "plan picture")
     print(f"wrote {args.overlay}", file=sys.stderr)  # noqa: T201
     if args.history_out:
         rounds = [*history, PlanRound(instruction=args.text, layout=layout)]
-        args.history_out.write_text(
-            json.dumps([r.model_dump() for r in rounds], indent=2, ensure_ascii=False), encoding="utf-8"
-        )
+        history_json = json.dumps([r.model_dump() for r in rounds], indent=2, ensure_ascii=False)
+        write_output(args.history_out, history_json.encode(), "scene history")
         print(f"wrote {args.history_out}", file=sys.stderr)  # noqa: T201
     return 0

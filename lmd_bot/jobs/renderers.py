@@ -6,7 +6,9 @@ the worker process imports and calls them, so the bot process never imports torc
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +17,38 @@ from lmd_bot.config import Settings
 from lmd_bot.errors import ConfigError
 from lmd_bot.rendering import Renderer
 from lmd_bot.safety import SafetyChecker
+
+
+def check_factory(path: str, what: str) -> None:
+    """Fail at start-up, not in the worker, when ``path`` ("module:function") cannot be found.
+
+    The module is located without being run (the bot process must not load torch through it);
+    where its source can be read, it must define the name at top level.
+    """
+    module_name, _, attr = path.partition(":")
+    try:
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):  # a parent package is missing
+        spec = None
+    if spec is None:
+        raise ConfigError(f"{what}: there is no module {module_name!r} (from {path!r})")
+    try:
+        source = spec.loader.get_source(module_name) if spec.loader else None
+    except (ImportError, OSError):
+        source = None
+    if source is None:
+        return
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    if attr not in names and "__getattr__" not in names:  # a module __getattr__ provides anything
+        raise ConfigError(f"{what}: module {module_name!r} has no {attr!r} (from {path!r})")
 
 
 def _import(path: str, what: str) -> Any:
@@ -63,6 +97,7 @@ def renderer_spec(settings: Settings) -> RendererSpec:
     """The worker's renderer as the settings ask (``queue.renderer``)."""
     safety = {}
     if settings.guard.safety_checker:
+        check_factory(settings.guard.safety_checker, "guard.safety_checker (LMD_GUARD__SAFETY_CHECKER)")
         safety = {"model": settings.guard.safety_model, "device": settings.diffusion.device}
     common = {
         "safety_checker": settings.guard.safety_checker,

@@ -32,8 +32,31 @@ def parse_layout_json(text: str, *, limits: LayoutLimits | None = None) -> Scene
         raise LayoutError("; ".join(problems[:5]), problems=problems) from None
 
 
+def read_text_file(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file users hand us, or a LayoutError that says plainly what is wrong with it.
+
+    A leading byte-order mark (Windows editors write one) is dropped.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise LayoutError(f"cannot read {path}: there is no such {what}") from None
+    except IsADirectoryError:
+        raise LayoutError(f"cannot read {path}: it is a folder, not a {what}") from None
+    except OSError as exc:
+        raise LayoutError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
+        raise LayoutError(f"cannot read {path}: it is binary data, not UTF-8 text")
+    return text.removeprefix("\ufeff")
+
+
 def load_layout_text(text: str, *, limits: LayoutLimits | None = None) -> RepairResult:
     """A layout from JSON (validated strictly) or LMD text (read and repaired, with notes)."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark would hide the JSON's opening brace
     if len(text) > MAX_TEXT_CHARS:
         raise LayoutError(f"the layout is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
     if text.lstrip().startswith("{"):
@@ -41,13 +64,11 @@ def load_layout_text(text: str, *, limits: LayoutLimits | None = None) -> Repair
             json.loads(text)
         except json.JSONDecodeError as exc:
             raise LayoutError(f"the JSON is malformed ({exc.msg} at line {exc.lineno})") from None
+        except RecursionError:
+            raise LayoutError("the JSON is nested too deeply to be a layout") from None
         return RepairResult(parse_layout_json(text, limits=limits))
     return read_lmd_text(text, limits=limits)
 
 
 def load_layout_file(path: Path, *, limits: LayoutLimits | None = None) -> RepairResult:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LayoutError(f"cannot read {path}: {exc}") from None
-    return load_layout_text(text, limits=limits)
+    return load_layout_text(read_text_file(path, "layout file"), limits=limits)

@@ -10,9 +10,9 @@ the field and the rule. The documented repairs (the reference's box filter and r
 clean-up, capping the object count) live in :mod:`lmd_bot.layout.repair`, which callers use on
 untrusted input such as LLM answers.
 
-Text is cleaned before validation (:func:`clean_text`): Unicode NFC, control and bidirectional
-override characters removed, runs of whitespace collapsed, trailing full stops stripped from
-captions (as the reference does).
+Text is cleaned before validation (:func:`clean_text`): Unicode NFC, control and invisible format
+characters removed, runs of whitespace collapsed, trailing full stops stripped from captions (as
+the reference does).
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ DEFAULT_BACKGROUND = "A realistic scene"
 HARD_MAX_OBJECTS = 64
 HARD_MAX_TEXT = 2000
 
-# Bidirectional overrides and isolates can make a caption render misleadingly in Discord.
-_BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
+# Zero-width (non-)joiners are part of emoji sequences (👩‍🚀) and of Persian and Indic spelling, so
+# they stay where they join two visible characters.
+_JOINERS = "\u200c\u200d"
 _SPACES = re.compile(r"\s+")
 # The LMD text format splits on these; text that contains one could not be written and read back.
 RESERVED_MARKERS = ("Objects: ", "Background prompt:", "Negative prompt:")
@@ -63,12 +64,30 @@ def _limits(info: ValidationInfo) -> LayoutLimits:
     return limits if isinstance(limits, LayoutLimits) else LayoutLimits()
 
 
-def clean_text(text: str) -> str:
-    """Normalize user or LLM text: NFC, no control/bidi characters, single spaces, stripped.
+def _visible(ch: str) -> bool:
+    return not ch.isspace() and unicodedata.category(ch) not in ("Cc", "Cf")
 
-    Control characters become spaces (a tab or newline separates words) and are then collapsed.
+
+def _drop_format_characters(text: str) -> str:
+    # Format characters (Unicode category Cf: zero-width spaces, soft hyphens, word joiners,
+    # byte-order marks, bidirectional overrides, tag characters) draw nothing: they only hide
+    # words from the ban list, make an empty caption look non-empty, or make a caption render
+    # misleadingly in Discord.
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        joins = ch in _JOINERS and out and _visible(out[-1]) and i + 1 < len(text) and _visible(text[i + 1])
+        if joins or unicodedata.category(ch) != "Cf":
+            out.append(ch)
+    return "".join(out)
+
+
+def clean_text(text: str) -> str:
+    """Normalize user or LLM text: NFC, no control or format characters, single spaces, stripped.
+
+    Control characters become spaces (a tab or newline separates words) and are then collapsed;
+    format characters go, except a zero-width joiner between two visible characters.
     """
-    text = unicodedata.normalize("NFC", text).translate(_BIDI)
+    text = _drop_format_characters(unicodedata.normalize("NFC", text))
     text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     return _SPACES.sub(" ", text).strip()
 

@@ -4,25 +4,34 @@ An object keeps its id while it is "the same object" (moved, resized, recoloured
 place), so it keeps its overlay colour and its per-object seed. New objects get ids that were
 never used in the scene, so a removed object's id is not handed to something else.
 
-Two sources of identity:
+Two sources of identity, combined by :func:`match_ids`:
 
-- the JSON backend asks the model for ids (:func:`settle_ids` keeps those that name an object
-  of the previous layout, once each, and numbers the rest);
-- the LMD text format has no ids, so :func:`match_ids` recognises objects by caption and
-  position: the same caption (nearest box first), then a box that mostly overlaps the old one
-  (a recolour or a replacement in place), then the same head word ("a grey cat" -> "a big
-  orange cat"), nearest first. Anything left is new. This keeps the reference's text format
-  unchanged for small local models, at the price of guessing when an instruction both moves and
-  renames an object far away (it then counts as removed and added).
+- evidence: the same caption (nearest box first), then a box that mostly overlaps the old one (a
+  recolour or a replacement in place), then the same head word ("a grey cat" -> "a big orange
+  cat"), nearest first;
+- the ids the JSON backend asks the model for. A model sometimes renumbers objects it did not
+  touch (two ids swapped, every id 0, a new object given an old object's id), which would cost
+  the untouched objects their seed and look and show "a blue cup → a red apple" as the change.
+  So a claimed id only settles ties within the caption and place evidence, and otherwise counts
+  after it: it is kept where no stronger evidence ties the id or the object elsewhere, and before
+  the head-word guess (the model knows what it renamed).
+
+The LMD text format has no ids, so there only the evidence counts. This keeps the reference's
+text format unchanged for small local models, at the price of guessing when an instruction both
+moves and renames an object far away (it then counts as removed and added). Anything left
+unmatched is new (:func:`settle_ids` numbers it).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 
 from lmd_bot.layout.repair import RawObject
 from lmd_bot.layout.schema import SceneLayout, SceneObject, clean_text
+
+log = logging.getLogger(__name__)
 
 # A new box overlapping an old one at least this much (IoU) is the old object edited in place.
 SAME_PLACE_IOU = 0.6
@@ -35,20 +44,30 @@ def _valid_id(value: object) -> bool:
 def settle_ids(
     objects: Sequence[RawObject], previous: SceneLayout | None, used_ids: Iterable[int] = ()
 ) -> list[RawObject]:
-    """Keep each id that names an object of ``previous`` (first claim wins); number the rest.
+    """Give each object the id of the previous object it is (:func:`match_ids`, the claimed ids
+    cross-checked against the evidence); number the rest.
 
     Fresh ids start after every id in ``used_ids`` and ``previous``, so none is ever reused.
     """
     known = {o.id for o in previous.objects} if previous else set()
     next_id = max({*known, *used_ids}, default=0) + 1
-    claimed: set[int] = set()
+    if previous is not None:
+        settled = match_ids(objects, previous, trust_claims=True)
+        overruled = [
+            (o.caption, o.id, s.id)
+            for o, s in zip(objects, settled, strict=True)
+            if _valid_id(o.id) and o.id in known and o.id != s.id
+        ]
+        if overruled:
+            log.info("planner ids overruled by caption/box evidence (caption, claimed, kept): %s", overruled)
+    else:
+        settled = [RawObject(caption=o.caption, box=o.box, id=None) for o in objects]
     out = []
-    for obj in objects:
+    for obj in settled:
         oid = obj.id
-        if not (_valid_id(oid) and oid in known and oid not in claimed):
+        if oid is None:
             oid = next_id
             next_id += 1
-        claimed.add(oid)
         out.append(RawObject(caption=obj.caption, box=obj.box, id=oid))
     return out
 
@@ -105,23 +124,40 @@ def _same_head_word(caption: object, box: Box4, old: SceneObject) -> float | Non
     return _centre_distance(box, _old_box(old)) if head and head == old.word.casefold() else None
 
 
-def match_ids(objects: Sequence[RawObject], previous: SceneLayout) -> list[RawObject]:
-    """Give each answer object the id of the previous object it most likely is, or ``None``."""
+def _claimed(caption: object, box: Box4, old: SceneObject) -> float | None:
+    return 0.0  # only offered for the id the object claims (see match_ids)
+
+
+def match_ids(
+    objects: Sequence[RawObject], previous: SceneLayout, *, trust_claims: bool = False
+) -> list[RawObject]:
+    """Give each answer object the id of the previous object it most likely is, or ``None``.
+
+    With ``trust_claims``, the objects' own ids (the model's claims) take part as the module
+    docstring says; otherwise they are ignored.
+    """
     boxes = [_box(o.box) for o in objects]
+    known = {o.id for o in previous.objects}
+    claims = [o.id if trust_claims and _valid_id(o.id) and o.id in known else None for o in objects]
     ids: list[int | None] = [None] * len(objects)
     free: dict[int, SceneObject] = {o.id: o for o in previous.objects}
-    for score in (_same_caption, _same_place, _same_head_word):
+    for score in (_same_caption, _same_place, _claimed, _same_head_word):
         pairs = []
         for i, obj in enumerate(objects):
             box = boxes[i]
-            if ids[i] is not None or box is None:
+            # A claim needs no readable box (repairs deal with the box); evidence does.
+            if ids[i] is not None or (box is None and score is not _claimed):
                 continue
             for old in free.values():
-                value = score(obj.caption, box, old)
+                if score is _claimed and claims[i] != old.id:
+                    continue
+                value = score(obj.caption, box or (0.0, 0.0, 0.0, 0.0), old)  # _claimed reads no box
                 if value is not None:
-                    pairs.append((value, i, old.id))
-        # Greedy: the best-scoring pairs are matched first, each object at most once.
-        for _, i, old_id in sorted(pairs):
+                    # A claim agreeing with the evidence goes first; then the best score, then
+                    # the answer's order (the first of two claims on one id wins).
+                    pairs.append((claims[i] != old.id, value, i, old.id))
+        # Greedy: the best pairs are matched first, each object and old id at most once.
+        for _, _, i, old_id in sorted(pairs):
             if ids[i] is None and old_id in free:
                 ids[i] = old_id
                 del free[old_id]

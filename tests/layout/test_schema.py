@@ -125,3 +125,24 @@ def test_layout_is_immutable():
     layout = SceneLayout()
     with pytest.raises(ValidationError):
         layout.background = "x"
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("a re\u200bd app\u00adle\u2060", "a red apple"),  # zero-width space, soft hyphen, word joiner
+        ("\ufeffa cat\u200e", "a cat"),  # byte-order mark, left-to-right mark
+        ("an astronaut 👩\u200d🚀", "an astronaut 👩\u200d🚀"),  # the joiner of an emoji sequence stays
+        ("\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",) * 2,  # Persian spelling keeps its ZWNJ
+        ("a \u200dcat\u200d", "a cat"),  # a joiner that joins nothing goes
+    ],
+)
+def test_caption_loses_invisible_format_characters(raw, clean):
+    assert SceneObject.model_validate(obj(1, raw)).caption == clean
+
+
+@pytest.mark.parametrize("caption", ["\u200b", "\u200b\u200d\u2060\u00ad\ufeff", " \u200d "])
+def test_caption_of_only_invisible_characters_is_empty(caption):
+    with pytest.raises(ValidationError) as err:
+        SceneObject.model_validate(obj(1, caption))
+    assert "empty" in str(err.value)

@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -55,10 +56,15 @@ async def test_built_openai_planner_needs_no_key(fake_openai):
     assert result.layout.background == "A garden"
 
 
+# The tests run in a temporary folder: point the child at this checkout's lmd_bot.
+ROOT = str(Path(__file__).resolve().parents[2])
+
+
 async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lmd_bot.cli", "plan", *args,
-        env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": ROOT, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode, out.decode(), err.decode()
@@ -108,6 +114,22 @@ async def test_plan_command_reports_errors_without_a_traceback(fake_anthropic, t
     (tmp_path / "bad.json").write_text('[{"instruction": "x", "layout": {"objects": 5}}]')
     code, _, err = await run_cli("edit", "--revise", "bad.json", env={"LMD_PLANNER__API_KEY": API_KEY})
     assert code == 2 and "bad.json is not a scene history" in err and "Traceback" not in err
+
+
+async def test_plan_command_refuses_an_unwritable_output_before_asking_the_planner(fake_anthropic, tmp_path):
+    env = {"LMD_PLANNER__API_KEY": API_KEY, "LMD_PLANNER__BASE_URL": fake_anthropic.base_url}
+    (tmp_path / "afile").write_text("")
+    target = tmp_path / "afile" / "plan.png"  # root writes through chmod; a file in the way stops it
+    code, out, err = await run_cli("a cat", "--overlay", str(target), env=env)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"error: cannot write the plan picture to {target}: {tmp_path / 'afile'} is a file, not a folder"
+    ]
+    code, out, err = await run_cli("a cat", "--history-out", str(tmp_path), env=env)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: cannot write the scene history to {tmp_path}: it is a folder"
+    ]
+    assert fake_anthropic.received == []  # no tokens spent
 
 
 async def test_effort_and_thinking_default_leave_the_parameters_out(fake_anthropic):

@@ -8,6 +8,7 @@ from lmd_bot.errors import PlannerError
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.planner import PlanRound
 from lmd_bot.planner.engine import MAX_HISTORY_ROUNDS
+from lmd_bot.scenes.diff import describe_changes
 
 
 def layout(*objects, background="A realistic photo of a living room", negative=""):
@@ -110,3 +111,40 @@ async def test_revise_needs_a_history(claude, fake_anthropic):
         await claude.revise([], "make it red")
     assert err.value.user_message == "There is no scene to edit yet."
     assert fake_anthropic.received == []
+
+
+# A kitchen scene, and a planner that renumbers objects it was not asked to touch.
+KITCHEN = layout(
+    (1, "a red apple", (52, 292, 96, 92)),
+    (2, "a blue cup", (382, 236, 100, 148)),
+    background="A realistic photo of a kitchen table",
+)
+KITCHEN_HISTORY = [PlanRound(instruction="a red apple and a blue cup on a table", layout=KITCHEN)]
+APPLE = ("a red apple", (52, 292, 96, 92))
+CUP = ("a blue cup", (382, 236, 100, 148))
+BIRD = ("a bird", (200, 40, 80, 60))
+RENUMBERED = {
+    "ids swapped": [(*APPLE, 2), (*CUP, 1), (*BIRD, 0)],
+    "every id 0": [(*APPLE, 0), (*CUP, 0), (*BIRD, 0)],
+    "a new object claims an old id": [(*BIRD, 1), (*APPLE, 1), (*CUP, 2)],
+}
+
+
+@pytest.mark.parametrize("answer", RENUMBERED.values(), ids=RENUMBERED.keys())
+async def test_renumbered_untouched_objects_keep_their_ids_and_the_change_reads_right(
+    claude, fake_anthropic, answer
+):
+    fake_anthropic.push_layout(answer, KITCHEN.background)
+    result = await claude.revise(KITCHEN_HISTORY, "add a bird in the sky")
+    ids = {o.caption: o.id for o in result.layout.objects}
+    assert ids == {"a red apple": 1, "a blue cup": 2, "a bird": 3}  # the apple and cup keep their seeds
+    assert describe_changes(KITCHEN, result.layout) == "added: a bird"
+    assert result.notes == []
+
+
+async def test_a_claimed_id_without_contrary_evidence_is_kept(claude, fake_anthropic):
+    # "replace the cup with a vase and move it left": nothing but the claim says it is the cup.
+    fake_anthropic.push_layout([(*APPLE, 1), ("a tall vase", (200, 200, 60, 150), 2)], KITCHEN.background)
+    result = await claude.revise(KITCHEN_HISTORY, "replace the cup with a vase and move it left")
+    assert [(o.id, o.caption) for o in result.layout.objects] == [(1, "a red apple"), (2, "a tall vase")]
+    assert describe_changes(KITCHEN, result.layout) == "changed: a blue cup → a tall vase; moved: a tall vase"
