@@ -10,7 +10,7 @@ from lmd_bot.guard import BannedContentError, Guard, NotAllowedHereError, RateLi
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.scenes.models import ServerSettings
 from lmd_bot.services.errors import EmptyTextError
-from tests.bot.conftest import ALICE, running_core
+from tests.services.conftest import ALICE, running_core
 
 
 def test_banned_words_match_whole_words_in_any_case_and_width():
@@ -54,12 +54,12 @@ def test_look_alike_folding_keeps_ordinary_words_apart():
 
 
 async def test_hidden_banned_words_and_invisible_prompts_are_refused_before_planning(tmp_path):
-    async with running_core(tmp_path, guard={"banned_words": ["gore"]}) as (app, _):
+    async with running_core(tmp_path, guard={"banned_words": ["gore"]}) as (app, notes):
         with pytest.raises(BannedContentError) as err:
-            await app.scenes.imagine(ALICE, "a g\u200bor\u0435 scene")
+            await app.scenes.imagine(ALICE, "a g\u200bor\u0435 scene", notes)
         assert err.value.user_message == "That prompt isn't allowed here."
         with pytest.raises(EmptyTextError) as err:
-            await app.scenes.imagine(ALICE, "\u200b\u200d\u2060\u00ad\ufeff")
+            await app.scenes.imagine(ALICE, "\u200b\u200d\u2060\u00ad\ufeff", notes)
         assert err.value.user_message == "Tell me what to draw: the prompt is empty."
         assert app.planner.calls == []
 
