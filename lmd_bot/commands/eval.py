@@ -161,8 +161,8 @@ def run_layouts(args: argparse.Namespace) -> int:
 
     prompts = lmd_benchmark_prompts()
     settings: dict[str, Any] = {
-        "prompts": f"{len(prompts)} (lmd-method.md 7.1)",
-        "box filter": "the reference's filter_boxes(scale_boxes=False) (lmd-method.md 7.3)",
+        "prompts": f"{len(prompts)} (docs/method.md, 'Benchmark prompts')",
+        "box filter": "the reference's filter_boxes(scale_boxes=False) (docs/method.md, 'Layout scoring')",
     }
     failures: dict[str, list[str]] = {}
     if args.responses:

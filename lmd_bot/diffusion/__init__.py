@@ -1,6 +1,6 @@
 """Stage 2 of LMD: the training-free layout-to-image controller on Stable Diffusion and GLIGEN.
 
-lmd-method.md sections 3 (LMD), 4 (LMD+) and 10 (the single-pass ``fast`` mode), implemented on
+docs/method.md ("Stage 2: the controller", "LMD+", "fast"), implemented on
 diffusers' models (UNet, gated GLIGEN UNet, VAE, DDIM scheduler, attention processors) and
 transformers' CLIP and SAM. Modules, from the layout down to the pixels:
 

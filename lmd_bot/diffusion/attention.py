@@ -1,4 +1,4 @@
-"""Capturing cross-attention maps on the few layers LMD reads (lmd-method.md section 3.2).
+"""Capturing cross-attention maps on the few layers LMD reads (docs/method.md, "Attention layers").
 
 Only the layers named by the caller get a :class:`CaptureProcessor`; every other layer keeps its
 processor (diffusers' SDPA one), and a capture processor itself falls back to its layer's original

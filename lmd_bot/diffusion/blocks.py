@@ -195,8 +195,9 @@ class Blocks:
         scheduler=None,
     ) -> torch.Tensor:
         """A whole denoising loop: per step, guidance, the CFG noise prediction (fusers on for the
-        first ``how.fuser_steps``), the scheduler step, then the frozen foreground (pitfall 4: the
-        objects' cells are pinned to their latents of the *next* step)."""
+        first ``how.fuser_steps``), the scheduler step, then the frozen foreground: the objects'
+        cells are pinned to their latents of the *next* step (docs/method.md, "Overall
+        generation")."""
         scheduler = self.c.scheduler if scheduler is None else scheduler
         scheduler.set_timesteps(steps, device=self.c.device)
         with fuser_switch(unet) as enable_fusers:

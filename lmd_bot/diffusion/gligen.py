@@ -1,4 +1,4 @@
-"""GLIGEN grounding on diffusers' gated UNet (lmd-method.md sections 4 and 11, pitfall 10).
+"""GLIGEN grounding on diffusers' gated UNet (docs/method.md, "LMD+").
 
 A GLIGEN UNet (``UNet2DConditionModel`` with ``attention_type="gated"``) has a position net, which
 turns each object's box and phrase feature into a grounding token, and a gated fuser in every
@@ -91,7 +91,7 @@ def null_grounding(grounding: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def with_unconditional(grounding: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Inputs for a CFG batch ``[unconditional rows; conditional rows]``: the unconditional half is
-    :func:`null_grounding` (pitfall 10: it must not see the boxes)."""
+    :func:`null_grounding` (docs/method.md, "LMD+": it must not see the boxes)."""
     null = null_grounding(grounding)
     return {key: torch.cat([null[key], grounding[key]]) for key in grounding}
 

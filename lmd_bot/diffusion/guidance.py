@@ -1,20 +1,21 @@
-"""Backward guidance of the latents (lmd-method.md section 3.5).
+"""Backward guidance of the latents (docs/method.md, "Backward guidance").
 
 Before a denoising step, a few times: run the UNet on the conditional prompt alone, compute the
 layout loss on the captured attention maps, and move the latents against its gradient::
 
     z <- z - step_size(t) * d(loss_scale * loss)/dz
 
-Faithful to the reference, including its two quiet behaviours:
+Faithful to the reference (docs/method.md, "Backward guidance"), including its two quiet
+behaviours:
 
-- **stale-loss early stop** (pitfall 1, the default): the loop runs while the *last computed*
-  loss, divided by ``loss_scale``, is above ``loss_threshold``, and that value is carried from
-  step to step; once a step ends below the threshold the loss is never computed again, so guidance
-  is off for the rest of the run. ``stale_loss_stop=False`` instead re-checks the loss at every
-  step (stronger guidance, more UNet passes);
-- **scheduler-dependent step size** (pitfall 2): ``sigma_index^2`` for schedulers with ``sigmas``
-  (LMS, Euler), ``sqrt(1 - alphabar_t)`` for those with ``alphas_cumprod`` (DDIM, what LMD's
-  numbers use), 1 otherwise.
+- **stale-loss early stop** (the default): the loop runs while the *last computed* loss, divided
+  by ``loss_scale``, is above ``loss_threshold``, and that value is carried from step to step;
+  once a step ends below the threshold the loss is never computed again, so guidance is off for
+  the rest of the run. ``stale_loss_stop=False`` instead re-checks the loss at every step
+  (stronger guidance, more UNet passes);
+- **scheduler-dependent step size**: ``sigma_index^2`` for schedulers with ``sigmas`` (LMS,
+  Euler), ``sqrt(1 - alphabar_t)`` for those with ``alphas_cumprod`` (DDIM, what LMD's numbers
+  use), 1 otherwise.
 
 The schedule (iterations per step, guided steps) is written for 50 steps, the reference's count;
 for other step counts it is stretched proportionally (step ``i`` of ``n`` uses the entry of step
@@ -87,7 +88,7 @@ class GuidanceParams(BaseModel):
 
 
 def step_size(scheduler, index: int, timestep: torch.Tensor) -> float:
-    """How far the latents move per unit of gradient at this step (pitfall 2)."""
+    """How far the latents move per unit of gradient at this step (docs/method.md, "Backward guidance")."""
     if hasattr(scheduler, "sigmas"):
         return float(scheduler.sigmas[index]) ** 2
     if hasattr(scheduler, "alphas_cumprod"):

@@ -1,11 +1,12 @@
-"""Initial noise, blending, quantized shifts and latent composition (lmd-method.md 3.6-3.7).
+"""Initial noise, blending, quantized shifts and latent composition (docs/method.md,
+"Per-object stage", "Alignment", "Composition").
 
 Shapes: a latent is ``(1, C, h, w)``; a trajectory stacks the ``steps + 1`` latents of a run,
 ``(steps + 1, 1, C, h, w)``, from the initial noise to the final latent; masks are ``(h, w)`` bool.
 
-Shifts are quantized to **64 image pixels** (1/8 of a 512 canvas, pitfall 6): 8 latent cells,
-2 cells of a 16x16 attention map, 1 cell of the 8x8 mid-block map, so the latents and every saved
-attention map move together by whole cells.
+Shifts are quantized to **64 image pixels** (1/8 of a 512 canvas; docs/method.md, "Geometry"):
+8 latent cells, 2 cells of a 16x16 attention map, 1 cell of the 8x8 mid-block map, so the latents
+and every saved attention map move together by whole cells.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def blend_noise(
     """Background noise, with ``ratio`` of the object's own noise mixed in inside ``mask``.
 
     ``sqrt(1 - r) * z_bg + sqrt(r) * z_obj`` stays unit-variance, and outside the box the object
-    run starts from exactly the background's noise, so object and background agree (pitfall 5).
+    run starts from exactly the background's noise, so object and background agree
+    (docs/method.md, "Per-object stage").
     """
     m = mask.to(background.dtype)
     mixed = (1 - ratio) ** 0.5 * background + ratio**0.5 * own

@@ -1,11 +1,11 @@
-"""The box energy (lmd-method.md section 3.3) and the attention-transfer loss (section 3.4).
+"""The box energy (docs/method.md, "Box energy") and the attention-transfer loss ("Attention transfer").
 
 Maps come from :class:`lmd_bot.diffusion.attention.AttentionStore`: ``(heads, h, w, tokens)`` per
 layer. Boxes are normalized ``(x0, y0, x1, y1)`` and are rasterized on each layer's own grid with
 the reference's rounding (:func:`lmd_bot.layout.geometry.nbox_to_grid_rect`).
 
 Both losses **sum over heads** as the reference does (8 heads in SD v1), which is what its
-threshold of 5.0 is calibrated for (pitfall 1).
+threshold of 5.0 is calibrated for (docs/method.md, "Box energy").
 """
 
 from __future__ import annotations

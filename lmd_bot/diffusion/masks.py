@@ -1,4 +1,4 @@
-"""The mask of an object generated alone (lmd-method.md section 3.6, step 6).
+"""The mask of an object generated alone (docs/method.md, "Masks").
 
 From the per-object run's word-token attention (the 16x16 ``SAM_KEY`` layer at 512 px, averaged
 over the later steps and the heads), smoothed by a Gaussian (sigma 1.5 cells):

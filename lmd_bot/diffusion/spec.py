@@ -1,4 +1,4 @@
-"""Layout -> generation spec: what the controller is asked to draw (lmd-method.md section 2.5).
+"""Layout -> generation spec: what the controller is asked to draw (docs/method.md, "Generation spec").
 
 Pure Python (inflect only): no torch, so it can be built, shown and tested anywhere.
 
@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from lmd_bot.layout.geometry import NBox
 from lmd_bot.layout.schema import SceneLayout
 
-# The reference's default negative prompts (lmd-method.md section 2.5, ``prompt.py``).
+# The reference's default negative prompts (docs/method.md, "Generation spec").
 OVERALL_NEGATIVE = (
     "artifacts, blurry, smooth texture, bad quality, distortions, unrealistic, distorted image, "
     "bad proportions, duplicate"

@@ -1,4 +1,4 @@
-"""Where a phrase and its head word sit in the CLIP-tokenized prompt (lmd-method.md section 2.6).
+"""Where a phrase and its head word sit in the CLIP-tokenized prompt (docs/method.md, "Token positions").
 
 The reference finds a phrase by searching its token string in the prompt's token string and
 takes the first match. That picks the wrong words when the background repeats them ("A cat cafe

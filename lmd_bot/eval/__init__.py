@@ -1,4 +1,4 @@
-"""The LMD benchmark (lmd-method.md section 7): 400 prompts in four tasks, scored on layouts
+"""The LMD benchmark (docs/method.md, "Benchmark"): 400 prompts in four tasks, scored on layouts
 (stage 1) and on images (stage 1+2, with OWL-ViT and OWLv2), next to the published numbers.
 
 Importing this package loads neither torch nor transformers; the detector and the renderer are

@@ -1,6 +1,6 @@
 """Open-vocabulary detectors that score the benchmark's images: OWL-ViT and OWLv2 (transformers).
 
-The scoring follows the reference (lmd-method.md section 7.2): the prompt's queries ("a photo of
+The scoring follows the reference (docs/method.md, "Image scoring"): the prompt's queries ("a photo of
 a blue dog", ...), each predicted box labelled with its best query and scored with that query's
 sigmoid logit, boxes under the score threshold dropped (0.15), then class-aware NMS (0.15).
 Boxes come back as ``[x, y, w, h]`` image pixels, named by their query.

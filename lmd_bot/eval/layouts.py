@@ -1,4 +1,4 @@
-"""Stage-1 evaluation: the benchmark's checks applied to the LLM's layouts (lmd-method.md 7.3).
+"""Stage-1 evaluation: the benchmark's checks applied to the LLM's layouts (docs/method.md, "Layout scoring").
 
 Each recorded answer is parsed as the reference parses it and its boxes are filtered as the
 reference's ``filter_boxes(scale_boxes=False)`` does before the checks. That filter is not

@@ -1,4 +1,5 @@
-"""The benchmark's checks (lmd-method.md sections 7.2 and 7.3), on layouts and on detections alike.
+"""The benchmark's checks (docs/method.md, "Image scoring", "Layout scoring"), on layouts and on
+detections alike.
 
 Both stages reduce to a list of named boxes: the LLM's captioned boxes (stage 1) or the
 detector's boxes named by the query that won them (stage 1+2). The checks follow the reference

@@ -1,4 +1,4 @@
-"""The LMD benchmark's 400 prompts (lmd-method.md section 7.1), each with the facts to check.
+"""The LMD benchmark's 400 prompts (docs/method.md, "Benchmark prompts"), each with the facts to check.
 
 The set is generated, not stored, exactly as the reference generates it: ten COCO classes, eleven
 colours, inflect for articles, plurals and number words, and numpy's legacy Mersenne-Twister
@@ -78,7 +78,7 @@ class BenchmarkPrompt(BaseModel):
         return self.index
 
     def detector_queries(self) -> list[str]:
-        """The open-vocabulary detector's text queries (lmd-method.md section 7.2): "a photo of a
+        """The open-vocabulary detector's text queries (docs/method.md, "Image scoring"): "a photo of a
         cup" for negation and numeracy, one query per phrase ("a photo of a blue dog") otherwise."""
         return [f"a photo of {phrase}" for phrase in self.facts.phrases]
 

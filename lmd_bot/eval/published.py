@@ -1,4 +1,4 @@
-"""The published LMD-benchmark numbers we compare with (lmd-method.md section 8).
+"""The published LMD-benchmark numbers we compare with (docs/method.md, "Published numbers").
 
 The LMD authors' reference runs: 100 prompts per task, one image per prompt, OWL-ViT B/32 with
 score 0.15 and class-aware NMS 0.15 for images. "average" is their "Avg" column, the mean of the

@@ -1,7 +1,7 @@
 """Benchmark results: per-prompt outcomes, per-task accuracy, and the report (Markdown + JSON).
 
 A report holds one or more *runs* (columns): the layouts of one planner, or the images of one
-folder scored by one detector (OWL-ViT, OWLv2), next to the published numbers of lmd-method.md
+folder scored by one detector (OWL-ViT, OWLv2), next to the published numbers of docs/method.md
 section 8. Accuracy per task is passed / evaluated; "average" is the mean of the four task
 accuracies, as the paper's "Avg" column. Prompts that could not be evaluated (no recorded answer,
 no image) are counted apart and said loudly, never folded silently into the accuracy.
@@ -152,8 +152,8 @@ def _markdown(report: Report) -> str:
     lines.append("")
     if report.published:
         lines.append(
-            "Published numbers: lmd-method.md section 8 (the LMD authors' reference runs, one image per "
-            "prompt, OWL-ViT B/32 at score 0.15, class-aware NMS 0.15, for images)."
+            "Published numbers: docs/method.md, 'Published numbers' (the LMD authors' reference runs, "
+            "one image per prompt, OWL-ViT B/32 at score 0.15, class-aware NMS 0.15, for images)."
         )
         lines.append("")
 

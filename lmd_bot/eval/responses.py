@@ -2,7 +2,7 @@
 
 A JSON object maps each prompt to the list of raw answers in the LMD text format. A prompt asked
 several times (the ten negation repeats) takes the list's entries in order, and an answer that
-cannot be parsed uses up its entry, as the reference's cache does (lmd-method.md section 2.2).
+cannot be parsed uses up its entry, as the reference's cache does (docs/method.md, "Recorded answers").
 The LMD authors publish their GPT-3.5 and GPT-4 answers in this format, so they can be scored
 here as they are.
 """

@@ -1,6 +1,6 @@
 """Box geometry: the only place that converts between box conventions.
 
-Conventions (lmd-method.md section 3.9 and pitfall 6):
+Conventions (docs/method.md, "Geometry"):
 - ``xywh`` pixels: ``[x, y, w, h]`` from the top-left of the canvas, as the LLM speaks them;
 - ``nbox``: normalized ``(x0, y0, x1, y1)`` in [0, 1], the internal format of the controller;
 - grid rectangles: integer cells on a latent or attention grid of ``grid_h x grid_w``.

@@ -1,4 +1,4 @@
-"""The LMD text format, read exactly as the reference reads it (lmd-method.md section 2.3).
+"""The LMD text format, read exactly as the reference reads it (docs/method.md, "The LMD text format").
 
 ::
 

@@ -1,6 +1,6 @@
 """Turning untrusted boxes (an LLM answer, a file, a user's edit) into a valid layout.
 
-:func:`repair_layout` applies the reference's box filter (lmd-method.md section 2.4) and a few
+:func:`repair_layout` applies the reference's box filter (docs/method.md, "Box repair") and a few
 documented clean-ups, and reports every change it made in ``notes`` so nothing is fixed silently:
 
 - an object whose box is not four finite numbers, or whose width or height is zero or negative,

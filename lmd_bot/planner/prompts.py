@@ -1,6 +1,6 @@
 """The planner's prompt: the LMD template's rules, our own in-context examples, the edit rules.
 
-The rules restate the LMD template (lmd-method.md section 2.1) in our words: a 512x512 canvas,
+The rules restate the LMD template (docs/method.md, "Planner prompt") in our words: a 512x512 canvas,
 ``[x, y, w, h]`` boxes from the top-left, one object per box with its attributes in the caption,
 a background prompt that never names the boxed objects, negation into the negative prompt,
 reasonable guesses, English output whatever the user's language. Added for lmd-bot: editing a

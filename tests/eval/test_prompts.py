@@ -43,7 +43,7 @@ def test_numeracy_prompts_are_number_major_with_two_repeats():
 
 def test_attribution_prompts_follow_the_seeded_draws():
     prompts = lmd_benchmark_prompts()
-    # Seed 0: worked out from the legacy Mersenne Twister, and the example in lmd-method.md 2.3.
+    # Seed 0: worked out from the legacy Mersenne Twister.
     assert prompts[200].prompt == "A realistic photo of a scene with a blue dog and a white bowl"
     assert prompts[202].prompt == "A realistic photo of a scene with a blue book and an orange chair"
     # A prompt quoted verbatim in third-party work on this benchmark.

@@ -1,4 +1,4 @@
-"""Box conventions and the rounding of lmd-method.md section 3.9."""
+"""Box conventions and the rounding of docs/method.md, "Geometry"."""
 
 import pytest
 
