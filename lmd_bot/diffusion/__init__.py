@@ -13,9 +13,11 @@ transformers' CLIP and SAM. Modules, from the layout down to the pixels:
 - :mod:`.latents` — initial noise, blending, quantized shifts and composition;
 - :mod:`.gligen` — GLIGEN grounding inputs, the masked unconditional half, fuser scheduling;
 - :mod:`.objects`, :mod:`.cache` — per-object results, placing them, and keeping them across
-  rounds (LRU by bytes in memory, optionally on disk);
-- :mod:`.pipeline` — batched per-object and overall generation (``lmd``, ``lmd+``), ``fast``,
-  plain SD;
+  rounds (the run's key; LRU by bytes in memory, optionally on disk);
+- :mod:`.params` — each mode's settings, the reference's defaults;
+- :mod:`.blocks` — encode, denoise, decode: what every mode is built from;
+- :mod:`.object_stage` — the per-object stage: objects generated alone, batched, and masked;
+- :mod:`.pipeline` — the modes as numbered steps: ``lmd``, ``lmd+``, ``fast``, plain SD;
 - :mod:`.preview` — cheap progress previews straight from the latents;
 - :mod:`.components`, :mod:`.loading`, :mod:`.tiny` — the model bundle and device/dtype choice,
   real checkpoints, random-weight models (tiny; full-size for GPU benchmarks);
