@@ -19,6 +19,17 @@ from lmd_bot.rendering import Renderer
 from lmd_bot.safety import SafetyChecker
 
 
+def _top_level(body: list[ast.stmt]):
+    """The module's statements, including those under a top-level ``if``, ``try`` or ``with``."""
+    for node in body:
+        yield node
+        if isinstance(node, ast.If | ast.Try | ast.With):
+            for block in (node.body, getattr(node, "orelse", []), getattr(node, "finalbody", [])):
+                yield from _top_level(block)
+            for handler in getattr(node, "handlers", []):
+                yield from _top_level(handler.body)
+
+
 def check_factory(path: str, what: str) -> None:
     """Fail at start-up, not in the worker, when ``path`` ("module:function") cannot be found.
 
@@ -39,7 +50,7 @@ def check_factory(path: str, what: str) -> None:
     if source is None:
         return
     names: set[str] = set()
-    for node in ast.parse(source).body:
+    for node in _top_level(ast.parse(source).body):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             names.add(node.name)
         elif isinstance(node, ast.Assign | ast.AnnAssign):
