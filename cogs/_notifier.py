@@ -21,7 +21,8 @@ REROLL_EMOJI = "🔄"
 
 
 async def result_files(view: ResultView, limit: int | None) -> list[discord.File]:
-    """The image and its overlay, each fitted under the server's upload limit (half each)."""
+    """The image and its overlay, each fitted under the server's upload limit (half each): PNG,
+    or WebP when the PNG is too big."""
     if view.withheld or view.image_png is None:
         return []
     budget = (limit or discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES) // 2
@@ -30,9 +31,16 @@ async def result_files(view: ResultView, limit: int | None) -> list[discord.File
         if data is None:
             continue
         fitted, ext = await asyncio.to_thread(fit_for_upload, data, budget)
-        name = image_name(view, kind, ext)
-        files.append(file(fitted, name.removeprefix("SPOILER_"), spoiler=view.spoiler))
+        files.append(file(fitted, image_name(view, kind, ext), spoiler=view.spoiler))
     return files
+
+
+async def result_message(
+    view: ResultView, limit: int | None
+) -> tuple[list[discord.Embed], list[discord.File]]:
+    """A result's embeds and files; the embeds show the files under the names they went out with."""
+    files = await result_files(view, limit)
+    return result_embeds(view, [f.filename for f in files]), files
 
 
 class DiscordNotifier:
@@ -97,12 +105,13 @@ class DiscordNotifier:
     async def show_result(self, view: ResultView) -> int | None:
         thread = await self._thread(view.scene.thread_id)
         limit = thread.guild.filesize_limit if getattr(thread, "guild", None) else None
+        embeds, files = await result_message(view, limit)
         message_id = await self._post(
             thread,
             view.job.status_message_id,
             content=None,
-            embeds=result_embeds(view),
-            attachments=await result_files(view, limit),
+            embeds=embeds,
+            attachments=files,
             view=result_buttons(view.round.id),
         )
         try:

@@ -109,6 +109,8 @@ class ImagineCog(commands.Cog):
             return
         actor = actor_from_message(message)
         if not await self.scenes.may_edit(actor, scene):
+            if not mentioned:
+                return  # people chatting in the thread: not for the bot
             await message.reply(
                 f"Only <@{scene.owner_id}> edits this scene (they can `/share` it).",
                 mention_author=False,

@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))  # cogs/ is not an installed package
 
 import discord  # noqa: E402
 
-from cogs._format import file, plan_embed, result_embeds, status_content, thread_name  # noqa: E402
-from cogs._notifier import REROLL_EMOJI, result_files  # noqa: E402
+from cogs._format import file, plan_embed, status_content, thread_name  # noqa: E402
+from cogs._notifier import REROLL_EMOJI, result_message  # noqa: E402
 from cogs._views import result_buttons, status_buttons  # noqa: E402
 from cogs.imagine import SEEN_EMOJI  # noqa: E402
 from lmd_bot.config import load_settings  # noqa: E402
@@ -137,6 +137,7 @@ async def _rendered(recorder: RecordingNotifier, plan: PlanView) -> list[Message
     if not isinstance(result, ResultView):
         raise RuntimeError(f"the render did not finish: {result}")
     status = _progress(recorder, job.id)
+    embeds, files = await result_message(result, None)
     return [
         Message(
             "lmd-bot",
@@ -146,8 +147,8 @@ async def _rendered(recorder: RecordingNotifier, plan: PlanView) -> list[Message
         ),
         Message(
             "lmd-bot",
-            embeds=result_embeds(result),
-            files=_files(*await result_files(result, None)),
+            embeds=embeds,
+            files=_files(*files),
             buttons=_buttons(result_buttons(result.round.id)),
             reactions=[REROLL_EMOJI],  # the bot adds it: react to reroll
         ),

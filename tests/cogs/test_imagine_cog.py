@@ -133,12 +133,12 @@ async def test_owner_instruction_in_the_thread_revises_and_renders(discord_core)
     assert results[1].embeds[0].title == "Round 2" and results[1].field("Seed") == "`8`"
 
 
-async def test_someone_else_gets_a_quiet_hint_and_nothing_is_queued(discord_core):
+async def test_someone_else_addressing_the_bot_gets_a_quiet_hint_and_nothing_is_queued(discord_core):
     core, fake = discord_core
     cog, _ = await _imagine(core, fake)
     thread = fake.original.thread
     await eventually(lambda: _result_in(fake, thread.id))
-    message = fake.message(OTHER, thread, "add a cat")
+    message = fake.message(OTHER, thread, f"<@{BOT_ID}> add a cat", mentions_bot=True)
     await cog.on_message(message)
     hint = fake.in_channel(thread.id)[-1]
     assert hint.content.startswith(f"Only <@{OWNER}> edits this scene")

@@ -26,6 +26,7 @@ from tests.bot.doubles import ScriptedPlanner
 from tests.fakes.fake_discord import APP_ID, BOT_ID, TEXT, FakeDiscordAPI
 
 GUILD_ID = 100
+OWNER, OTHER = 1, 2
 PREVIEW = RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer")
 _OPTION_TYPES = {str: 3, int: 4, bool: 5}
 
@@ -112,7 +113,9 @@ class World:
             "data": data,
         }
         if in_guild:
-            payload.update(guild_id=str(GUILD_ID), guild_locale="en-US", member=self._member(user_id, admin=admin))
+            payload.update(
+                guild_id=str(GUILD_ID), guild_locale="en-US", member=self._member(user_id, admin=admin)
+            )
         else:
             payload["user"] = user_json(user_id)
         if message is not None:
@@ -120,10 +123,21 @@ class World:
         self.state.parse_interaction_create(payload)
         return token
 
-    def slash(self, name: str, user_id: int, channel_id: int, *, admin: bool = False, app_permissions=None, **options):
+    def slash(
+        self,
+        name: str,
+        user_id: int,
+        channel_id: int,
+        *,
+        admin: bool = False,
+        app_permissions=None,
+        **options,
+    ):
         """A slash command as Discord delivers it; returns the interaction's token."""
         opts = [
-            {"name": k, "type": _OPTION_TYPES[type(v)], "value": v} for k, v in options.items() if v is not None
+            {"name": k, "type": _OPTION_TYPES[type(v)], "value": v}
+            for k, v in options.items()
+            if v is not None
         ]
         data = {"id": str(next(self._ids)), "name": name, "type": 1, "options": opts}
         return self._interaction(2, user_id, channel_id, data, admin=admin, app_permissions=app_permissions)
@@ -208,10 +222,11 @@ class World:
         return self.api.messages[self.api.interactions[token]["original"]]
 
     def callback(self, token: str) -> dict[str, Any]:
-        """The interaction callback the bot sent (type and data)."""
+        """The interaction callback Discord accepted from the bot (type and data)."""
         iid = self.api.interactions[token]["id"]
-        [request] = self.api.requests_to("POST", f"/interactions/{iid}/{token}/callback")
-        return request.json
+        sent = self.api.requests_to("POST", f"/interactions/{iid}/{token}/callback")
+        [accepted] = [r for r in sent if r.status == 200]
+        return accepted.json
 
     def followups(self, token: str) -> list[dict[str, Any]]:
         return [r.json for r in self.api.requests_to("POST", f"/webhooks/{APP_ID}/{token}")]
@@ -254,3 +269,36 @@ async def discord_world(
         world.state._add_guild_from_data(api.guilds[GUILD_ID])
         world.text_id = world.add_channel("art")
         yield world
+
+
+# --- reading the results -------------------------------------------------------------------
+
+
+def field(message, name: str) -> str | None:
+    for embed in message["embeds"]:
+        for f in embed.get("fields", []):
+            if f["name"] == name:
+                return f["value"]
+    return None
+
+
+def results_in(world: World, thread_id: int) -> list[dict]:
+    return [m for m in world.api.messages_in(thread_id) if field(m, "Seed")]
+
+
+def images(message) -> list[str]:
+    """Every image URL the message's embeds show (image and thumbnail)."""
+    return [e[kind]["url"] for e in message["embeds"] for kind in ("image", "thumbnail") if kind in e]
+
+
+async def imagine(world: World, prompt: str = "a red apple, a blue cup", user: int = OWNER, **options):
+    token = world.slash("imagine", user, world.text_id, prompt=prompt, **options)
+    await world.settle()
+    return token
+
+
+async def first_result(world: World, prompt: str = "a red apple, a blue cup", **options):
+    token = await imagine(world, prompt, **options)
+    thread_id = int(world.original(token)["thread"]["id"])
+    [result] = await eventually(lambda: results_in(world, thread_id))
+    return token, thread_id, result

@@ -131,24 +131,31 @@ class FakeDiscordAPI:
         return next(self._ids)
 
     def add_guild(self, *, guild_id: int | None = None, everyone: discord.Permissions | None = None) -> int:
+        """A server where ``@everyone`` has a member's usual permissions (``everyone``) and the bot
+        its own role with every permission."""
         gid = guild_id or self.new_id()
-        perms = everyone if everyone is not None else discord.Permissions.all()
+        member = discord.Permissions.text() | discord.Permissions(
+            view_channel=True, create_public_threads=True
+        )
+        member.update(manage_messages=False, manage_threads=False, mention_everyone=False)
+        roles = [(gid, "@everyone", everyone if everyone is not None else member), (gid + 1, "lmd-bot", None)]
         self.guilds[gid] = {
             "id": str(gid),
             "name": "Test server",
             "owner_id": "1",
             "roles": [
                 {
-                    "id": str(gid),
-                    "name": "@everyone",
-                    "permissions": str(perms.value),
-                    "position": 0,
+                    "id": str(rid),
+                    "name": name,
+                    "permissions": str((perms or discord.Permissions.all()).value),
+                    "position": 0 if perms else 1,
                     "color": 0,
                     "hoist": False,
-                    "managed": False,
+                    "managed": perms is None,
                     "mentionable": False,
                     "flags": 0,
                 }
+                for rid, name, perms in roles
             ],
             "emojis": [],
             "stickers": [],
@@ -158,12 +165,21 @@ class FakeDiscordAPI:
             "channels": [],
             "threads": [],
             "members": [
-                {"user": self.bot_user, "roles": [], "joined_at": _now(), "deaf": False, "mute": False, "flags": 0}
+                {
+                    "user": self.bot_user,
+                    "roles": [str(gid + 1)],
+                    "joined_at": _now(),
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                }
             ],
         }
         return gid
 
-    def add_channel(self, guild_id: int | None, name: str = "art", *, type: int = TEXT, nsfw: bool = False) -> int:
+    def add_channel(
+        self, guild_id: int | None, name: str = "art", *, type: int = TEXT, nsfw: bool = False
+    ) -> int:
         cid = self.new_id()
         data: dict[str, Any] = {"id": str(cid), "type": type, "name": name, "nsfw": nsfw}
         if guild_id is not None:
@@ -310,6 +326,7 @@ class FakeDiscordAPI:
             return 200, self.bot_user
         if (m, p) == ("GET", "/oauth2/applications/@me"):
             return 200, self._app_info()
+
         if match := re.fullmatch(r"/applications/\d+(?:/guilds/(\d+))?/commands", p):
             return self._commands(m, match[1], r.json)
         if match := re.fullmatch(r"/interactions/(\d+)/([^/]+)/callback", p):
@@ -321,9 +338,8 @@ class FakeDiscordAPI:
         if match := re.fullmatch(r"/channels/(\d+)/typing", p):
             self._writable(int(match[1]))
             return 204, None
-        if match := re.fullmatch(r"/channels/(\d+)/messages", p):
-            if m == "POST":
-                return 200, self._new_message(int(match[1]), r)
+        if (match := re.fullmatch(r"/channels/(\d+)/messages", p)) and m == "POST":
+            return 200, self._new_message(int(match[1]), r)
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)", p):
             return self._message(m, int(match[1]), int(match[2]), r)
         if match := re.fullmatch(r"/channels/(\d+)/messages/(\d+)/threads", p):
@@ -461,6 +477,7 @@ class FakeDiscordAPI:
         """An edit or a new message's body: content, embeds, components, attachments, and who it
         mentions (what ``allowed_mentions`` lets ping)."""
         body = r.json or {}
+        _check_limits(body)
         for key in ("content", "embeds", "components"):
             if key in body:
                 message[key] = body[key] if body[key] is not None else ([] if key != "content" else "")
@@ -487,7 +504,13 @@ class FakeDiscordAPI:
             message["attachments"] = attachments
         elif r.files and not message["attachments"]:
             message["attachments"] = [
-                {"id": str(self.new_id()), "filename": f.filename, "size": len(f.data), "url": "", "proxy_url": ""}
+                {
+                    "id": str(self.new_id()),
+                    "filename": f.filename,
+                    "size": len(f.data),
+                    "url": "",
+                    "proxy_url": "",
+                }
                 for f in r.files
             ]
         if "content" in body or "allowed_mentions" in body:
@@ -543,7 +566,9 @@ class FakeDiscordAPI:
         }
         if kind in (4, 5):  # a message, or "thinking…" that becomes one
             inner = Request(r.method, r.path, r.query, data, r.files)
-            message = self._new_message(interaction["channel_id"], inner, flags=flags | (128 if kind == 5 else 0))
+            message = self._new_message(
+                interaction["channel_id"], inner, flags=flags | (128 if kind == 5 else 0)
+            )
             message["interaction_token"] = token
             interaction["original"] = int(message["id"])
             result["interaction"].update(
@@ -581,10 +606,47 @@ class FakeDiscordAPI:
             self.on_gateway(event, json.loads(json.dumps(data)))
 
 
+# Discord's message and embed limits; a body over one is refused with 400 / 50035.
+_LIMITS = {"title": 256, "description": 4096, "field name": 256, "field value": 1024, "footer": 2048}
+
+
+def _check_limits(body: dict[str, Any]) -> None:
+    problems = []
+    if len(body.get("content") or "") > 2000:
+        problems.append("content: must be 2000 or fewer in length")
+    embeds = body.get("embeds") or []
+    if len(embeds) > 10:
+        problems.append("embeds: must be 10 or fewer in length")
+    for i, embed in enumerate(embeds):
+        sizes = {
+            "title": len(embed.get("title") or ""),
+            "description": len(embed.get("description") or ""),
+            "footer": len((embed.get("footer") or {}).get("text") or ""),
+        }
+        for name, size in sizes.items():
+            if size > _LIMITS[name]:
+                problems.append(f"embeds.{i}.{name}: must be {_LIMITS[name]} or fewer in length")
+        fields = embed.get("fields") or []
+        if len(fields) > 25:
+            problems.append(f"embeds.{i}.fields: must be 25 or fewer in length")
+        for j, f in enumerate(fields):
+            if len(f["name"]) > _LIMITS["field name"] or not f["name"]:
+                problems.append(f"embeds.{i}.fields.{j}.name: must be 1 to 256 in length")
+            if len(f["value"]) > _LIMITS["field value"] or not f["value"]:
+                problems.append(f"embeds.{i}.fields.{j}.value: must be 1 to 1024 in length")
+        total = sum(sizes.values()) + sum(len(f["name"]) + len(f["value"]) for f in fields)
+        if total > 6000:
+            problems.append(f"embeds.{i}: embed size exceeds maximum size of 6000")
+    if problems:
+        raise DiscordError(400, 50035, "Invalid Form Body: " + "; ".join(problems))
+
+
 def _json(payload: Any, status: int, headers: dict[str, str] | None = None) -> web.Response:
     # discord.py parses a body as JSON only when the content type is exactly application/json.
     return web.Response(
-        body=json.dumps(payload).encode(), status=status, headers={"Content-Type": "application/json", **(headers or {})}
+        body=json.dumps(payload).encode(),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
 
 
