@@ -151,6 +151,17 @@ def image_name(view: ResultView, kind: str, ext: str = "png") -> str:
     return f"round{view.round.number}-seed{view.job.seed}-{kind}.{ext}"
 
 
+def ready_content(view: ResultView) -> str:
+    """The line above a result: it pings the owner (the result is a new message for this)."""
+    what = "was withheld" if view.withheld else "is ready"
+    return f"<@{view.scene.owner_id}> round {view.round.number} {what}."
+
+
+def done_content(view: ResultView) -> str:
+    """What the status message shrinks to once the result is posted."""
+    return f"✅ Round {view.round.number}: done, see below."
+
+
 def failure_content(view: FailureView) -> str:
     hint = " Press **Retry** to try again." if view.retryable else ""
     return f"⚠️ Round {view.round_number}: {view.message}{hint}"
