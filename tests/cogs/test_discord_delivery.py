@@ -114,3 +114,19 @@ async def test_imagine_in_a_dm_answers_at_once(tmp_path):
         answer = world.callback(token)
         assert answer["type"] == 4 and "server" in answer["data"]["content"]
         assert not world.core.scenes.planner.calls
+
+
+async def test_a_thread_deleted_while_rendering_ends_the_scene_without_errors(tmp_path, caplog):
+    gate, world_cm = await _gated_world(tmp_path)
+    async with world_cm as world:
+        token = await imagine(world, seed=14)
+        thread_id = int(world.original(token)["thread"]["id"])
+        await eventually(lambda: (gate / "started-14").exists())
+        world.api.delete_channel(thread_id)  # and the bot missed the gateway event
+        (gate / "go").touch()
+        with caplog.at_level(logging.INFO):
+            await eventually(lambda: "thread is gone" in caplog.text)
+        assert any(
+            r.status == 404 for r in world.api.requests if r.path.startswith(f"/channels/{thread_id}/")
+        )
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -210,3 +210,17 @@ async def test_dismissed_edit_modals_do_not_pile_up(tmp_path, monkeypatch):
             assert world.callback(token)["type"] == 9  # the modal; the user closes it
         store = world.state._view_store
         await eventually(lambda: not store._modals, timeout=5)
+
+
+# --- Discord's other answers ----------------------------------------------------------------------
+
+
+async def test_a_rate_limited_post_is_waited_out_and_the_result_still_arrives(tmp_path):
+    async with discord_world(tmp_path) as world:
+        world.api.rate_limit("POST", r"/channels/\d+/messages", 0.05, times=2)
+        _, thread_id, result = await first_result(world, seed=3)
+        assert field(result, "Seed") == "`3`"
+        limited = [
+            r for r in world.api.requests_to("POST", rf"/channels/{thread_id}/messages") if r.status == 429
+        ]
+        assert len(limited) == 2
