@@ -55,18 +55,23 @@ async def test_a_result_for_an_archived_thread_unarchives_it_and_arrives(tmp_pat
         assert field(result, "Seed") == "`11`"
 
 
-async def test_a_locked_archived_thread_is_a_gone_destination(tmp_path, caplog):
+@pytest.mark.parametrize("event_seen", [True, False])
+async def test_a_locked_archived_thread_is_a_gone_destination(tmp_path, caplog, event_seen):
     gate, world_cm = await _gated_world(tmp_path)
+    caplog.set_level(logging.INFO)
     async with world_cm as world:
         token = await imagine(world, seed=12)
         thread_id = int(world.original(token)["thread"]["id"])
         await eventually(lambda: (gate / "started-12").exists())
-        world.api.archive(thread_id, locked=True)
+        world.api.archive(thread_id, locked=True, tell_gateway=event_seen)  # a moderator closed it
         await world.settle()
         (gate / "go").touch()
-        with caplog.at_level(logging.INFO):
+        if event_seen:  # the scene's jobs end at once
+            await eventually(lambda: "cancelled (the thread was closed)" in caplog.text)
+        else:  # the result finds it locked: reopening it is refused, the scene ends
             await eventually(lambda: "thread is gone" in caplog.text)
-        assert not world.api.requests_to("PATCH", f"/channels/{thread_id}")  # only moderators may reopen it
+            [reopen] = world.api.requests_to("PATCH", f"/channels/{thread_id}")
+            assert reopen.status == 403
         assert not results_in(world, thread_id)
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
@@ -103,7 +108,7 @@ async def test_imagine_where_no_thread_can_open_answers_at_once_and_plans_nothin
         answer = world.callback(token)
         assert answer["type"] == 4 and answer["data"]["flags"] == EPHEMERAL
         assert "text channel" in answer["data"]["content"]
-        assert not world.api.threads() and not world.core.scenes.planner.calls
+        assert not world.api.threads() and not world.core.planner.calls
 
 
 async def test_imagine_in_a_dm_answers_at_once(tmp_path):
@@ -113,7 +118,7 @@ async def test_imagine_in_a_dm_answers_at_once(tmp_path):
         await world.settle()
         answer = world.callback(token)
         assert answer["type"] == 4 and "server" in answer["data"]["content"]
-        assert not world.core.scenes.planner.calls
+        assert not world.core.planner.calls
 
 
 async def test_a_thread_deleted_while_rendering_ends_the_scene_without_errors(tmp_path, caplog):

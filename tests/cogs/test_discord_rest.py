@@ -45,7 +45,7 @@ async def test_imagine_plans_opens_a_thread_and_posts_the_result(tmp_path):
             "attachment://round1-seed31337-image.png",
             "attachment://round1-seed31337-overlay.png",
         ]
-        rid = (await world.core.scenes.repo.scene_by_thread(thread_id)).head_round_id
+        rid = (await world.core.repo.scene_by_thread(thread_id)).head_round_id
         buttons = [c["custom_id"] for row in result["components"] for c in row["components"]]
         assert buttons == [f"lmd:reroll:{rid}", f"lmd:undo:{rid}", f"lmd:edit:{rid}", f"lmd:layout:{rid}"]
         assert world.api.requests_to("PUT", f"/channels/{thread_id}/messages/{result['id']}/reactions/.+/@me")
@@ -133,7 +133,7 @@ async def test_a_channel_the_bot_cannot_view_is_named(tmp_path):
         await world.settle()
         answer = world.callback(token)["data"]
         assert "**View Channel**" in answer["content"] and answer["flags"] == EPHEMERAL
-        assert not world.core.scenes.planner.calls
+        assert not world.core.planner.calls
 
 
 async def test_a_refusal_with_every_permission_granted_still_says_something_useful(tmp_path):
@@ -179,11 +179,11 @@ async def test_prompts_echoed_by_the_bot_ping_nobody(tmp_path):
 
 async def test_the_settings_channels_field_fits_discord_s_limit(tmp_path):
     async with discord_world(tmp_path) as world:
-        from lmd_bot.services import Actor
+        from lmd_bot.services import Actor, SettingsChange
 
         admin = Actor(user_id=3, guild_id=GUILD_ID, is_admin=True)
-        many = [10**18 + i for i in range(60)]  # 60 mentions of 22 characters: ~1400
-        await world.core.scenes.update_server_settings(admin, allowed_channel_ids=many)
+        for i in range(60):  # 60 channel mentions of 22 characters: ~1400
+            await world.core.scenes.update_server_settings(admin, SettingsChange(allow_channel_id=10**18 + i))
         token = world.slash("settings", 3, world.text_id, admin=True)
         await world.settle()
         answer = world.callback(token)

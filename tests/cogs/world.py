@@ -21,9 +21,9 @@ import discord
 from bot import build_bot
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.services import open_core
-from tests.bot.conftest import make_settings
-from tests.bot.doubles import ScriptedPlanner
+from lmd_bot.testing import ScriptedPlanner
 from tests.fakes.fake_discord import APP_ID, BOT_ID, TEXT, FakeDiscordAPI
+from tests.services.conftest import make_settings
 
 GUILD_ID = 100
 OWNER, OTHER = 1, 2

@@ -201,11 +201,13 @@ class FakeDiscordAPI:
         self.channels[cid] = data
         return cid
 
-    def archive(self, thread_id: int, *, locked: bool = False) -> None:
-        """Archive a thread (as Discord does after inactivity, or a moderator); tells the gateway."""
+    def archive(self, thread_id: int, *, locked: bool = False, tell_gateway: bool = True) -> None:
+        """Archive a thread (as Discord does after inactivity, or a moderator); the gateway hears
+        of it unless ``tell_gateway`` is false (the bot was offline, or missed the event)."""
         meta = self.channels[thread_id]["thread_metadata"]
         meta.update(archived=True, locked=locked, archive_timestamp=_now())
-        self._emit("THREAD_UPDATE", self.channels[thread_id])
+        if tell_gateway:
+            self._emit("THREAD_UPDATE", self.channels[thread_id])
 
     def delete_channel(self, channel_id: int) -> None:
         self.channels.pop(channel_id)
