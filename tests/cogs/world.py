@@ -298,7 +298,13 @@ async def imagine(world: World, prompt: str = "a red apple, a blue cup", user: i
 
 
 async def first_result(world: World, prompt: str = "a red apple, a blue cup", **options):
+    """``/imagine``, then its result once delivered in full (posted and recorded as the round's
+    message, as the 🔄 on it needs)."""
     token = await imagine(world, prompt, **options)
     thread_id = int(world.original(token)["thread"]["id"])
     [result] = await eventually(lambda: results_in(world, thread_id))
+    for _ in range(500):
+        if await world.core.repo.message(int(result["id"])) is not None:
+            break
+        await asyncio.sleep(0.02)
     return token, thread_id, result
