@@ -69,9 +69,10 @@ def build_bot(core, *, sync_global: bool = False):
         async def start(self, token: str, *, reconnect: bool = True) -> None:
             # discord.py's own start gives up on the first network error, and a failed first
             # connect trips over a bug of its own: retry those, and sync between login and connect.
-            await _startup.login(self, token)
-            await _startup.with_retries("syncing slash commands", self.sync_commands)
-            await _startup.connect(self)
+            delays = _startup.backoff(core.settings.discord.connect_retries)
+            await _startup.login(self, token, delays)
+            await _startup.with_retries("syncing slash commands", self.sync_commands, delays)
+            await _startup.connect(self, delays)
 
         async def on_message(self, message: discord.Message) -> None:
             """The cogs' listeners handle messages; ``commands.Bot`` would also look for prefix

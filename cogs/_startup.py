@@ -17,12 +17,15 @@ log = logging.getLogger(__name__)
 
 # Failures that say nothing about the bot's configuration: the network, DNS, Discord's 5xx.
 TRANSIENT = (aiohttp.ClientConnectionError, TimeoutError, discord.DiscordServerError, discord.GatewayNotFound)
-RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+MAX_DELAY_S = 30.0
 
 
-async def with_retries(
-    what: str, attempt: Callable[[], Awaitable[None]], delays: tuple[float, ...] = RETRY_DELAYS_S
-) -> None:
+def backoff(retries: int) -> tuple[float, ...]:
+    """The waits before each retry: 1, 2, 4, … seconds, at most :data:`MAX_DELAY_S`."""
+    return tuple(min(2.0**i, MAX_DELAY_S) for i in range(retries))
+
+
+async def with_retries(what: str, attempt: Callable[[], Awaitable[None]], delays: tuple[float, ...]) -> None:
     """Run ``attempt``; on a transient failure wait and try again (``delays``, then give up by
     raising the last failure)."""
     for delay in (*delays, None):
@@ -36,7 +39,7 @@ async def with_retries(
             await asyncio.sleep(delay)
 
 
-async def login(client: discord.Client, token: str, delays: tuple[float, ...] = RETRY_DELAYS_S) -> None:
+async def login(client: discord.Client, token: str, delays: tuple[float, ...]) -> None:
     """Log in (which runs ``setup_hook`` once it succeeded), retrying network failures."""
 
     async def attempt() -> None:
@@ -52,7 +55,7 @@ async def login(client: discord.Client, token: str, delays: tuple[float, ...] = 
     await with_retries("logging in to Discord", attempt, delays)
 
 
-async def connect(client: discord.Client, delays: tuple[float, ...] = RETRY_DELAYS_S) -> None:
+async def connect(client: discord.Client, delays: tuple[float, ...]) -> None:
     """Open the gateway and stay connected (discord.py reconnects once it was connected)."""
 
     async def attempt() -> None:

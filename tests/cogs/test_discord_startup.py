@@ -120,3 +120,8 @@ async def test_a_failed_first_gateway_connect_is_retried_not_a_discord_py_attrib
         ):
             await _startup.connect(world.bot, delays=(0.01,))
         assert caplog.text.count("retrying") == 1
+
+
+def test_the_backoff_doubles_up_to_a_ceiling():
+    assert _startup.backoff(0) == ()
+    assert _startup.backoff(7) == (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0)
