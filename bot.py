@@ -2,8 +2,11 @@
 
 Start-up: settings, logging, the database (migrated to the newest schema), the planner, the GPU
 queue and its worker, the scene service, then the Discord client with its cogs and persistent
-buttons. Slash commands are synced to ``discord.dev_guild_id`` at start-up (instant) and globally
-only when asked (``--sync-global`` or ``discord.sync_global``: it takes up to an hour to show).
+buttons. Logging in and connecting retry network failures with backoff. Slash commands are synced
+to ``discord.dev_guild_id`` at start-up (instant) and globally only when asked (``--sync-global``
+or ``discord.sync_global``: it takes up to an hour to show); with both, the dev server gets no
+copies of its own (it would list every command twice). A refused sync stops the bot with one line
+saying what to fix.
 
 Shutdown (Ctrl+C, SIGTERM): stop taking jobs, let the running render finish within
 ``queue.shutdown_grace_s`` (else it is requeued for the next start), deliver pending status
@@ -29,7 +32,7 @@ def build_bot(core, *, sync_global: bool = False):
     import discord
     from discord.ext import commands
 
-    from cogs import EXTENSIONS
+    from cogs import EXTENSIONS, _startup
     from cogs._common import on_app_command_error
     from cogs._notifier import DiscordNotifier
     from cogs._views import DYNAMIC_ITEMS
@@ -39,7 +42,7 @@ def build_bot(core, *, sync_global: bool = False):
             intents = discord.Intents.default()
             intents.message_content = core.settings.discord.message_content_intent
             super().__init__(
-                command_prefix=commands.when_mentioned,
+                command_prefix=(),  # no prefix commands: slash commands, buttons and the cogs' listeners
                 intents=intents,
                 help_command=None,
                 allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, replied_user=False),
@@ -55,15 +58,25 @@ def build_bot(core, *, sync_global: bool = False):
             self.add_dynamic_items(*DYNAMIC_ITEMS)
             self.scenes.attach(DiscordNotifier(self))
             await self.scenes.start()
-            guild_id = core.settings.discord.dev_guild_id
-            if guild_id is not None:
-                guild = discord.Object(guild_id)
-                self.tree.copy_global_to(guild=guild)
-                synced = await self.tree.sync(guild=guild)
-                log.info("synced %d commands to guild %s", len(synced), guild_id)
-            if sync_global or core.settings.discord.sync_global:
-                synced = await self.tree.sync()
-                log.info("synced %d commands globally (visible within an hour)", len(synced))
+
+        async def sync_commands(self) -> None:
+            await _startup.sync_commands(
+                self.tree,
+                dev_guild_id=core.settings.discord.dev_guild_id,
+                sync_global=sync_global or core.settings.discord.sync_global,
+            )
+
+        async def start(self, token: str, *, reconnect: bool = True) -> None:
+            # discord.py's own start gives up on the first network error, and a failed first
+            # connect trips over a bug of its own: retry those, and sync between login and connect.
+            delays = _startup.backoff(core.settings.discord.connect_retries)
+            await _startup.login(self, token, delays)
+            await _startup.with_retries("syncing slash commands", self.sync_commands, delays)
+            await _startup.connect(self, delays)
+
+        async def on_message(self, message: discord.Message) -> None:
+            """The cogs' listeners handle messages; ``commands.Bot`` would also look for prefix
+            commands in each one (and log CommandNotFound for every "@lmd-bot move the cup")."""
 
         async def on_ready(self) -> None:
             log.info("logged in as %s (%s) in %d servers", self.user, self.user.id, len(self.guilds))

@@ -17,6 +17,7 @@ GENERIC_ERROR = "Something went wrong on my side; it has been logged. Please try
 
 # Permissions the bot needs in a channel to run a scene there, with the names Discord shows admins.
 SCENE_PERMISSIONS = {
+    "view_channel": "View Channel",
     "send_messages": "Send Messages",
     "embed_links": "Embed Links",
     "attach_files": "Attach Files",
@@ -71,6 +72,13 @@ def missing_permissions(perms: discord.Permissions, needed: dict[str, str] = SCE
 
 
 def permission_message(missing: list[str], where: str = "this channel") -> str:
+    if not missing:
+        # Discord refused although every permission we check is granted: a channel override, a
+        # thread the bot was never added to, or the bot left the server's view of it.
+        return (
+            f"I can't work in {where}: Discord refused me access there. A server admin should check "
+            "that I can see this channel and its threads."
+        )
     names = ", ".join(f"**{name}**" for name in missing)
     return f"I can't work in {where} yet: a server admin needs to give me {names} here."
 

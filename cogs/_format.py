@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 
 import discord
 
@@ -21,6 +22,7 @@ from lmd_bot.services import (
 
 ACCENT = discord.Colour(0x7C5CFF)
 THREAD_NAME_MAX = 100
+FIELD_CHARS = 1024  # Discord's limit on an embed field's value
 _DIGITS = "0123456789"
 
 HELP_TEXT = (
@@ -34,6 +36,19 @@ HELP_TEXT = (
     "• `/queue` shows the queue, `/info` your jobs and seeds, `/share` lets everyone edit your "
     "scene, `/settings` is for admins."
 )
+
+
+def _listed(items: list[str], limit: int) -> str:
+    """``items`` joined with commas, cut to ``limit`` characters with "… and N more"."""
+    text = ", ".join(items)
+    if len(text) <= limit:
+        return text
+    shown: list[str] = []
+    for item in items:
+        if len(", ".join([*shown, item])) + len(f", … and {len(items)} more") > limit:
+            break
+        shown.append(item)
+    return ", ".join(shown) + f", … and {len(items) - len(shown)} more"
 
 
 def thread_name(prompt: str) -> str:
@@ -91,7 +106,10 @@ def status_content(view: StatusView, now: float | None = None) -> str:
     return f"❌ {round_}: cancelled{f' ({view.note})' if view.note else ''}."
 
 
-def result_embeds(view: ResultView) -> list[discord.Embed]:
+def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discord.Embed]:
+    """The result's embeds. ``attached``: the names of the files sent with them (the image, then
+    its overlay), which the embeds show, except spoilers: an embed never blurs its image, so a
+    flagged image goes out only as a spoiler attachment and the embed stays text."""
     layout, job = view.round.layout, view.job
     title = f"Round {view.round.number}" + (" (shown again)" if view.reshown else "")
     main = discord.Embed(colour=ACCENT, title=title, description=_objects(layout))
@@ -114,16 +132,34 @@ def result_embeds(view: ResultView) -> list[discord.Embed]:
             inline=False,
         )
         return [main]
-    main.set_image(url=f"attachment://{image_name(view, 'image')}")
-    overlay = discord.Embed(colour=ACCENT).set_image(url=f"attachment://{image_name(view, 'overlay')}")
     if view.spoiler:
-        main.set_footer(text="Flagged by the safety checker: shown as a spoiler.")
-    return [main, overlay]
+        main.add_field(
+            name="Spoiler",
+            value="The safety checker flagged this image: it and its layout are attached as spoilers.",
+            inline=False,
+        )
+        return [main]
+    if not attached:
+        return [main]
+    embeds = [main.set_image(url=f"attachment://{attached[0]}")]
+    embeds += [discord.Embed(colour=ACCENT).set_image(url=f"attachment://{name}") for name in attached[1:]]
+    return embeds
 
 
 def image_name(view: ResultView, kind: str, ext: str = "png") -> str:
-    name = f"round{view.round.number}-seed{view.job.seed}-{kind}.{ext}"
-    return f"SPOILER_{name}" if view.spoiler else name
+    """The upload's name (without the ``SPOILER_`` prefix, which discord.py adds to spoilers)."""
+    return f"round{view.round.number}-seed{view.job.seed}-{kind}.{ext}"
+
+
+def ready_content(view: ResultView) -> str:
+    """The line above a result: it pings the owner (the result is a new message for this)."""
+    what = "was withheld" if view.withheld else "is ready"
+    return f"<@{view.scene.owner_id}> round {view.round.number} {what}."
+
+
+def done_content(view: ResultView) -> str:
+    """What the status message shrinks to once the result is posted."""
+    return f"✅ Round {view.round.number}: done, see below."
 
 
 def failure_content(view: FailureView) -> str:
@@ -174,7 +210,7 @@ def settings_embed(view: SettingsView) -> discord.Embed:
     def mark(value: object) -> str:
         return "" if value is not None else " *(default)*"
 
-    channels = ", ".join(f"<#{c}>" for c in view.allowed_channel_ids) or "every channel"
+    channels = _listed([f"<#{c}>" for c in view.allowed_channel_ids], FIELD_CHARS - 40) or "every channel"
     rows = [
         ("Mode", f"`{view.mode}`{mark(stored.mode)}", "how images are drawn (lmd+ best, fast for drafts)"),
         ("Steps", f"`{view.steps}`{mark(stored.steps)}", "denoising steps; fewer is faster and rougher"),

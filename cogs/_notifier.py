@@ -6,11 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import discord
 
 from cogs._common import missing_permissions, permission_message
-from cogs._format import failure_content, file, image_name, result_embeds, status_content
+from cogs._format import (
+    done_content,
+    failure_content,
+    file,
+    image_name,
+    ready_content,
+    result_embeds,
+    status_content,
+)
 from cogs._views import failure_buttons, result_buttons, status_buttons
 from lmd_bot.services import DestinationGoneError, FailureView, ResultView, StatusView
 from lmd_bot.services.images import fit_for_upload
@@ -18,10 +28,14 @@ from lmd_bot.services.images import fit_for_upload
 log = logging.getLogger(__name__)
 
 REROLL_EMOJI = "🔄"
+ARCHIVED_THREAD = 50083  # Discord's error code for a write in an archived thread
+UNKNOWN_MESSAGE = 10008
+T = TypeVar("T")
 
 
 async def result_files(view: ResultView, limit: int | None) -> list[discord.File]:
-    """The image and its overlay, each fitted under the server's upload limit (half each)."""
+    """The image and its overlay, each fitted under the server's upload limit (half each): PNG,
+    or WebP when the PNG is too big."""
     if view.withheld or view.image_png is None:
         return []
     budget = (limit or discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES) // 2
@@ -30,9 +44,16 @@ async def result_files(view: ResultView, limit: int | None) -> list[discord.File
         if data is None:
             continue
         fitted, ext = await asyncio.to_thread(fit_for_upload, data, budget)
-        name = image_name(view, kind, ext)
-        files.append(file(fitted, name.removeprefix("SPOILER_"), spoiler=view.spoiler))
+        files.append(file(fitted, image_name(view, kind, ext), spoiler=view.spoiler))
     return files
+
+
+async def result_message(
+    view: ResultView, limit: int | None
+) -> tuple[list[discord.Embed], list[discord.File]]:
+    """A result's embeds and files; the embeds show the files under the names they went out with."""
+    files = await result_files(view, limit)
+    return result_embeds(view, [f.filename for f in files]), files
 
 
 class DiscordNotifier:
@@ -51,26 +72,50 @@ class DiscordNotifier:
                 raise DestinationGoneError(thread_id) from exc
         return channel
 
-    async def _post(self, thread, message_id: int | None, **fields) -> int:
-        """Edit ``message_id`` in ``thread``, or post a new message if there is none (or it was
-        deleted); returns the message's id."""
+    async def _in_thread(self, thread, call: Callable[[], Awaitable[T]]) -> T:
+        """Run ``call`` (a request in ``thread``) as Discord allows: an archived thread (which
+        refuses edits, reactions and posts) is reopened and the call made again; a locked one,
+        a deleted one or one the bot lost is gone; a refusal tells the channel's admins."""
         try:
-            if message_id is not None:
-                try:
-                    edited = await thread.get_partial_message(message_id).edit(**fields)
-                    return edited.id
-                except discord.NotFound:
-                    if getattr(thread, "archived", False) and getattr(thread, "locked", False):
-                        raise
-            if "attachments" in fields:
-                fields["files"] = fields.pop("attachments")
-            sent = await thread.send(**fields)
-            return sent.id
+            try:
+                return await call()
+            except discord.HTTPException as exc:
+                if exc.code != ARCHIVED_THREAD:
+                    raise
+            await self._reopen(thread)
+            return await call()
         except discord.NotFound as exc:
             raise DestinationGoneError(thread.id) from exc
         except discord.Forbidden:
             await self._warn_missing_permissions(thread)
             raise
+
+    async def _reopen(self, thread) -> None:
+        if getattr(thread, "locked", False):
+            raise DestinationGoneError(f"thread {thread.id} is archived and locked")
+        try:
+            await thread.edit(archived=False)
+        except (discord.Forbidden, discord.NotFound) as exc:
+            # Locked meanwhile (only moderators may reopen it), or deleted.
+            raise DestinationGoneError(f"thread {thread.id} is archived and cannot be reopened") from exc
+        log.info("reopened the archived thread %s to deliver to it", thread.id)
+
+    async def _post(self, thread, message_id: int | None, **fields) -> int:
+        """Edit ``message_id`` in ``thread``, or post a new message if there is none (or it was
+        deleted); returns the message's id."""
+        if message_id is not None:
+            try:
+                edited = await self._in_thread(
+                    thread, lambda: thread.get_partial_message(message_id).edit(**fields)
+                )
+                return edited.id
+            except DestinationGoneError as exc:
+                if not _unknown_message(exc.__cause__):
+                    raise
+        if "attachments" in fields:
+            fields["files"] = fields.pop("attachments")
+        sent = await self._in_thread(thread, lambda: thread.send(**fields))
+        return sent.id
 
     async def _warn_missing_permissions(self, thread) -> None:
         parent = getattr(thread, "parent", None)
@@ -95,21 +140,38 @@ class DiscordNotifier:
         return await self._post(thread, view.job.status_message_id, **fields)
 
     async def show_result(self, view: ResultView) -> int | None:
+        """The result as a new message that pings its owner (an edit notifies nobody, and in a
+        busy thread it would sit above newer messages); the status message shrinks to a line."""
         thread = await self._thread(view.scene.thread_id)
         limit = thread.guild.filesize_limit if getattr(thread, "guild", None) else None
-        message_id = await self._post(
+        embeds, files = await result_message(view, limit)
+        owner = view.scene.owner_id
+        sent = await self._in_thread(
             thread,
-            view.job.status_message_id,
-            content=None,
-            embeds=result_embeds(view),
-            attachments=await result_files(view, limit),
-            view=result_buttons(view.round.id),
+            lambda: thread.send(
+                content=ready_content(view),
+                embeds=embeds,
+                files=files,
+                view=result_buttons(view.round.id),
+                allowed_mentions=discord.AllowedMentions(
+                    users=[discord.Object(owner)], everyone=False, roles=False, replied_user=False
+                ),
+            ),
         )
         try:
-            await thread.get_partial_message(message_id).add_reaction(REROLL_EMOJI)
-        except discord.HTTPException:
+            await self._in_thread(thread, lambda: sent.add_reaction(REROLL_EMOJI))
+        except (discord.HTTPException, DestinationGoneError):
             log.info("could not add the reroll reaction in %s", thread.id)
-        return message_id
+        if view.job.status_message_id is not None:
+            status = thread.get_partial_message(view.job.status_message_id)
+            try:
+                await self._in_thread(
+                    thread,
+                    lambda: status.edit(content=done_content(view), embeds=[], attachments=[], view=None),
+                )
+            except (discord.HTTPException, DestinationGoneError):
+                log.info("could not shrink the status message of job %s", view.job.id)
+        return sent.id
 
     async def show_failure(self, view: FailureView) -> int | None:
         thread = await self._thread(view.scene.thread_id)
@@ -121,3 +183,8 @@ class DiscordNotifier:
             attachments=[],
             view=failure_buttons(view.job.id, view.job.round_id, view.retryable),
         )
+
+
+def _unknown_message(exc: BaseException | None) -> bool:
+    """A deleted message (post a new one), as opposed to a deleted thread (gone)."""
+    return isinstance(exc, discord.NotFound) and exc.code == UNKNOWN_MESSAGE

@@ -6,10 +6,13 @@ from __future__ import annotations
 import discord
 
 from cogs._common import reply
-from cogs._format import file, plan_embed, result_embeds, thread_name
-from cogs._notifier import result_files
+from cogs._format import file, plan_embed, thread_name
+from cogs._notifier import result_message
 from cogs._views import result_buttons
 from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
+
+# The planner's words and the user's prompt, echoed, may hold "<@id>": they ping nobody.
+NO_PINGS = discord.AllowedMentions.none()
 
 
 class CommandPresenter:
@@ -25,6 +28,7 @@ class CommandPresenter:
             content=f"**{discord.utils.escape_markdown(view.scene.prompt)[:1800]}**",
             embed=plan_embed(view),
             attachments=[file(view.overlay_png, "plan.png")],
+            allowed_mentions=NO_PINGS,  # the prompt echoed: "<@id>" in it pings nobody
         )
         self.thread = await message.create_thread(
             name=thread_name(view.scene.prompt), auto_archive_duration=self.archive_minutes
@@ -33,9 +37,9 @@ class CommandPresenter:
 
     async def show_reply(self, view: ReplyView) -> None:
         if self.thread is not None:  # the plan is shown: the reply goes under it, in the thread
-            await self.thread.send(view.text)
+            await self.thread.send(view.text, allowed_mentions=NO_PINGS)
         else:
-            await self.interaction.edit_original_response(content=view.text)
+            await self.interaction.edit_original_response(content=view.text, allowed_mentions=NO_PINGS)
 
     async def show_undo(self, view: UndoView) -> int | None:
         return await show_undo(self.interaction.channel, view)
@@ -66,7 +70,7 @@ class ThreadPresenter:
 
     async def show_reply(self, view: ReplyView) -> None:
         if self.reply_to is not None:
-            await self.reply_to.reply(view.text, mention_author=False)
+            await self.reply_to.reply(view.text, mention_author=False, allowed_mentions=NO_PINGS)
         elif self.interaction is not None:
             await reply(self.interaction, view.text)
 
@@ -78,9 +82,9 @@ async def show_undo(channel, view: UndoView) -> int:
     """The round an undo went back to: its result shown again, or its plan if never rendered."""
     title = f"Back to round {view.round.number}"
     if view.result is not None:
-        files = await result_files(view.result, getattr(channel.guild, "filesize_limit", None))
+        embeds, files = await result_message(view.result, getattr(channel.guild, "filesize_limit", None))
         message = await channel.send(
-            content=title, embeds=result_embeds(view.result), files=files, view=result_buttons(view.round.id)
+            content=title, embeds=embeds, files=files, view=result_buttons(view.round.id)
         )
     else:
         message = await channel.send(

@@ -12,6 +12,9 @@ from cogs._common import actor_from_interaction, item_error, reply, scenes_of
 from lmd_bot.services import PlanView, UndoView
 
 LAYOUT_CHARS = 1900  # what fits a message with its code fence
+# A modal the user closed never reports it, so an open-ended one would stay in discord.py's store
+# forever; after this long an unsent edit is dropped (Discord then says the interaction failed).
+EDIT_MODAL_TIMEOUT_S = 15 * 60
 
 
 class _RoundButton(ui.DynamicItem[ui.Button], template=r"lmd:_:(?P<id>\d+)"):
@@ -140,7 +143,7 @@ class EditModal(ui.Modal):
     """ "Describe the change": the instruction goes to the planner, branching from the round."""
 
     def __init__(self, round_id: int, round_number: int) -> None:
-        super().__init__(title=f"Edit round {round_number}", timeout=None)
+        super().__init__(title=f"Edit round {round_number}", timeout=EDIT_MODAL_TIMEOUT_S)
         self.round_id = round_id
         self.instruction = ui.TextInput(
             label="What should change?",

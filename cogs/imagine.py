@@ -34,6 +34,27 @@ MODES = [
 ]
 
 
+def no_thread_here(channel: object) -> str | None:
+    """Why a scene cannot start in ``channel`` (each scene lives in a thread opened from its plan,
+    which only text and announcement channels allow), or None when it can."""
+    if isinstance(channel, discord.TextChannel):  # announcement channels included
+        return None
+    if isinstance(channel, discord.Thread):
+        return (
+            "Use `/imagine` in a text channel: I open a thread for each scene. "
+            "In here, tell me what to change."
+        )
+    if isinstance(channel, discord.VoiceChannel | discord.StageChannel):
+        where = "a voice channel's chat"
+    elif isinstance(channel, discord.ForumChannel):
+        where = "a forum"
+    elif isinstance(channel, discord.DMChannel | discord.GroupChannel) or channel is None:
+        return "I draw in servers: use `/imagine` in a text channel of a server I'm in."
+    else:
+        where = "this kind of channel"
+    return f"I can't open a thread in {where}: use `/imagine` in a text channel."
+
+
 class ImagineCog(commands.Cog):
     def __init__(
         self, bot: commands.Bot, scenes: SceneService, *, archive_minutes: int, content_intent: bool
@@ -62,12 +83,9 @@ class ImagineCog(commands.Cog):
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,
     ) -> None:
-        if isinstance(interaction.channel, discord.Thread):
-            text = (
-                "Use `/imagine` in a text channel: I open a thread for each scene. "
-                "In here, tell me what to change."
-            )
-            await interaction.response.send_message(text, ephemeral=True)
+        refusal = no_thread_here(interaction.channel)
+        if refusal is not None:
+            await interaction.response.send_message(refusal, ephemeral=True)
             return
         missing = missing_permissions(interaction.app_permissions)
         if missing:
@@ -109,6 +127,8 @@ class ImagineCog(commands.Cog):
             return
         actor = actor_from_message(message)
         if not await self.scenes.may_edit(actor, scene):
+            if not mentioned:
+                return  # people chatting in the thread: not for the bot
             await message.reply(
                 f"Only <@{scene.owner_id}> edits this scene (they can `/share` it).",
                 mention_author=False,
@@ -199,7 +219,10 @@ class ImagineCog(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_thread_update(self, payload: discord.RawThreadUpdateEvent) -> None:
-        if payload.data.get("thread_metadata", {}).get("archived"):
+        # Locked: closed by a moderator, and the bot may not reopen it. A thread that is only
+        # archived (after inactivity, or by its owner) is reopened when a result arrives.
+        meta = payload.data.get("thread_metadata", {})
+        if meta.get("archived") and meta.get("locked"):
             await self.scenes.scene_closed(payload.thread_id)
 
 

@@ -31,8 +31,15 @@ sys.path.insert(0, str(ROOT))  # cogs/ is not an installed package
 
 import discord  # noqa: E402
 
-from cogs._format import file, plan_embed, result_embeds, status_content, thread_name  # noqa: E402
-from cogs._notifier import REROLL_EMOJI, result_files  # noqa: E402
+from cogs._format import (  # noqa: E402
+    done_content,
+    file,
+    plan_embed,
+    ready_content,
+    status_content,
+    thread_name,
+)
+from cogs._notifier import REROLL_EMOJI, result_message  # noqa: E402
 from cogs._views import result_buttons, status_buttons  # noqa: E402
 from cogs.imagine import SEEN_EMOJI  # noqa: E402
 from lmd_bot.config import load_settings  # noqa: E402
@@ -137,17 +144,21 @@ async def _rendered(recorder: RecordingNotifier, plan: PlanView) -> list[Message
     if not isinstance(result, ResultView):
         raise RuntimeError(f"the render did not finish: {result}")
     status = _progress(recorder, job.id)
+    embeds, files = await result_message(result, None)
     return [
         Message(
             "lmd-bot",
             content=status_content(status),
             buttons=_buttons(status_buttons(job.id)),
-            note="↓ the same message, edited when the render is done",
+            # The note's font has no emoji: quote the status line without its ✅.
+            note=f"then shrinks to “{done_content(result).removeprefix('✅ ')}”",
         ),
         Message(
             "lmd-bot",
-            embeds=result_embeds(result),
-            files=_files(*await result_files(result, None)),
+            # Discord shows the owner's mention as their name, highlighted: the new message pings them.
+            content=ready_content(result).replace(f"<@{result.scene.owner_id}>", f"@{USER}"),
+            embeds=embeds,
+            files=_files(*files),
             buttons=_buttons(result_buttons(result.round.id)),
             reactions=[REROLL_EMOJI],  # the bot adds it: react to reroll
         ),

@@ -65,6 +65,7 @@ class DiscordSettings(_Section):
     token: SecretStr | None = None
     dev_guild_id: int | None = None
     sync_global: bool = False
+    connect_retries: int = Field(5, ge=0, le=20)
     message_content_intent: bool = True
     allowed_guild_ids: list[int] = Field(default_factory=list)
     allowed_channel_ids: list[int] = Field(default_factory=list)

@@ -257,7 +257,7 @@ def test_discord_unreachable_is_one_line(monkeypatch, tmp_path, capsys):
     import discord.http
 
     monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{free_port()}/api/v10")
-    bot_env(monkeypatch, tmp_path)
+    bot_env(monkeypatch, tmp_path, LMD_DISCORD__CONNECT_RETRIES="1")  # one retry after 1 s, then the line
     code, lines = run_bot(capsys)
     assert code == 2
     assert len(lines) == 1 and lines[0].startswith("lmd-bot cannot start: cannot reach Discord")

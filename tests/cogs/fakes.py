@@ -156,7 +156,11 @@ class FakeDiscord:
             sent.thread = thread
             return thread
 
+        async def add_reaction(emoji):
+            sent.reactions.append(str(emoji))
+
         message.create_thread = AsyncMock(side_effect=create_thread)
+        message.add_reaction = AsyncMock(side_effect=add_reaction)
         return message
 
     # --- what users do ---------------------------------------------------------------------------

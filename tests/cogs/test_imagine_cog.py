@@ -71,8 +71,9 @@ async def test_imagine_defers_shows_the_plan_opens_a_thread_and_renders(discord_
         f"lmd:layout:{rid}",
     ]
     assert result.reactions == ["🔄"]
-    assert result.edits >= 1  # the status message was edited into the result, not a new message
-    assert len(fake.in_channel(thread.id)) == 1
+    assert result.content == f"<@{OWNER}> round 1 is ready."  # a new message: it pings the owner
+    status, _ = fake.in_channel(thread.id)
+    assert status.content.startswith("✅ Round 1: done")
 
 
 async def test_missing_permissions_are_named_and_nothing_is_planned(discord_core):
@@ -133,12 +134,12 @@ async def test_owner_instruction_in_the_thread_revises_and_renders(discord_core)
     assert results[1].embeds[0].title == "Round 2" and results[1].field("Seed") == "`8`"
 
 
-async def test_someone_else_gets_a_quiet_hint_and_nothing_is_queued(discord_core):
+async def test_someone_else_addressing_the_bot_gets_a_quiet_hint_and_nothing_is_queued(discord_core):
     core, fake = discord_core
     cog, _ = await _imagine(core, fake)
     thread = fake.original.thread
     await eventually(lambda: _result_in(fake, thread.id))
-    message = fake.message(OTHER, thread, "add a cat")
+    message = fake.message(OTHER, thread, f"<@{BOT_ID}> add a cat", mentions_bot=True)
     await cog.on_message(message)
     hint = fake.in_channel(thread.id)[-1]
     assert hint.content.startswith(f"Only <@{OWNER}> edits this scene")
@@ -280,7 +281,7 @@ async def test_cancel_button_on_a_queued_job(tmp_path):
         await core.close()
 
 
-async def test_a_deleted_or_archived_thread_cancels_the_scenes_jobs(tmp_path):
+async def test_a_deleted_or_locked_thread_cancels_the_scenes_jobs(tmp_path):
     core, fake, gate = await _gated(tmp_path)
     try:
         cog = _cog(core, fake)
@@ -292,7 +293,8 @@ async def test_a_deleted_or_archived_thread_cancels_the_scenes_jobs(tmp_path):
         del fake.channels[first.id]
         deleted = {"id": str(first.id), "type": 11, "guild_id": "100", "parent_id": "10"}
         await cog.on_raw_thread_delete(discord.RawThreadDeleteEvent(deleted))
-        archived = {**deleted, "id": str(second.id), "thread_metadata": {"archived": True}}
+        locked = {"archived": True, "locked": True}
+        archived = {**deleted, "id": str(second.id), "thread_metadata": locked}
         await cog.on_raw_thread_update(discord.RawThreadUpdateEvent(archived))
         for job_id in (1, 2):
             assert (await core.repo.job(job_id)).status == JobStatus.CANCELLED

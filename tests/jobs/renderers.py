@@ -96,6 +96,20 @@ class Hang(_Base):
             time.sleep(0.05)
 
 
+class Noisy(_Base):
+    """An image of random pixels, ``size`` square: its PNG is too big for a Discord upload
+    (upload-limit tests)."""
+
+    def __init__(self, size: int = 1500) -> None:
+        super().__init__()
+        self.size = size
+
+    def render(self, request, progress=None, should_cancel=None):
+        self._steps(request, progress, should_cancel)
+        image = Image.frombytes("RGB", (self.size, self.size), os.urandom(self.size * self.size * 3))
+        return RenderOutput(image=image, seconds=0.01)
+
+
 class Broken:
     def __init__(self) -> None:
         raise RuntimeError("no CUDA device (simulated)")
@@ -119,6 +133,10 @@ def oom_once(folder: str) -> OomOnce:
 
 def hang(folder: str) -> Hang:
     return Hang(folder)
+
+
+def noisy(size: int = 1500) -> Noisy:
+    return Noisy(size)
 
 
 def broken() -> Broken:

@@ -1,0 +1,137 @@
+"""Delivering into Discord as it behaves: results that notify, archived threads, channels where
+no thread can open (the REST-level harness of test_discord_rest)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.cogs.world import OWNER, discord_world, eventually, field, first_result, imagine, results_in
+from tests.fakes.fake_discord import DM, EPHEMERAL, STAGE, VOICE
+from tests.jobs.renderers import spec
+
+# --- 4. results notify ---------------------------------------------------------------------------
+
+
+async def test_the_result_is_a_new_message_that_pings_its_owner_only(tmp_path):
+    async with discord_world(tmp_path) as world:
+        _, thread_id, result = await first_result(world)
+        assert world.api.requests_to("POST", f"/channels/{thread_id}/messages")[-1].json["embeds"]
+        assert [u["id"] for u in result["mentions"]] == [str(OWNER)]
+        assert [str(u) for u in result["allowed_mentions"]["users"]] == [str(OWNER)]
+        assert "users" not in result["allowed_mentions"].get("parse", [])
+        # The status message went first; it shrinks to one line without buttons or pictures, and
+        # the result is the newest message of the thread.
+        messages = world.api.messages_in(thread_id)
+        assert messages[-1]["id"] == result["id"]
+        [status] = messages[:-1]
+        await eventually(lambda: status["content"].startswith("✅"))
+        assert "\n" not in status["content"] and not status["attachments"] and not status["components"]
+        assert status["mentions"] == []
+
+
+# --- 3. archived threads -------------------------------------------------------------------------
+
+
+async def _gated_world(tmp_path, **kwargs):
+    gate = tmp_path / "gate"
+    gate.mkdir(exist_ok=True)
+    return gate, discord_world(tmp_path, renderer=spec("gated", folder=str(gate)), **kwargs)
+
+
+async def test_a_result_for_an_archived_thread_unarchives_it_and_arrives(tmp_path):
+    gate, world_cm = await _gated_world(tmp_path)
+    async with world_cm as world:
+        token = await imagine(world, seed=11)
+        thread_id = int(world.original(token)["thread"]["id"])
+        await eventually(lambda: (gate / "started-11").exists())
+        world.api.archive(thread_id)  # Discord archived it (inactivity, or someone)
+        await world.settle()
+        (gate / "go").touch()
+        [result] = await eventually(lambda: results_in(world, thread_id))
+        assert world.api.requests_to("PATCH", f"/channels/{thread_id}")[0].json == {"archived": False}
+        assert not world.api.channels[thread_id]["thread_metadata"]["archived"]
+        assert field(result, "Seed") == "`11`"
+
+
+@pytest.mark.parametrize("event_seen", [True, False])
+async def test_a_locked_archived_thread_is_a_gone_destination(tmp_path, caplog, event_seen):
+    gate, world_cm = await _gated_world(tmp_path)
+    caplog.set_level(logging.INFO)
+    async with world_cm as world:
+        token = await imagine(world, seed=12)
+        thread_id = int(world.original(token)["thread"]["id"])
+        await eventually(lambda: (gate / "started-12").exists())
+        world.api.archive(thread_id, locked=True, tell_gateway=event_seen)  # a moderator closed it
+        await world.settle()
+        (gate / "go").touch()
+        if event_seen:  # the scene's jobs end at once
+            await eventually(lambda: "cancelled (the thread was closed)" in caplog.text)
+        else:  # the result finds it locked: reopening it is refused, the scene ends
+            await eventually(lambda: "thread is gone" in caplog.text)
+            [reopen] = world.api.requests_to("PATCH", f"/channels/{thread_id}")
+            assert reopen.status == 403
+        assert not results_in(world, thread_id)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_job_resumed_after_a_restart_delivers_to_its_since_archived_thread(tmp_path):
+    from tests.fakes.fake_discord import FakeDiscordAPI
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    gated = spec("gated", folder=str(gate))
+    async with FakeDiscordAPI() as api:
+        async with discord_world(tmp_path, renderer=gated, api=api) as world:
+            token = await imagine(world, seed=13)
+            thread_id = int(world.original(token)["thread"]["id"])
+            await eventually(lambda: (gate / "started-13").exists())
+        # The bot is down; meanwhile Discord archives the thread.
+        api.archive(thread_id)
+        (gate / "go").touch()
+        async with discord_world(tmp_path, renderer=gated, api=api) as world:
+            [result] = await eventually(lambda: results_in(world, thread_id))
+            assert field(result, "Seed") == "`13`"
+            assert [u["id"] for u in result["mentions"]] == [str(OWNER)]
+
+
+# --- 6. channels without threads ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [VOICE, STAGE])
+async def test_imagine_where_no_thread_can_open_answers_at_once_and_plans_nothing(tmp_path, kind):
+    async with discord_world(tmp_path) as world:
+        channel = world.add_channel("lounge", type=kind)
+        token = world.slash("imagine", OWNER, channel, prompt="a red apple")
+        await world.settle()
+        answer = world.callback(token)
+        assert answer["type"] == 4 and answer["data"]["flags"] == EPHEMERAL
+        assert "text channel" in answer["data"]["content"]
+        assert not world.api.threads() and not world.core.planner.calls
+
+
+async def test_imagine_in_a_dm_answers_at_once(tmp_path):
+    async with discord_world(tmp_path) as world:
+        dm = world.api.add_channel(None, "dm", type=DM)
+        token = world.slash("imagine", OWNER, dm, prompt="a red apple")
+        await world.settle()
+        answer = world.callback(token)
+        assert answer["type"] == 4 and "server" in answer["data"]["content"]
+        assert not world.core.planner.calls
+
+
+async def test_a_thread_deleted_while_rendering_ends_the_scene_without_errors(tmp_path, caplog):
+    gate, world_cm = await _gated_world(tmp_path)
+    async with world_cm as world:
+        token = await imagine(world, seed=14)
+        thread_id = int(world.original(token)["thread"]["id"])
+        await eventually(lambda: (gate / "started-14").exists())
+        world.api.delete_channel(thread_id)  # and the bot missed the gateway event
+        (gate / "go").touch()
+        with caplog.at_level(logging.INFO):
+            await eventually(lambda: "thread is gone" in caplog.text)
+        assert any(
+            r.status == 404 for r in world.api.requests if r.path.startswith(f"/channels/{thread_id}/")
+        )
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
