@@ -189,23 +189,38 @@ def masks(scene: Scene, size: int = IMAGE_SIZE) -> np.ndarray:
     )
 
 
-def _plural_phrase(obj: ShapeObject, count: int, with_size: bool) -> str:
+def _phrase(obj: ShapeObject, count: int, *, with_size: bool, with_colour: bool) -> str:
+    words = [obj.size.value] if with_size and obj.size is not Size.MEDIUM else []
+    words += [obj.colour.value] if with_colour else []
     if count == 1:
-        return obj.caption(with_size=with_size)
-    size = f"{obj.size.value} " if with_size else ""
-    return f"{NUMBER_WORDS[count]} {size}{obj.colour.value} {obj.shape.plural}"
+        words.append(obj.shape.value)
+        text = " ".join(words)
+        return f"{'an' if text[0] in 'aeiou' else 'a'} {text}"
+    return " ".join([NUMBER_WORDS[count], *words, obj.shape.plural])
 
 
 def caption_scene(
     background: Background, objects: tuple[ShapeObject, ...], rng: np.random.Generator
 ) -> tuple[str, tuple[Phrase, ...]]:
-    """A caption that says what is there, never where (see the module docstring)."""
+    """A caption that says what is there, never where (see the module docstring).
+
+    A quarter of captions give sizes of small and big objects ("a small red circle"); about one in seven leaves colours out
+    ("two circles and a square"), as prompts about counts and places often do.
+    """
     with_size = bool(rng.random() < 0.25)
+    with_colour = bool(rng.random() >= 0.15)
     groups: dict[tuple[str, str, str], list[int]] = {}
     for index, obj in enumerate(objects):
-        key = (obj.colour.value, obj.shape.value, obj.size.value if with_size else "")
+        key = (
+            obj.colour.value if with_colour else "",
+            obj.shape.value,
+            obj.size.value if with_size else "",
+        )
         groups.setdefault(key, []).append(index)
-    texts = [(_plural_phrase(objects[ids[0]], len(ids), with_size), ids) for ids in groups.values()]
+    texts = [
+        (_phrase(objects[ids[0]], len(ids), with_size=with_size, with_colour=with_colour), ids)
+        for ids in groups.values()
+    ]
     product_form = rng.random() < 0.6
     if product_form:
         texts.sort(key=lambda item: item[0])  # build_spec orders phrases by caption
