@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 DEFAULT_TRAIN_DIR = Path(".shapes-train")
+DEFAULT_WEIGHTS = Path("lmd_bot/assets/shapes")
 
 
 def _say(text: str) -> None:
@@ -47,6 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-progress", action="store_true", help="no progress bar (for log files)")
     tr.set_defaults(func=run_train)
 
+    ex = sh.add_parser("export", help="write a checkpoint's weights as the folders the renderer loads")
+    ex.add_argument(
+        "--checkpoint", type=Path, default=DEFAULT_TRAIN_DIR / "checkpoint.pt", help="a training checkpoint"
+    )
+    ex.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="folder for sd/ and gligen/")
+    ex.set_defaults(func=run_export)
+
 
 def run_train(args: argparse.Namespace) -> int:
     import torch
@@ -67,4 +75,21 @@ def run_train(args: argparse.Namespace) -> int:
     trainer.run(progress=not args.no_progress)
     for note in trainer.state.notes:
         _say(note)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from lmd_bot.errors import LmdError
+    from lmd_bot.shapes.export import export_checkpoint
+
+    if not args.checkpoint.is_file():
+        raise LmdError(f"no checkpoint at {args.checkpoint}: train first (lmd-bot shapes train)")
+    try:
+        facts = export_checkpoint(args.checkpoint, args.out, command=" ".join(sys.argv))
+    except ValueError as exc:
+        raise LmdError(str(exc)) from None
+    _say(
+        f"wrote {args.out}/sd and {args.out}/gligen from step {facts['joint_steps_done']} "
+        f"(seed {facts['seed']}); losses {facts['last_losses']}"
+    )
     return 0

@@ -204,8 +204,9 @@ def caption_scene(
 ) -> tuple[str, tuple[Phrase, ...]]:
     """A caption that says what is there, never where (see the module docstring).
 
-    A quarter of captions give sizes of small and big objects ("a small red circle"); about one in seven leaves colours out
-    ("two circles and a square"), as prompts about counts and places often do.
+    A quarter of captions give sizes of small and big objects ("a small red circle"); about one
+    in seven leaves colours out ("two circles and a square"), as prompts about counts and places
+    often do.
     """
     with_size = bool(rng.random() < 0.25)
     with_colour = bool(rng.random() >= 0.15)
