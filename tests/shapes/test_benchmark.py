@@ -23,15 +23,18 @@ def test_template_layouts_pass_their_own_checks():
     """Stage 1 is perfect by construction: every task's check passes on the planned boxes."""
     for prompt in shapes_prompts():
         layout = plan_layout(prompt)
-        boxes = [
-            NamedBox(name=o.caption, box=(o.box.x, o.box.y, o.box.w, o.box.h)) for o in layout.objects
-        ]
+        boxes = [NamedBox(name=o.caption, box=(o.box.x, o.box.y, o.box.w, o.box.h)) for o in layout.objects]
         assert check(prompt, boxes).passed, (prompt.prompt, layout.objects)
         for a in layout.objects:
             assert a.box.inside(64, 64)
             for b in layout.objects:
                 if a.id < b.id:  # boxes never overlap: detection can tell the objects apart
-                    assert a.box.x1 <= b.box.x or b.box.x1 <= a.box.x or a.box.y1 <= b.box.y or b.box.y1 <= a.box.y
+                    assert (
+                        a.box.x1 <= b.box.x
+                        or b.box.x1 <= a.box.x
+                        or a.box.y1 <= b.box.y
+                        or b.box.y1 <= a.box.y
+                    )
 
 
 def test_subset_takes_each_task_evenly():
