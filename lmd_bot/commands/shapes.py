@@ -55,6 +55,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="folder for sd/ and gligen/")
     ex.set_defaults(func=run_export)
 
+    pr = sh.add_parser("probe", help="how well cross-attention localises at the layers LMD reads")
+    pr.add_argument(
+        "--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with sd/ (default: committed)"
+    )
+    pr.set_defaults(func=run_probe)
+
 
 def run_train(args: argparse.Namespace) -> int:
     import torch
@@ -92,4 +98,25 @@ def run_export(args: argparse.Namespace) -> int:
         f"wrote {args.out}/sd and {args.out}/gligen from step {facts['joint_steps_done']} "
         f"(seed {facts['seed']}); losses {facts['last_losses']}"
     )
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    import torch
+
+    from lmd_bot.config import load_settings
+    from lmd_bot.diffusion.loading import load_components
+    from lmd_bot.shapes.assets import shapes_diffusion_settings
+    from lmd_bot.shapes.probe import probe_attention
+
+    torch.set_num_threads(1)
+    settings = shapes_diffusion_settings(load_settings().diffusion, args.weights)
+    c = load_components(settings.model_copy(update={"device": "cpu", "dtype": "float32", "gligen_model": ""}))
+    rows = probe_attention(c.unet, c.vae, c.text_encoder, c.tokenizer)
+    print("layer\tcells\tin-mask share / area share\tphrase mass in mask\tpadding mass in mask")  # noqa: T201
+    for row in rows:
+        print(  # noqa: T201
+            f"{row.layer}\t{row.side}x{row.side}\t{row.share_ratio:.2f}\t"
+            f"{row.phrase_mass_in_mask:.3f}\t{row.padding_mass_in_mask:.3f}"
+        )
     return 0
