@@ -41,7 +41,7 @@ from lmd_bot.shapes.world import IMAGE_SIZE, PALETTE, masks, render, sample_scen
 log = logging.getLogger(__name__)
 
 PHASES = ("vae", "joint")
-COLOUR_TOLERANCE = 8.0  # max mean absolute error (0..255) of any palette colour after the VAE
+COLOUR_TOLERANCE = 10.0  # max mean absolute error (0..255) inside objects, any palette colour
 # What the product sends as the unconditional text: "" (diffusers' default) and the negatives.
 UNCONDITIONAL_TEXTS = ("", negative_prompt("", per_object=False), negative_prompt("", per_object=True))
 MAX_PHRASES = 5
