@@ -119,7 +119,7 @@ class DiffusionSettings(_Section):
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
     steps: int = Field(50, ge=1, le=150)
     guidance_scale: float = Field(7.5, ge=0, le=30)
-    size: int = Field(512, ge=256, le=1024, multiple_of=64)
+    size: int = Field(512, ge=64, le=1024, multiple_of=64)
     object_batch_size: int = Field(8, ge=1, le=30)
     object_cache_mb: int = Field(1024, ge=0)
     object_cache_dir: str = ""

@@ -124,6 +124,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     im.add_argument("--device", default="auto", help="auto, cuda, cpu, ...")
     im.set_defaults(func=run_images)
 
+    sh = ev.add_parser("shapes", help="the benchmark's four tasks in the shapes world (docs/shapes.md)")
+    sh.add_argument("--modes", default="sd,lmd,lmd+,fast", help="comma-separated modes (default all four)")
+    sh.add_argument("--per-task", type=_bounded(int, 1, 100), default=100, help="prompts per task (100)")
+    sh.add_argument("--steps", type=_bounded(int, 1, 150), default=50, help="denoising steps (50)")
+    sh.add_argument("--guidance-scale", type=_bounded(float, 0, 30), default=7.5, help="CFG scale (7.5)")
+    sh.add_argument("--weights", type=Path, help="folder with sd/ and gligen/ (default: the committed ones)")
+    sh.add_argument("--out", type=Path, default=Path("benchmark/shapes"), help="images and report folder")
+    sh.set_defaults(func=run_shapes)
+
 
 def run_prompts(args: argparse.Namespace) -> int:
     from lmd_bot.eval.prompts import lmd_benchmark_prompts
@@ -387,3 +396,43 @@ def run_images(args: argparse.Namespace) -> int:
         stage="images", title=title, settings=settings, runs=runs, published=list(PUBLISHED_IMAGES)
     )
     return _finish(report, out)
+
+
+# --- shapes ----------------------------------------------------------------------------------
+
+
+def run_shapes(args: argparse.Namespace) -> int:
+    from lmd_bot.config import load_settings
+    from lmd_bot.diffusion.renderer import build_renderer
+    from lmd_bot.rendering import RenderMode
+    from lmd_bot.shapes.assets import WEIGHTS_DIR, shapes_diffusion_settings
+    from lmd_bot.shapes.benchmark import shapes_prompts, subset
+    from lmd_bot.shapes.evaluate import run_benchmark
+
+    try:
+        modes = [RenderMode(m.strip()) for m in args.modes.split(",") if m.strip()]
+    except ValueError:
+        msg = f"--modes {args.modes!r}: choose from {', '.join(MODES)}"
+        raise LmdError(msg, user_message=msg) from None
+    weights = args.weights or WEIGHTS_DIR
+    diffusion = shapes_diffusion_settings(load_settings().diffusion, weights)
+    renderer = build_renderer(diffusion)
+    prompts = subset(shapes_prompts(), args.per_task)
+    done = {"n": 0}
+
+    def on_image(mode, prompt, status: str) -> None:
+        done["n"] += 1
+        if not status.startswith("skipped"):
+            _say(f"[{done['n']}/{len(prompts) * len(modes)}] {mode.value} #{prompt.index}: {status}")
+
+    report = run_benchmark(
+        prompts,
+        modes,
+        renderer,
+        args.out,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        renderer_facts={"weights": str(weights)},
+        on_image=on_image,
+    )
+    return _finish(report, args.out)

@@ -31,10 +31,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="denoising steps (default: diffusion.steps)")
     p.add_argument("--guidance-scale", type=float, help="CFG scale (default: diffusion.guidance_scale)")
     p.add_argument("--size", type=int, help="longer image side in pixels, a multiple of 64")
-    p.add_argument(
+    models = p.add_mutually_exclusive_group()
+    models.add_argument(
         "--tiny",
         action="store_true",
         help="use tiny random-weight models (no download; the picture is noise: for trying the plumbing)",
+    )
+    models.add_argument(
+        "--shapes",
+        action="store_true",
+        help="use the shapes-world models shipped with lmd-bot (64 px, no download, no GPU; docs/shapes.md)",
     )
     p.set_defaults(func=run)
 
@@ -66,11 +72,16 @@ def run(args: argparse.Namespace) -> int:
     from lmd_bot.rendering import RenderMode, RenderProgress, RenderRequest
 
     settings = load_settings()
+    diffusion = settings.diffusion
+    if args.shapes:
+        from lmd_bot.shapes.assets import shapes_diffusion_settings
+
+        diffusion = shapes_diffusion_settings(diffusion)
     updates = {}
     if args.size is not None:
         updates["size"] = args.size
     try:
-        diffusion = settings.diffusion.model_validate({**settings.diffusion.model_dump(), **updates})
+        diffusion = diffusion.model_validate({**diffusion.model_dump(), **updates})
         loaded = load_layout_file(args.layout, limits=settings.layout.limits())
         request = RenderRequest(
             layout=loaded.layout,

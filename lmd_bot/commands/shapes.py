@@ -1,0 +1,122 @@
+"""``lmd-bot shapes``: the shapes world (docs/shapes.md).
+
+- ``shapes sample``: draw scenes of the world with their captions (a picture sheet);
+- ``shapes train``: train the VAE, the base UNet + text encoder and the GLIGEN fusers, resumable;
+- ``shapes export``: write a checkpoint's weights as diffusers folders the renderer loads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_TRAIN_DIR = Path(".shapes-train")
+DEFAULT_WEIGHTS = Path("lmd_bot/assets/shapes")
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)  # noqa: T201 - the CLI's progress output
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("shapes", help="the shapes world: sample scenes, train and export its models")
+    sh = p.add_subparsers(dest="shapes_command", metavar="STEP", required=True)
+
+    tr = sh.add_parser("train", help="train (or resume training) the shapes models")
+    tr.add_argument("--out", type=Path, default=DEFAULT_TRAIN_DIR, help="checkpoint folder (git-ignored)")
+    tr.add_argument("--seed", type=int, default=0, help="fixes every weight init, batch and noise draw")
+    tr.add_argument(
+        "--vae-steps", type=int, default=1500, help="VAE step budget (stops early once colours are right)"
+    )
+    tr.add_argument(
+        "--joint-steps", type=int, default=200_000, help="base + GLIGEN adapter steps (stop it any time)"
+    )
+    tr.add_argument(
+        "--gligen-start",
+        type=int,
+        default=300,
+        help="joint steps of the base alone before the adapters learn",
+    )
+    tr.add_argument("--batch", type=int, default=8, help="scenes per UNet step")
+    tr.add_argument(
+        "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)"
+    )
+    tr.add_argument("--device", default="cpu", help="cpu or cuda")
+    tr.add_argument("--checkpoint-minutes", type=float, default=5.0, help="minutes between checkpoints")
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar (for log files)")
+    tr.set_defaults(func=run_train)
+
+    ex = sh.add_parser("export", help="write a checkpoint's weights as the folders the renderer loads")
+    ex.add_argument(
+        "--checkpoint", type=Path, default=DEFAULT_TRAIN_DIR / "checkpoint.pt", help="a training checkpoint"
+    )
+    ex.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="folder for sd/ and gligen/")
+    ex.set_defaults(func=run_export)
+
+    pr = sh.add_parser("probe", help="how well cross-attention localises at the layers LMD reads")
+    pr.add_argument(
+        "--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with sd/ (default: committed)"
+    )
+    pr.set_defaults(func=run_probe)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from lmd_bot.shapes.train import TrainConfig, Trainer
+
+    torch.set_num_threads(args.threads)
+    config = TrainConfig(
+        seed=args.seed,
+        vae_steps=args.vae_steps,
+        joint_steps=args.joint_steps,
+        gligen_start=args.gligen_start,
+        batch=args.batch,
+        checkpoint_minutes=args.checkpoint_minutes,
+    )
+    logging.getLogger("lmd_bot.shapes").setLevel(logging.INFO)
+    trainer = Trainer(args.out, config, torch.device(args.device))
+    trainer.run(progress=not args.no_progress)
+    for note in trainer.state.notes:
+        _say(note)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from lmd_bot.errors import LmdError
+    from lmd_bot.shapes.export import export_checkpoint
+
+    if not args.checkpoint.is_file():
+        raise LmdError(f"no checkpoint at {args.checkpoint}: train first (lmd-bot shapes train)")
+    try:
+        facts = export_checkpoint(args.checkpoint, args.out, command=" ".join(sys.argv))
+    except ValueError as exc:
+        raise LmdError(str(exc)) from None
+    _say(
+        f"wrote {args.out}/sd and {args.out}/gligen from step {facts['joint_steps_done']} "
+        f"(seed {facts['seed']}); losses {facts['last_losses']}"
+    )
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    import torch
+
+    from lmd_bot.config import load_settings
+    from lmd_bot.diffusion.loading import load_components
+    from lmd_bot.shapes.assets import shapes_diffusion_settings
+    from lmd_bot.shapes.probe import probe_attention
+
+    torch.set_num_threads(1)
+    settings = shapes_diffusion_settings(load_settings().diffusion, args.weights)
+    c = load_components(settings.model_copy(update={"device": "cpu", "dtype": "float32", "gligen_model": ""}))
+    rows = probe_attention(c.unet, c.vae, c.text_encoder, c.tokenizer)
+    print("layer\tcells\tin-mask share / area share\tphrase mass in mask\tpadding mass in mask")  # noqa: T201
+    for row in rows:
+        print(  # noqa: T201
+            f"{row.layer}\t{row.side}x{row.side}\t{row.share_ratio:.2f}\t"
+            f"{row.phrase_mass_in_mask:.3f}\t{row.padding_mass_in_mask:.3f}"
+        )
+    return 0

@@ -1,0 +1,25 @@
+"""Where the committed shapes models live, and the settings that point the renderer at them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmd_bot.config import DiffusionSettings
+from lmd_bot.shapes.world import IMAGE_SIZE
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes"
+
+
+def shapes_diffusion_settings(base: DiffusionSettings, weights: Path = WEIGHTS_DIR) -> DiffusionSettings:
+    """``base`` with the shapes models: their SD and GLIGEN folders, 64 px, masks from attention
+    (no SAM: there is none for this world). The same as setting ``LMD_DIFFUSION__SD_MODEL``,
+    ``__GLIGEN_MODEL``, ``__USE_SAM=false`` and ``__SIZE=64``."""
+    return base.model_validate(
+        {
+            **base.model_dump(),
+            "sd_model": str(weights / "sd"),
+            "gligen_model": str(weights / "gligen"),
+            "use_sam": False,
+            "size": IMAGE_SIZE,
+        }
+    )
