@@ -5,6 +5,7 @@ whole bot, an old button after the restart, and another follow-up in the same th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 
@@ -28,6 +29,14 @@ RENDER_TIMEOUT = 240  # tiny models on a loaded 2-core machine: seconds, not min
 
 def _results(fake, thread_id):
     return [m for m in fake.in_channel(thread_id) if m.field("Seed") and m.files]
+
+
+async def _recorded(core, message_id: int) -> None:
+    for _ in range(500):
+        if await core.repo.message(message_id) is not None:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"message {message_id} was never recorded")
 
 
 async def _start(settings, fake: FakeDiscord | None):
@@ -86,7 +95,9 @@ async def test_scene_survives_a_restart_of_the_whole_bot(tmp_path, monkeypatch):
             second = (await eventually(lambda: _results(fake, thread.id)[1:], RENDER_TIMEOUT))[0]
             assert second.embeds[0].title == "Round 2" and second.field("Seed") == "`1234`"
 
-            # 🔄 on the result: the same layout with a new seed, as round 3.
+            # 🔄 on the result: the same layout with a new seed, as round 3. The result is a new
+            # message, recorded right after it is posted: react once it is (as a person would).
+            await _recorded(core, second.id)
             await cog.on_raw_reaction_add(reaction(fake, second.id, thread.id, OWNER))
             third = (await eventually(lambda: _results(fake, thread.id)[2:], RENDER_TIMEOUT))[0]
             assert third.embeds[0].title == "Round 3" and third.field("Seed") != "`1234`"
