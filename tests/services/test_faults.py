@@ -138,7 +138,7 @@ def test_an_unwritable_image_folder_is_refused_at_start_up(tmp_path):
 # --- a locked (or full) database while a user acts --------------------------------------------
 
 
-async def test_a_locked_database_during_imagine_is_a_clear_error_and_nothing_half_written(tmp_path):
+async def test_a_locked_database_during_a_user_action_is_a_clear_error_and_nothing_half_written(tmp_path):
     async with running_core(tmp_path, db=FAST_LOCKS) as (app, notes):
         with _Lock(tmp_path), pytest.raises(Exception) as err:
             await app.scenes.imagine(ALICE, "a red apple", notes)
@@ -146,27 +146,29 @@ async def test_a_locked_database_during_imagine_is_a_clear_error_and_nothing_hal
         assert await app.repo.rounds(1) == {}  # no scene, no round
         job = await _queued(app, notes)  # the same request works once the lock is gone
         assert isinstance(await notes.result_of(job.id), ResultView)
+        with _Lock(tmp_path), pytest.raises(Exception) as err:
+            await app.scenes.instruct(ALICE, job.scene_id, "add a cat", notes)
+        assert getattr(err.value, "user_message", None) == COULD_NOT_SAVE
+        assert len(await app.repo.rounds(job.scene_id)) == 1  # no round, no job
+        await _no_job_left_active(app, ALICE)
 
 
 async def test_a_locked_database_when_the_render_is_queued_is_said_under_the_plan(tmp_path):
-    """The plan was shown, then queueing its render hits the lock: the user hears it, no job
-    exists, and they can try again."""
+    """/imagine: the plan was shown (its thread opened), then recording the thread and the job
+    hits the lock: the user hears it under the plan, no job exists, and they can try again."""
     async with running_core(tmp_path, db=FAST_LOCKS) as (app, notes):
-        first = await _queued(app, notes)
-        await notes.result_of(first.id)
-        scene_id = first.scene_id
         lock = _Lock(tmp_path)
 
-        async def lock_after_planning(view):
+        async def lock_after_showing(view):
             lock.__enter__()
             return await type(notes).show_plan(notes, view)
 
-        notes.show_plan = lock_after_planning
+        notes.show_plan = lock_after_showing
         try:
-            revised = await app.scenes.instruct(ALICE, scene_id, "add a cat", notes)
+            plan = await app.scenes.imagine(ALICE, "a red apple", notes)
         finally:
             lock.__exit__()
-        assert isinstance(revised, PlanView) and revised.job is None
+        assert isinstance(plan, PlanView) and plan.job is None
         assert notes.replies[-1].text == COULD_NOT_SAVE
         await _no_job_left_active(app, ALICE)
 
