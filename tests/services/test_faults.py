@@ -215,3 +215,22 @@ async def test_jobs_that_no_longer_fit_the_queue_after_a_restart_are_failed_and_
             assert "queue" in failure.message
             assert (await app.repo.job(job.id)).status == JobStatus.FAILED
         await _no_job_left_active(app, ALICE, BOB)
+
+
+async def test_a_result_the_chat_service_refuses_at_first_is_posted_again(tmp_path):
+    """Posting the result fails twice (a Discord hiccup): it is posted again, not lost."""
+    async with running_core(tmp_path) as (app, notes):
+        refusals = []
+        post = notes.show_result
+
+        async def flaky(view):
+            if len(refusals) < 2:
+                refusals.append(view.job.id)
+                raise ConnectionResetError("the chat service hung up")
+            return await post(view)
+
+        notes.show_result = flaky
+        job = await _queued(app, notes)
+        assert isinstance(await notes.result_of(job.id), ResultView)
+        assert refusals == [job.id, job.id]
+        assert (await app.repo.job(job.id)).status == JobStatus.DONE
