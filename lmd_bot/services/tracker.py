@@ -60,6 +60,7 @@ RECORD_AGAIN_S = 5.0
 
 SAVE_FAILED = "I rendered this but couldn't save the image: the bot's storage is full or not writable."
 RECORD_FAILED = "I rendered this but couldn't record it: the bot's database is busy."
+FINISH_FAILED = "Something went wrong finishing this image; it has been logged."
 QUEUE_SHRUNK = "The bot restarted with a smaller queue, and this image no longer fit in it."
 
 T = TypeVar("T")
@@ -317,7 +318,11 @@ class RenderTracker:
             case JobRetrying():
                 self._push_status(live, "retrying", note=event.user_message)
             case JobDone():
-                await self._on_done(live, event)
+                try:
+                    await self._on_done(live, event)
+                except Exception:  # a bug must not leave the job running and its owner waiting
+                    log.exception("job %s: finishing it failed", event.job_id)
+                    await self._fail(live, FINISH_FAILED)
             case JobFailed():
                 self._live.pop(event.job_id, None)
                 log.warning("job %s failed: %s (%s)", event.job_id, event.user_message, event.detail)

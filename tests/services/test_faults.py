@@ -234,3 +234,20 @@ async def test_a_result_the_chat_service_refuses_at_first_is_posted_again(tmp_pa
         assert isinstance(await notes.result_of(job.id), ResultView)
         assert refusals == [job.id, job.id]
         assert (await app.repo.job(job.id)).status == JobStatus.DONE
+
+
+async def test_an_unexpected_error_while_finishing_a_render_fails_the_job_and_says_so(tmp_path, monkeypatch):
+    """Drawing the overlay breaks (a bug, not the disk): the job still ends, failed, and its owner
+    hears of it instead of waiting on "rendering" forever."""
+    from lmd_bot.services.images import ImageStore
+
+    async def broken_overlay(layout, png):
+        raise ValueError("cannot identify image file")
+
+    monkeypatch.setattr(ImageStore, "overlay", staticmethod(broken_overlay))
+    async with running_core(tmp_path) as (app, notes):
+        job = await _queued(app, notes)
+        failure = await notes.result_of(job.id)
+        assert isinstance(failure, FailureView) and failure.message.startswith("Something went wrong")
+        assert (await app.repo.job(job.id)).status == JobStatus.FAILED
+        await _no_job_left_active(app, ALICE)
