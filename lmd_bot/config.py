@@ -174,6 +174,7 @@ class GuardSettings(_Section):
 
 class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///data/lmd-bot.sqlite3"
+    busy_timeout_s: float = Field(5.0, gt=0, le=600)
 
     _check_url = field_validator("url")(_no_control_characters)
 

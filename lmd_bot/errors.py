@@ -37,6 +37,13 @@ class ConfigError(LmdError):
     user_message = "The bot is misconfigured."
 
 
+class StorageError(LmdError):
+    """The database could not be written (locked past its busy timeout, disk full, unreachable):
+    nothing was saved, and trying again later may work."""
+
+    user_message = "I couldn't save that just now; please try again in a moment."
+
+
 class PlannerError(LmdError):
     """The LLM planner could not produce a layout."""
 

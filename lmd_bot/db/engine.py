@@ -45,14 +45,17 @@ def alembic_config(url: str | None = None) -> Config:
     return cfg
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets readers proceed while a write commits; foreign keys are off by default in SQLite.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_s: float):
+    def on_connect(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers proceed while a write commits; foreign keys are off by default in SQLite.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={round(busy_timeout_s * 1000)}")
+        cursor.close()
+
+    return on_connect
 
 
 def _reason(exc: BaseException) -> str:
@@ -101,7 +104,7 @@ class Database:
         await self.engine.dispose()
 
 
-def open_database(url: str) -> Database:
+def open_database(url: str, *, busy_timeout_s: float = 5.0) -> Database:
     """An engine for ``url`` (``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://…``).
 
     Creates the SQLite file's folder. Raises ConfigError for a URL of another engine or driver,
@@ -143,6 +146,6 @@ def open_database(url: str) -> Database:
             f"{SETTING}: the {driver} driver is not installed ({exc.name}); pip install 'lmd-bot[scale]'"
         ) from None
     if backend == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_s))
     log.info("database: %s", parsed.render_as_string(hide_password=True))
     return Database(engine=engine, sessions=async_sessionmaker(engine, expire_on_commit=False), where=where)

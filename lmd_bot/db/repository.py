@@ -4,6 +4,10 @@ Methods take and return the records of :mod:`lmd_bot.scenes.models`. A method th
 several rows (a scene with its first round, a round with its job) does it in one transaction, so
 a failure leaves nothing half-written; a use case makes one such call where it can.
 
+A database that cannot be used right now (locked past its busy timeout, a full disk, a lost
+server) raises :class:`~lmd_bot.errors.StorageError`, which says so to the user; the transaction
+is rolled back, so nothing is half-written.
+
 On SQLite, writes in this process take turns on an asyncio lock: SQLite has one writer at a time
 anyway, and a transaction that read before writing would otherwise fail at once (a busy snapshot,
 which ``busy_timeout`` does not wait out) when another of our writers committed meanwhile.
@@ -19,9 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from lmd_bot.db.models import GuildConfig, Job, MessageLink, Round, Scene, utcnow
+from lmd_bot.errors import StorageError
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.models import (
@@ -134,10 +140,21 @@ class Repository:
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncSession]:
         """One write transaction (taking its turn on SQLite)."""
-        async with contextlib.AsyncExitStack() as stack:
-            if self._write_lock is not None:
-                await stack.enter_async_context(self._write_lock)
-            yield await stack.enter_async_context(self._sessions.begin())
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if self._write_lock is not None:
+                    await stack.enter_async_context(self._write_lock)
+                yield await stack.enter_async_context(self._sessions.begin())
+        except OperationalError as exc:
+            raise StorageError(f"database write failed: {exc.orig}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncSession]:
+        try:
+            async with self._sessions() as session:
+                yield session
+        except OperationalError as exc:
+            raise StorageError(f"database read failed: {exc.orig}") from exc
 
     # --- scenes and rounds ---------------------------------------------------------------------
 
@@ -287,19 +304,19 @@ class Repository:
             await s.execute(update(Scene).where(Scene.id == scene_id).values(allow_everyone=allow))
 
     async def scene(self, scene_id: int) -> SceneRecord:
-        async with self._sessions() as s:
+        async with self._read() as s:
             row = await s.get(Scene, scene_id)
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
             return _scene(row)
 
     async def scene_by_thread(self, thread_id: int) -> SceneRecord | None:
-        async with self._sessions() as s:
+        async with self._read() as s:
             row = await s.scalar(select(Scene).where(Scene.thread_id == thread_id))
             return _scene(row) if row is not None else None
 
     async def round(self, round_id: int) -> RoundRecord:
-        async with self._sessions() as s:
+        async with self._read() as s:
             row = await s.get(Round, round_id)
             if row is None:
                 raise NotFoundError(f"round {round_id}")
@@ -307,7 +324,7 @@ class Repository:
 
     async def scene_tree(self, scene_id: int) -> tuple[SceneRecord, dict[int, RoundRecord]]:
         """A scene and all its rounds by id, in one read."""
-        async with self._sessions() as s:
+        async with self._read() as s:
             row = await s.get(Scene, scene_id)
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
@@ -315,7 +332,7 @@ class Repository:
             return _scene(row), {r.id: _round(r) for r in rounds}
 
     async def rounds(self, scene_id: int) -> dict[int, RoundRecord]:
-        async with self._sessions() as s:
+        async with self._read() as s:
             rows = await s.scalars(select(Round).where(Round.scene_id == scene_id))
             return {r.id: _round(r) for r in rows}
 
@@ -358,7 +375,7 @@ class Repository:
             return _job(row)
 
     async def job(self, job_id: int) -> JobRecord:
-        async with self._sessions() as s:
+        async with self._read() as s:
             row = await s.get(Job, job_id)
             if row is None:
                 raise NotFoundError(f"job {job_id}")
@@ -391,13 +408,13 @@ class Repository:
             return _job(row)
 
     async def count_active_jobs(self, user_id: int) -> int:
-        async with self._sessions() as s:
+        async with self._read() as s:
             return await s.scalar(
                 select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.status.in_(_ACTIVE))
             )
 
     async def jobs_with_status(self, *statuses: JobStatus) -> list[JobRecord]:
-        async with self._sessions() as s:
+        async with self._read() as s:
             rows = await s.scalars(
                 select(Job)
                 .where(Job.status.in_([st.value for st in statuses]))
@@ -406,21 +423,21 @@ class Repository:
             return [_job(r) for r in rows]
 
     async def active_jobs_of_scene(self, scene_id: int) -> list[JobRecord]:
-        async with self._sessions() as s:
+        async with self._read() as s:
             rows = await s.scalars(
                 select(Job).where(Job.scene_id == scene_id, Job.status.in_(_ACTIVE)).order_by(Job.id)
             )
             return [_job(r) for r in rows]
 
     async def recent_jobs_of_user(self, user_id: int, limit: int = 10) -> list[JobRecord]:
-        async with self._sessions() as s:
+        async with self._read() as s:
             rows = await s.scalars(
                 select(Job).where(Job.user_id == user_id).order_by(Job.id.desc()).limit(limit)
             )
             return [_job(r) for r in rows]
 
     async def latest_done_job(self, round_id: int) -> JobRecord | None:
-        async with self._sessions() as s:
+        async with self._read() as s:
             row = await s.scalar(
                 select(Job)
                 .where(Job.round_id == round_id, Job.status == JobStatus.DONE.value)
@@ -466,7 +483,7 @@ class Repository:
             row.scene_id, row.round_id, row.job_id, row.kind = scene_id, round_id, job_id, kind.value
 
     async def message(self, message_id: int) -> MessageRef | None:
-        async with self._sessions() as s:
+        async with self._read() as s:
             row = await s.get(MessageLink, message_id)
             if row is None:
                 return None
@@ -481,7 +498,7 @@ class Repository:
     # --- server settings -----------------------------------------------------------------------
 
     async def server_settings(self, guild_id: int) -> ServerSettings:
-        async with self._sessions() as s:
+        async with self._read() as s:
             row = await s.get(GuildConfig, guild_id)
             return ServerSettings.model_validate(row.data) if row is not None else ServerSettings()
 

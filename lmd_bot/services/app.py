@@ -8,6 +8,7 @@ a test's fake).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -62,7 +63,9 @@ async def open_core(
 ) -> Core:
     """Migrate the database and build everything; call ``core.scenes.start()`` once an adapter is
     attached (so updates about resumed jobs reach it)."""
-    db = open_database(settings.db.url)
+    images = ImageStore(settings.storage.image_dir)
+    await asyncio.to_thread(images.check_writable)
+    db = open_database(settings.db.url, busy_timeout_s=settings.db.busy_timeout_s)
     try:
         await db.migrate()
         if planner is None:
@@ -72,7 +75,6 @@ async def open_core(
         queue = queue or build_queue(settings, renderer)
         repo = Repository(db.sessions)
         guard = Guard(settings.guard, settings.discord)
-        images = ImageStore(settings.storage.image_dir)
         policy = ServerPolicy(settings=settings, repo=repo, guard=guard)
         tracker = RenderTracker(settings=settings, repo=repo, queue=queue, images=images, policy=policy)
         extra = {"new_seed": new_seed} if new_seed is not None else {}

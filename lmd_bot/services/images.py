@@ -1,17 +1,21 @@
 """Rendered images on disk, the layout drawn over them, and fitting them under an upload limit.
 
-Every Pillow call runs in a thread: encoding a 512² PNG takes tens of milliseconds, too long to
-hold the event loop.
+Every Pillow call and every file write runs in a thread: encoding a 512² PNG takes tens of
+milliseconds, too long to hold the event loop. Files are written whole or not at all (a full disk
+leaves no empty or half-written image behind).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import os
 from pathlib import Path
 
 from PIL import Image
 
+from lmd_bot.errors import ConfigError
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.overlay import draw_overlay
 
@@ -36,17 +40,48 @@ def fit_for_upload(png: bytes, limit_bytes: int) -> tuple[bytes, str]:
     return buf.getvalue(), "webp"
 
 
+def _write_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file renamed into place: it appears complete or not at all."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            partial.unlink()
+        raise
+
+
 class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def check_writable(self) -> None:
+        """Refuse to start with an image folder the bot cannot write (ConfigError naming
+        ``storage.image_dir``): otherwise every render would fail at its last step."""
+        probe = self.root / ".write-check"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            _write_whole(probe, b"ok")
+            probe.unlink()
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConfigError(f"storage.image_dir: cannot write images to {self.root} ({reason})") from None
+
     async def save(self, *, scene_id: int, job_id: int, png: bytes, overlay_png: bytes) -> tuple[str, str]:
+        """Write a render and its overlay; both or neither (OSError)."""
+
         def write() -> tuple[str, str]:
             folder = self.root / f"scene-{scene_id}"
             folder.mkdir(parents=True, exist_ok=True)
             image, overlay = folder / f"job-{job_id}.png", folder / f"job-{job_id}-overlay.png"
-            image.write_bytes(png)
-            overlay.write_bytes(overlay_png)
+            _write_whole(image, png)
+            try:
+                _write_whole(overlay, overlay_png)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    image.unlink()
+                raise
             return str(image), str(overlay)
 
         return await asyncio.to_thread(write)

@@ -26,7 +26,7 @@ from lmd_bot.jobs.models import CancelOutcome
 from lmd_bot.planner.base import Planner
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.diff import describe_changes
-from lmd_bot.scenes.models import JobRecord, MessageKind, RoundKind, RoundRecord, SceneRecord
+from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundKind, RoundRecord, SceneRecord
 from lmd_bot.scenes.tree import branch_path, planner_history
 from lmd_bot.services.errors import NothingToUndoError, NotOwnerError, SceneNotFoundError
 from lmd_bot.services.images import ImageStore
@@ -216,16 +216,16 @@ class SceneService:
         """Apply an instruction to the scene's current round (or ``base_round_id``, branching from
         it). A layout becomes a new round, the scene's head: shown, then queued."""
         text = self._policy.user_text(instruction, "instruction")
-        scene = await self._scene(scene_id)
-        await self._ensure_editor(actor, scene)
         if text.casefold().strip(" .!") in UNDO_WORDS:
             return await self.undo(actor, scene_id, presenter, from_round_id=base_round_id)
-        server = await self._policy.server(scene.guild_id)
-        self._guard.text.check(text, what="instruction")
-        self._guard.rate.hit(actor.user_id)
-        await self._policy.check_cap(actor.user_id, server)
         async with self._lock(scene_id):
+            # One read for the scene and its rounds; one transaction writes the round and its job.
             scene, rounds = await self._tree(scene_id)
+            await self._ensure_editor(actor, scene)
+            server = await self._policy.server(scene.guild_id)
+            self._guard.text.check(text, what="instruction")
+            self._guard.rate.hit(actor.user_id)
+            await self._policy.check_cap(actor.user_id, server)
             base_id = base_round_id or scene.head_round_id
             if base_id not in rounds:
                 raise SceneNotFoundError(f"round {base_id} not in scene {scene_id}")
@@ -239,23 +239,61 @@ class SceneService:
                 return reply
             layout = result.layout
             self._guard.text.check_layout(layout)
-            scene, new_round, _ = await self._repo.add_round(
-                scene_id=scene_id,
-                parent_id=base.id,
-                kind=RoundKind.REVISE,
-                instruction=text,
-                layout=layout,
-                seed=base.seed,
-                notes=result.notes,
-            )
+            try:
+                scene, new_round, job = await self._repo.add_round(
+                    scene_id=scene_id,
+                    parent_id=base.id,
+                    kind=RoundKind.REVISE,
+                    instruction=text,
+                    layout=layout,
+                    seed=base.seed,
+                    notes=result.notes,
+                    job=self._new_job(actor, scene, server),
+                )
+            except CapReachedError as exc:
+                raise cap_reached(actor.user_id, exc.active) from None
         plan = PlanView(
             scene=scene,
             round=new_round,
             overlay_png=await self._images.plan_picture(layout),
             changes=describe_changes(base.layout, layout),
             notes=result.notes,
+            job=job,
         )
-        return await self._show_and_render(actor, plan, presenter)
+        return await self._show_and_submit(plan, presenter)
+
+    async def _show_and_submit(self, plan: PlanView, presenter: Presenter) -> PlanView:
+        """Show a plan whose job is stored already, then queue the job and link the message."""
+        job = plan.job
+        assert job is not None
+        try:
+            shown = await presenter.show_plan(plan)
+        except BaseException:
+            # Not shown, not queued: the job must not wait forever (or render after a restart).
+            await self._repo.finish_job_if_active(
+                job.id, JobStatus.CANCELLED, error="the plan could not be shown"
+            )
+            raise
+        try:
+            await self._tracker.submit(plan.scene, plan.round, job)
+        except LmdError as exc:  # the tracker marked the job failed
+            log.info("scene %s round %s not queued: %s", plan.scene.id, plan.round.number, exc)
+            await presenter.show_reply(ReplyView(scene=plan.scene, text=exc.user_message))
+            return plan.model_copy(update={"job": None})
+        if shown.message_id is not None:
+            try:
+                await self._repo.link_message(
+                    shown.message_id,
+                    scene_id=plan.scene.id,
+                    round_id=plan.round.id,
+                    job_id=None,
+                    kind=MessageKind.PLAN,
+                )
+            except LmdError as exc:  # the job runs; only a reaction on the plan message will find nothing
+                log.warning(
+                    "plan message %s of scene %s not linked: %s", shown.message_id, plan.scene.id, exc
+                )
+        return plan
 
     async def reroll(self, actor: Actor, round_id: int) -> JobRecord:
         """Render ``round_id``'s layout with a new seed, as a new round branched from it."""

@@ -5,6 +5,11 @@ attached :class:`~lmd_bot.services.notifier.Notifier` (at most one edit per mess
 ``discord.status_edit_interval_s``), keeps waiting jobs' positions and ETAs current, and after a
 restart picks up the jobs the previous run left. It never calls back into the use cases: they
 hand it jobs, it reports what became of them.
+
+A job's last step (saving the image, recording its end, delivering the result) is retried while
+the disk or the database is busy; if it still fails, the job ends failed and its owner is told.
+A job is never left ``running`` without a worker: an end the database would not take is written
+again in the background until it is.
 """
 
 from __future__ import annotations
@@ -12,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from lmd_bot.config import Settings
 from lmd_bot.db.repository import NotFoundError, Repository
+from lmd_bot.errors import StorageError
 from lmd_bot.jobs.base import JobQueue
 from lmd_bot.jobs.models import (
     CancelOutcome,
@@ -46,6 +53,17 @@ log = logging.getLogger(__name__)
 
 # How much the running-average render time follows the newest job.
 _ETA_WEIGHT = 0.3
+# Pauses between tries of a job's last step (a busy disk or database often clears in seconds).
+RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0)
+# How often an end the database refused is written again, in the background.
+RECORD_AGAIN_S = 5.0
+
+SAVE_FAILED = "I rendered this but couldn't save the image: the bot's storage is full or not writable."
+RECORD_FAILED = "I rendered this but couldn't record it: the bot's database is busy."
+FINISH_FAILED = "Something went wrong finishing this image; it has been logged."
+QUEUE_SHRUNK = "The bot restarted with a smaller queue, and this image no longer fit in it."
+
+T = TypeVar("T")
 
 Update = StatusView | ResultView | FailureView
 
@@ -138,9 +156,7 @@ class RenderTracker:
             await self.queue.submit(self._spec(scene, round_, job, attempt))
         except Exception as exc:
             del self._live[job.id]
-            await self._repo.finish_job_if_active(
-                job.id, JobStatus.FAILED, error=getattr(exc, "user_message", "queue")
-            )
+            await self._record_end(job.id, JobStatus.FAILED, error=getattr(exc, "user_message", "queue"))
             raise
         log.info("job %s queued (scene %s round %s seed %s)", job.id, scene.id, round_.number, job.seed)
         self._refresh_positions_soon()
@@ -240,6 +256,10 @@ class RenderTracker:
                 await self.submit(scene, round_, job, attempt)
             except QueueFullError as exc:
                 log.warning("job %s could not be resumed: %s", job.id, exc)
+                failed = job.model_copy(update={"status": JobStatus.FAILED, "error": QUEUE_SHRUNK})
+                self._push_final(
+                    FailureView(scene=scene, job=failed, round_number=round_.number, message=QUEUE_SHRUNK)
+                )
             else:
                 if attempt > 1:
                     self._push_status(
@@ -298,13 +318,20 @@ class RenderTracker:
             case JobRetrying():
                 self._push_status(live, "retrying", note=event.user_message)
             case JobDone():
-                await self._on_done(live, event)
+                try:
+                    await self._on_done(live, event)
+                except Exception:  # a bug must not leave the job running and its owner waiting
+                    log.exception("job %s: finishing it failed", event.job_id)
+                    await self._fail(live, FINISH_FAILED)
             case JobFailed():
                 self._live.pop(event.job_id, None)
                 log.warning("job %s failed: %s (%s)", event.job_id, event.user_message, event.detail)
-                job = await self._repo.finish_job_if_active(
-                    event.job_id, JobStatus.FAILED, error=event.user_message
-                )
+                try:
+                    job = await self._end(live, JobStatus.FAILED, error=event.user_message)
+                except StorageError:  # marked failed in the background; the owner hears now
+                    job = live.job.model_copy(
+                        update={"status": JobStatus.FAILED, "error": event.user_message}
+                    )
                 if job is not None:
                     self._push_final(
                         FailureView(
@@ -326,17 +353,31 @@ class RenderTracker:
         image_path = overlay_path = None
         if not withheld:
             overlay = await self._images.overlay(live.round.layout, event.png)
-            image_path, overlay_path = await self._images.save(
-                scene_id=live.scene.id, job_id=event.job_id, png=event.png, overlay_png=overlay
+            try:
+                image_path, overlay_path = await self._retrying(
+                    lambda: self._images.save(
+                        scene_id=live.scene.id, job_id=event.job_id, png=event.png, overlay_png=overlay
+                    ),
+                    OSError,
+                    f"saving job {event.job_id}'s image",
+                )
+            except OSError as exc:
+                log.error("job %s: the image could not be saved: %s", event.job_id, exc)
+                await self._fail(live, SAVE_FAILED)
+                return
+        try:
+            job = await self._end(
+                live,
+                JobStatus.DONE,
+                later=JobStatus.FAILED,
+                image_path=image_path,
+                overlay_path=overlay_path,
+                flagged=event.flagged,
+                render_seconds=event.seconds,
             )
-        job = await self._repo.finish_job_if_active(
-            event.job_id,
-            JobStatus.DONE,
-            image_path=image_path,
-            overlay_path=overlay_path,
-            flagged=event.flagged,
-            render_seconds=event.seconds,
-        )
+        except StorageError:
+            self._push_failure(live, RECORD_FAILED)
+            return
         if job is None:
             return  # cancelled meanwhile: its status already says so
         self.avg_render_s = (
@@ -360,9 +401,89 @@ class RenderTracker:
             )
         )
 
+    async def _fail(self, live: _Live, message: str) -> None:
+        """End a job failed (retryable) and tell its owner, even if the database is busy."""
+        try:
+            job = await self._end(live, JobStatus.FAILED, error=message)
+        except StorageError:
+            job = None  # marked failed in the background; the owner hears now
+        else:
+            if job is None:
+                return  # cancelled meanwhile
+        self._push_failure(live, message, job)
+
+    def _push_failure(self, live: _Live, message: str, job: JobRecord | None = None) -> None:
+        job = job or live.job.model_copy(update={"status": JobStatus.FAILED, "error": message})
+        self._push_final(
+            FailureView(scene=live.scene, job=job, round_number=live.round.number, message=message)
+        )
+
+    # --- internals: the database and the disk may be busy ---------------------------------------
+
+    async def _retrying(
+        self,
+        attempt: Callable[[], Awaitable[T]],
+        errors: type[Exception],
+        what: str,
+        *,
+        unless: type[Exception] | None = None,
+    ) -> T:
+        """``attempt()``, tried again after each of RETRY_DELAYS_S while it raises ``errors``
+        (but not ``unless``)."""
+        for delay in (*RETRY_DELAYS_S, None):
+            try:
+                return await attempt()
+            except errors as exc:
+                if delay is None or (unless is not None and isinstance(exc, unless)):
+                    raise
+                log.warning("%s failed (%s); trying again in %.2f s", what, exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _end(
+        self, live: _Live | int, status: JobStatus, *, later: JobStatus | None = None, **values: Any
+    ) -> JobRecord | None:
+        """Record a job's end (None if it ended already: a cancel raced it). While the database
+        stays busy past the retries: StorageError, and the job is marked ``later`` (default
+        ``status``) in the background once the database takes it."""
+        job_id = live if isinstance(live, int) else live.job.id
+        try:
+            return await self._retrying(
+                lambda: self._repo.finish_job_if_active(job_id, status, **values),
+                StorageError,
+                f"recording job {job_id} as {status}",
+            )
+        except StorageError:
+            final = later or status
+            kept = values if final == status else {"error": RECORD_FAILED}
+            self._tasks.spawn(self._end_eventually(job_id, final, kept), name=f"record-{job_id}")
+            raise
+
+    async def _end_eventually(self, job_id: int, status: JobStatus, values: dict[str, Any]) -> None:
+        while True:
+            await asyncio.sleep(RECORD_AGAIN_S)
+            try:
+                await self._repo.finish_job_if_active(job_id, status, **values)
+            except StorageError as exc:
+                log.warning("job %s: still cannot record it as %s (%s)", job_id, status, exc)
+                continue
+            log.info("job %s recorded as %s", job_id, status)
+            return
+
+    async def _record_end(self, job_id: int, status: JobStatus, **values: Any) -> JobRecord | None:
+        try:
+            return await self._end(job_id, status, **values)
+        except StorageError:
+            return None  # written in the background
+
     async def _end_cancelled(self, job_id: int, reason: str, *, notify: bool = True) -> None:
         live = self._live.pop(job_id, None)
-        job = await self._repo.finish_job_if_active(job_id, JobStatus.CANCELLED, error=reason)
+        try:
+            job = await self._end(job_id, JobStatus.CANCELLED, error=reason)
+        except StorageError:  # marked cancelled in the background; the thread hears now
+            job = (live or await self._live_job(job_id)).job.model_copy(
+                update={"status": JobStatus.CANCELLED}
+            )
         if job is None or not notify:
             self._throttle.push(job_id, None, final=True)  # nothing more to show for it
             return
@@ -428,6 +549,16 @@ class RenderTracker:
 
     # --- internals: delivering updates ---------------------------------------------------------
 
+    async def _show(self, view: Update) -> int | None:
+        assert self._notifier is not None
+        match view:
+            case StatusView():
+                return await self._notifier.show_status(view)
+            case ResultView():
+                return await self._notifier.show_result(view)
+            case FailureView():
+                return await self._notifier.show_failure(view)
+
     async def _deliver(self, job_id: Hashable, view: Update | None) -> None:
         if view is None:
             self._status_ids.pop(job_id, None)  # type: ignore[arg-type]
@@ -437,20 +568,22 @@ class RenderTracker:
         known = self._status_ids.get(view.job.id, view.job.status_message_id)
         if known != view.job.status_message_id:
             view = view.model_copy(update={"job": view.job.model_copy(update={"status_message_id": known})})
+        final = not isinstance(view, StatusView) or view.state == "cancelled"
         try:
-            match view:
-                case StatusView():
-                    message_id = await self._notifier.show_status(view)
-                case ResultView():
-                    message_id = await self._notifier.show_result(view)
-                case FailureView():
-                    message_id = await self._notifier.show_failure(view)
+            if final:  # an end must arrive: a failed post is tried again (a progress edit is not)
+                message_id = await self._retrying(
+                    lambda: self._show(view),
+                    Exception,
+                    f"showing job {view.job.id}'s end",
+                    unless=DestinationGoneError,
+                )
+            else:
+                message_id = await self._show(view)
         except DestinationGoneError:
             log.info("scene %s: its thread is gone", view.scene.id)
             self._status_ids.pop(view.job.id, None)
             await self.cancel_scene(view.scene.id, "the thread is gone")
             return
-        final = not isinstance(view, StatusView) or view.state == "cancelled"
         if final:
             self._status_ids.pop(view.job.id, None)
         elif message_id is not None:
