@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from tests.cogs.world import OWNER, discord_world, eventually, field, first_result, imagine, results_in
-from tests.fakes.fake_discord import DM, EPHEMERAL, STAGE, VOICE
+from tests.fakes.fake_discord import DM, EPHEMERAL, FORUM, STAGE, VOICE
 from tests.jobs.renderers import spec
 
 # --- 4. results notify ---------------------------------------------------------------------------
@@ -99,7 +99,7 @@ async def test_a_job_resumed_after_a_restart_delivers_to_its_since_archived_thre
 # --- 6. channels without threads ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", [VOICE, STAGE])
+@pytest.mark.parametrize("kind", [VOICE, STAGE, FORUM])
 async def test_imagine_where_no_thread_can_open_answers_at_once_and_plans_nothing(tmp_path, kind):
     async with discord_world(tmp_path) as world:
         channel = world.add_channel("lounge", type=kind)

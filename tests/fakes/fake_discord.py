@@ -440,10 +440,14 @@ class FakeDiscordAPI:
             raise DiscordError(404, UNKNOWN_MESSAGE, "Unknown Message")
         return message
 
-    def _new_message(self, cid: int, r: Request, *, flags: int = 0) -> dict[str, Any]:
-        channel = self._writable(cid) if cid in self.channels else {"id": str(cid)}
-        if channel.get("type") == FORUM:
-            raise DiscordError(400, 50008, "Cannot send messages in a non-text channel")
+    def _new_message(self, cid: int, r: Request, *, flags: int = 0, response: bool = False) -> dict[str, Any]:
+        """A message the bot posts in ``cid``; an interaction's ``response`` may go anywhere the
+        interaction came from."""
+        channel = self.channels.get(cid, {"id": str(cid)})
+        if not response:
+            self._writable(cid)
+            if channel.get("type") == FORUM:
+                raise DiscordError(400, 50008, "Cannot send messages in a non-text channel")
         body = r.json or {}
         mid = self.new_id()
         message: dict[str, Any] = {
@@ -568,8 +572,9 @@ class FakeDiscordAPI:
         }
         if kind in (4, 5):  # a message, or "thinking…" that becomes one
             inner = Request(r.method, r.path, r.query, data, r.files)
+            loading = 128 if kind == 5 else 0
             message = self._new_message(
-                interaction["channel_id"], inner, flags=flags | (128 if kind == 5 else 0)
+                interaction["channel_id"], inner, flags=flags | loading, response=True
             )
             message["interaction_token"] = token
             interaction["original"] = int(message["id"])
@@ -588,7 +593,7 @@ class FakeDiscordAPI:
         if interaction is None:
             raise DiscordError(404, 10015, "Unknown Webhook")
         if which is None:  # a follow-up message
-            return 200, self._new_message(interaction["channel_id"], r)
+            return 200, self._new_message(interaction["channel_id"], r, response=True)
         mid = interaction.get("original") if which == "@original" else int(which)
         message = self.messages.get(mid or 0)
         if message is None:
