@@ -133,7 +133,9 @@ def open_database(url: str, *, busy_timeout_s: float = 5.0) -> Database:
                 raise ConfigError(f"{SETTING}: cannot create the folder {folder}: {_reason(exc)}.") from None
     elif backend == "postgresql":
         if driver != "asyncpg":
-            raise ConfigError(f"{SETTING}: use the async PostgreSQL driver, postgresql+asyncpg://user@host/db")
+            raise ConfigError(
+                f"{SETTING}: use the async PostgreSQL driver, postgresql+asyncpg://user@host/db"
+            )
         server = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
         where = f"the PostgreSQL database {parsed.database or ''} at {server}"
         connect_args = {"timeout": CONNECT_TIMEOUT_S}

@@ -39,6 +39,10 @@ class LmdParams(BaseModel):
     # overall runs (the reference uses 0.4 for both). None: plain SD, no grounding.
     gligen_beta: float | None = Field(None, ge=0, le=1)
     guidance_grounding: GuidanceGrounding = "null"
+    # At the start an object brings its noise into its mask's bounding box grown by one cell; where
+    # its move left cells without data, the reference copies their zeros, lmd-bot keeps the
+    # background's noise (True reproduces the reference; docs/method.md, "Composition").
+    copy_vacated_noise: bool = False
     # On CUDA, run under float16 autocast over the (float32) weights, as the reference runs LMD+;
     # its LMD runs without. Latents, scheduler steps and guidance updates stay float32 either way.
     autocast: bool = False

@@ -398,7 +398,7 @@ class LmdPipeline:
                 self.blocks.to_model(background),
                 [run.trajectory for run in runs],
                 [run.mask for run in runs],
-                [run.valid for run in runs],
+                None if params.copy_vacated_noise else [run.valid for run in runs],
             )
 
             # 5. Encode the overall run: phrases' targets, prompt, grounding
