@@ -1,6 +1,6 @@
 """The LMD benchmark in the shapes world: the same four tasks and templates, the world's words.
 
-The reference's prompts (lmd-method.md section 7.1, :mod:`lmd_bot.eval.prompts`) with its ten COCO
+The reference's prompts (docs/method.md, "Benchmark prompts"; :mod:`lmd_bot.eval.prompts`) with its ten COCO
 classes replaced by the four shapes, its eleven colours by the world's six, and its prefix ("A
 realistic photo of a scene") by one of the world's backgrounds, so that a prompt reads like the
 product's own prompt form: "a night sky with three circles", "a gray wall without squares", "a

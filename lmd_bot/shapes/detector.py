@@ -10,8 +10,8 @@
    ~0.79, triangle and diamond ~0.5) and, for the last two, how much of it is in the top half
    (a triangle's apex is up: ~0.25; a diamond is symmetric: 0.5).
 
-For the benchmark it answers the reference's queries as OWL-ViT does (lmd-method.md section
-7.2): each detection is named by the query it matches ("a photo of a red circle" names red circles
+For the benchmark it answers the reference's queries as OWL-ViT does (docs/method.md, "Image
+scoring"): each detection is named by the query it matches ("a photo of a red circle" names red circles
 "a red circle"; "a photo of a circle" names every circle "a circle"), boxes ``[x, y, w, h]`` in
 image pixels, the largest first.
 """
