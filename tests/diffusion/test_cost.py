@@ -81,5 +81,6 @@ def test_lmd_plus_counts_the_fusers_where_they_run(components):
 def test_best_case_stops_guidance_after_the_first_guided_step(components):
     kwargs = {"steps": STEPS, "guidance_scale": 7.5, "height": 128, "width": 128}
     meter = _counted(components, lambda: case_pipeline(components, best=True).lmd(_spec(), **kwargs))
-    # Each run's first loss is below the threshold: one pass for both objects, one overall.
-    assert [f.batch for f in meter.forwards if not f.complete] == [2, 1]
+    # Each run's first loss is below the threshold; stopping is decided once per step, so step 0's
+    # 4 iterations run (both objects together, then the overall run) and no later step is guided.
+    assert [f.batch for f in meter.forwards if not f.complete] == [2] * 4 + [1] * 4
