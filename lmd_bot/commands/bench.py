@@ -77,6 +77,11 @@ def _add_render_parser(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50, the method's)")
     p.add_argument("--size", type=int, help="image side (default: 256 tiny, 512 full size)")
     p.add_argument("--no-sam", action="store_true", help="masks from attention instead of SAM")
+    p.add_argument(
+        "--compile-guidance",
+        action="store_true",
+        help="torch.compile the guidance loss (diffusion.compile_guidance)",
+    )
     p.add_argument("--no-follow-ups", action="store_true", help="skip the move / change / unbatched rows")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="full size only")
     p.set_defaults(func=run_render)
@@ -105,7 +110,7 @@ def _guidance_case(params, *, best: bool):
     return params.model_copy(update={"loss_threshold": threshold})
 
 
-def case_pipeline(components, *, best: bool, object_batch_size: int = 8):
+def case_pipeline(components, *, best: bool, object_batch_size: int = 8, compile_guidance: bool = False):
     """A pipeline with the default settings of every mode but the guidance's early stop: never
     (worst case) or right after the first loss computed (best case)."""
     from lmd_bot.diffusion.params import FastParams, LmdParams
@@ -126,6 +131,7 @@ def case_pipeline(components, *, best: bool, object_batch_size: int = 8):
         lmd_plus=controller(LmdParams.lmd_plus()),
         fast=fast.model_copy(update={"guidance": _guidance_case(fast.guidance, best=best)}),
         object_batch_size=object_batch_size,
+        compile_guidance=compile_guidance,
     )
 
 
@@ -166,14 +172,22 @@ def run_render(args: argparse.Namespace) -> int:
     cache = ObjectCache(8 * 2**30)  # holds every run of the benchmark: reuse is never cut short
     # The two cases' object runs have different cache keys (their settings differ): one cache.
     renderers = {
-        case: DiffusionRenderer(case_pipeline(components, best=case == "best"), size=size, cache=cache)
+        case: DiffusionRenderer(
+            case_pipeline(components, best=case == "best", compile_guidance=args.compile_guidance),
+            size=size,
+            cache=cache,
+        )
         for case in ("worst", "best")
     }
-    one_by_one = DiffusionRenderer(case_pipeline(components, best=False, object_batch_size=1), size=size)
+    one_by_one = DiffusionRenderer(
+        case_pipeline(components, best=False, object_batch_size=1, compile_guidance=args.compile_guidance),
+        size=size,
+    )
     table = load_flop_table()
     meter = CostMeter()
     sam = "off" if args.no_sam else "on"
-    _say(f"lmd-bot bench render: {label}; {size}x{size}, {args.steps} steps, SAM {sam}")
+    compiled = ", guidance loss compiled" if args.compile_guidance else ""
+    _say(f"lmd-bot bench render: {label}; {size}x{size}, {args.steps} steps, SAM {sam}{compiled}")
 
     # Warm up both UNets (first-call allocations, kernel selection) outside the measurements; the
     # step count differs, so nothing here is reused from the cache later.

@@ -156,6 +156,7 @@ class ObjectStage:
             loss_fn=LayoutLoss(targets, params.object_guidance.weights),
             steps=steps,
             grounding=guidance_grounding,
+            compile=self.blocks.compile_guidance,
         )
 
         # 5. Denoising, keeping every latent and the word tokens' attention where it is read

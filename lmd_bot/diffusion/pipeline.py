@@ -79,11 +79,12 @@ class LmdPipeline:
         lmd_plus: LmdParams | None = None,
         fast: FastParams | None = None,
         object_batch_size: int = 8,
+        compile_guidance: bool = False,
     ) -> None:
         if object_batch_size < 1:
             raise ValueError("object_batch_size must be at least 1")
         self.c = components
-        self.blocks = Blocks(components)
+        self.blocks = Blocks(components, compile_guidance=compile_guidance)
         self.lmd_params = lmd or LmdParams()
         self.lmd_plus_params = lmd_plus or LmdParams.lmd_plus()
         self.fast_params = fast or FastParams()
@@ -264,6 +265,7 @@ class LmdPipeline:
                 loss_fn=LayoutLoss([targets], params.guidance.weights),
                 steps=steps,
                 grounding=self.blocks.guidance_grounding(cond, params.guidance_grounding),
+                compile=self.blocks.compile_guidance,
             )
             how = Conditioning(
                 guidance=guidance,
@@ -432,6 +434,7 @@ class LmdPipeline:
                 ),
                 steps=steps,
                 grounding=guidance_grounding,
+                compile=self.blocks.compile_guidance,
             )
             how.guidance = guidance
 
