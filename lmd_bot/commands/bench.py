@@ -248,7 +248,7 @@ def run_render(args: argparse.Namespace) -> int:
         f"forward+backward); obj s: per-object stage; runs/reused: objects denoised / taken from the "
         f"cache; peak MB: {kind}; x sd: time over plain SD's at {args.steps} steps. Seconds and calls "
         f"are the worst case (guidance never stops early).\n"
-        f"sd u / best u: compute of the worst / best case (guidance stops after the first guided step) "
+        f"Compute (sd u / best u): the worst / best case (guidance stops after the first guided step) "
         f"in sd units, the calls made weighted by their FLOPs on the full-size models at "
         f"{table.image_size} px; 1 sd unit = plain SD at 50 steps = {table.sd_gflops() / 1000:.1f} "
         f"TFLOPs (table: lmd-bot bench flops)"
