@@ -121,6 +121,7 @@ class DiffusionSettings(_Section):
     guidance_scale: float = Field(7.5, ge=0, le=30)
     size: int = Field(512, ge=64, le=1024, multiple_of=64)
     object_batch_size: int = Field(8, ge=1, le=30)
+    compile_guidance: bool = False
     object_cache_mb: int = Field(1024, ge=0)
     object_cache_dir: str = ""
     object_cache_disk_mb: int = Field(4096, ge=0)

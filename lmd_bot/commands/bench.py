@@ -2,7 +2,12 @@
 
 ``lmd-bot bench render`` measures stage 2 per mode and object count: wall time per image, UNet
 calls (denoising and guidance forward+backward), SAM calls, per-object runs done and reused, peak
-memory, and the time relative to plain SD at the same step count, all in one run. For ``lmd`` and
+memory, the time relative to plain SD at the same step count and the compute in **sd units**
+(:mod:`lmd_bot.diffusion.cost`: the model calls the render made, weighted by their FLOPs on the
+full-size architectures; 1 = plain SD at 50 steps), all in one run. Random weights never satisfy
+the guidance's early stop in practice, so every guided render runs twice: the **worst** case
+(the loss never falls below its threshold; its seconds are the ones shown) and the **best** case
+(the first loss computed does, so guidance ends after the first guided step), sd units only. For ``lmd`` and
 ``lmd+`` it also renders the follow-up rounds a scene sees in the bot, through the same renderer
 and its per-object cache: ``move`` (every box moved, nothing else) and ``change`` (then one
 object's caption changed); and ``unbatched``, the first round again with the per-object runs one
@@ -25,7 +30,7 @@ import sys
 from lmd_bot.rendering import RenderMode
 
 # Modules providing ``lmd-bot bench NAME`` besides ``render`` (defined here).
-BENCHMARKS: tuple[str, ...] = ("lmd_bot.commands.bench_bot",)
+BENCHMARKS: tuple[str, ...] = ("lmd_bot.commands.bench_bot", "lmd_bot.commands.bench_flops")
 
 _MODES = (RenderMode.SD, RenderMode.LMD, RenderMode.LMD_PLUS, RenderMode.FAST)
 # Pixels every box moves down in the "move" round: the grid's boxes stay on the canvas.
@@ -72,6 +77,11 @@ def _add_render_parser(benches: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50, the method's)")
     p.add_argument("--size", type=int, help="image side (default: 256 tiny, 512 full size)")
     p.add_argument("--no-sam", action="store_true", help="masks from attention instead of SAM")
+    p.add_argument(
+        "--compile-guidance",
+        action="store_true",
+        help="torch.compile the guidance loss (diffusion.compile_guidance)",
+    )
     p.add_argument("--no-follow-ups", action="store_true", help="skip the move / change / unbatched rows")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="full size only")
     p.set_defaults(func=run_render)
@@ -91,6 +101,40 @@ def bench_layout(n_objects: int, *, moved: bool = False, changed: bool = False):
     return SceneLayout.model_validate({"objects": objects, "background": "A realistic photo of a kitchen"})
 
 
+def _guidance_case(params, *, best: bool):
+    """Worst: a threshold of 0, which no loss falls below; best: a threshold just under the carried
+    loss a run starts from, which every loss computed (40 at most with the defaults) is below."""
+    from lmd_bot.diffusion.guidance import INITIAL_LOSS
+
+    threshold = INITIAL_LOSS / params.loss_scale * 0.999 if best else 0.0
+    return params.model_copy(update={"loss_threshold": threshold})
+
+
+def case_pipeline(components, *, best: bool, object_batch_size: int = 8, compile_guidance: bool = False):
+    """A pipeline with the default settings of every mode but the guidance's early stop: never
+    (worst case) or right after the first loss computed (best case)."""
+    from lmd_bot.diffusion.params import FastParams, LmdParams
+    from lmd_bot.diffusion.pipeline import LmdPipeline
+
+    def controller(params: LmdParams) -> LmdParams:
+        return params.model_copy(
+            update={
+                "object_guidance": _guidance_case(params.object_guidance, best=best),
+                "overall_guidance": _guidance_case(params.overall_guidance, best=best),
+            }
+        )
+
+    fast = FastParams()
+    return LmdPipeline(
+        components,
+        lmd=controller(LmdParams()),
+        lmd_plus=controller(LmdParams.lmd_plus()),
+        fast=fast.model_copy(update={"guidance": _guidance_case(fast.guidance, best=best)}),
+        object_batch_size=object_batch_size,
+        compile_guidance=compile_guidance,
+    )
+
+
 def _say(text: str) -> None:
     print(text, flush=True)  # noqa: T201 - a benchmark's output is its printed table
 
@@ -100,7 +144,7 @@ def run_render(args: argparse.Namespace) -> int:
 
     from lmd_bot.diffusion.cache import ObjectCache
     from lmd_bot.diffusion.components import select_device, select_dtype
-    from lmd_bot.diffusion.pipeline import LmdPipeline
+    from lmd_bot.diffusion.cost import CostMeter, load_flop_table
     from lmd_bot.diffusion.renderer import DiffusionRenderer
     from lmd_bot.diffusion.tiny import full_size_components, tiny_components
     from lmd_bot.errors import LmdError
@@ -126,27 +170,52 @@ def run_render(args: argparse.Namespace) -> int:
         components = tiny_components(sam=not args.no_sam)
         label = f"tiny random models, cpu float32, {torch.get_num_threads()} threads"
     cache = ObjectCache(8 * 2**30)  # holds every run of the benchmark: reuse is never cut short
-    renderer = DiffusionRenderer(LmdPipeline(components), size=size, cache=cache)
-    one_by_one = DiffusionRenderer(LmdPipeline(components, object_batch_size=1), size=size)
+    # The two cases' object runs have different cache keys (their settings differ): one cache.
+    renderers = {
+        case: DiffusionRenderer(
+            case_pipeline(components, best=case == "best", compile_guidance=args.compile_guidance),
+            size=size,
+            cache=cache,
+        )
+        for case in ("worst", "best")
+    }
+    one_by_one = DiffusionRenderer(
+        case_pipeline(components, best=False, object_batch_size=1, compile_guidance=args.compile_guidance),
+        size=size,
+    )
+    table = load_flop_table()
+    meter = CostMeter()
     sam = "off" if args.no_sam else "on"
-    _say(f"lmd-bot bench render: {label}; {size}x{size}, {args.steps} steps, SAM {sam}")
+    compiled = ", guidance loss compiled" if args.compile_guidance else ""
+    _say(f"lmd-bot bench render: {label}; {size}x{size}, {args.steps} steps, SAM {sam}{compiled}")
 
     # Warm up both UNets (first-call allocations, kernel selection) outside the measurements; the
     # step count differs, so nothing here is reused from the cache later.
     warm_steps = 2 if args.steps != 2 else 3
     for mode in (RenderMode.LMD, RenderMode.LMD_PLUS):
-        renderer.render(RenderRequest(layout=bench_layout(1), mode=mode, steps=warm_steps))
+        renderers["worst"].render(RenderRequest(layout=bench_layout(1), mode=mode, steps=warm_steps))
 
     header = (
         f"{'mode':<5} {'round':<9} {'objects':>7} {'s/image':>8} {'obj s':>7} {'UNet':>6} {'fwd':>5} "
-        f"{'guided':>6} {'SAM':>4} {'runs':>4} {'reused':>6} {'peak MB':>8} {'x sd':>6}"
+        f"{'guided':>6} {'SAM':>4} {'runs':>4} {'reused':>6} {'peak MB':>8} {'x sd':>6} {'sd u':>6} "
+        f"{'best u':>6}"
     )
     _say(header)
     _say("-" * len(header))
 
-    def measure(which, mode: RenderMode, round_name: str, n, layout, sd_seconds: float | None) -> float:
+    def metered(which, request):
+        meter.reset()
+        with meter.attach(components):
+            out = which.render(request)
+        return out, meter.units(table)
+
+    def measure(mode: RenderMode, round_name: str, n, layout, sd_seconds: float | None) -> float:
         request = RenderRequest(layout=layout, prompt="a photo", mode=mode, seed=0, steps=args.steps)
-        out = which.render(request)
+        unbatched = round_name == "unbatched"
+        out, units = metered(one_by_one if unbatched else renderers["worst"], request)
+        # sd: nothing guided; unbatched: the batched round's calls, in smaller batches.
+        nothing_guided = mode is RenderMode.SD or unbatched
+        best = "-" if nothing_guided else f"{metered(renderers['best'], request)[1]:6.2f}"
         st = out.stats
         peak = st.get("peak_gpu_mb", st.get("peak_rss_mb", 0.0))
         calls = st["unet_forwards"] + st["guided_passes"]
@@ -155,28 +224,33 @@ def run_render(args: argparse.Namespace) -> int:
             f"{mode.value:<5} {round_name:<9} {n:>7} {out.seconds:8.2f} {st['object_seconds']:7.2f} "
             f"{calls:6.0f} "
             f"{st['unet_forwards']:5.0f} {st['guided_passes']:6.0f} {st['sam_calls']:4.0f} "
-            f"{st['object_runs']:4.0f} {st['object_cache_hits']:6.0f} {peak:8.0f} {ratio}"
+            f"{st['object_runs']:4.0f} {st['object_cache_hits']:6.0f} {peak:8.0f} {ratio} "
+            f"{units:6.2f} {best:>6}"
         )
         return out.seconds
 
     # Plain SD ignores the layout: one measurement stands for every object count, and the ratios.
-    sd_seconds = measure(renderer, RenderMode.SD, "first", "any", bench_layout(0), None)
+    sd_seconds = measure(RenderMode.SD, "first", "any", bench_layout(0), None)
     for mode in (RenderMode(m) for m in names):
         if mode is RenderMode.SD:
             continue
         for n in args.objects:
             cache.clear()  # a first round computes everything
-            measure(renderer, mode, "first", n, bench_layout(n), sd_seconds)
+            measure(mode, "first", n, bench_layout(n), sd_seconds)
             if mode in (RenderMode.LMD, RenderMode.LMD_PLUS) and n and not args.no_follow_ups:
-                measure(renderer, mode, "move", n, bench_layout(n, moved=True), sd_seconds)
-                changed = bench_layout(n, moved=True, changed=True)
-                measure(renderer, mode, "change", n, changed, sd_seconds)
+                measure(mode, "move", n, bench_layout(n, moved=True), sd_seconds)
+                measure(mode, "change", n, bench_layout(n, moved=True, changed=True), sd_seconds)
                 if n > 1:
-                    measure(one_by_one, mode, "unbatched", n, bench_layout(n), sd_seconds)
+                    measure(mode, "unbatched", n, bench_layout(n), sd_seconds)
     kind = "GPU memory allocated (per image)" if components.device.type == "cuda" else "process peak RSS"
     _say(
         f"UNet: UNet calls (fwd: denoising, CFG batches of all objects count once; guided: guidance "
         f"forward+backward); obj s: per-object stage; runs/reused: objects denoised / taken from the "
-        f"cache; peak MB: {kind}; x sd: time over plain SD's at {args.steps} steps"
+        f"cache; peak MB: {kind}; x sd: time over plain SD's at {args.steps} steps. Seconds and calls "
+        f"are the worst case (guidance never stops early).\n"
+        f"Compute (sd u / best u): the worst / best case (guidance stops after the first guided step) "
+        f"in sd units, the calls made weighted by their FLOPs on the full-size models at "
+        f"{table.image_size} px; 1 sd unit = plain SD at 50 steps = {table.sd_gflops() / 1000:.1f} "
+        f"TFLOPs (table: lmd-bot bench flops)"
     )
     return 0

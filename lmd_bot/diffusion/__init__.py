@@ -7,7 +7,7 @@ transformers' CLIP and SAM. Modules, from the layout down to the pixels:
 - :mod:`.spec` — layout -> generation spec (prompts, phrases, negatives, seeds); no torch;
 - :mod:`.tokens` — where each phrase and its head word sit in the CLIP-tokenized prompt;
 - :mod:`.attention` — capturing cross-attention maps on the few layers guidance needs;
-- :mod:`.losses` — the box energy and the attention-transfer loss;
+- :mod:`.losses` — the box energy and the attention-transfer loss, vectorised over a batch;
 - :mod:`.guidance` — backward guidance of the latents (schedule, threshold, step size);
 - :mod:`.masks` — object masks from SAM or from the attention map;
 - :mod:`.latents` — initial noise, blending, quantized shifts and composition;
@@ -22,6 +22,7 @@ transformers' CLIP and SAM. Modules, from the layout down to the pixels:
 - :mod:`.components`, :mod:`.loading`, :mod:`.tiny` — the model bundle and device/dtype choice,
   real checkpoints, random-weight models (tiny; full-size for GPU benchmarks);
 - :mod:`.renderer` — the :class:`lmd_bot.rendering.Renderer` the bot and the CLI use.
+- :mod:`.cost` — a render's compute in sd units: model calls counted, weighted by their FLOPs.
 
 Importing this package is cheap; torch, diffusers and transformers load with the modules that
 need them.

@@ -51,8 +51,9 @@ class AttentionStore:
         self.latent_hw = latent_hw
         self.maps: dict[str, torch.Tensor] = {}
         self._keys: frozenset[str] = frozenset()
-        self._rows: list[int] | None = None
-        self._tokens: list[int] | None = None
+        # (2, n): the rows and tokens to record in :meth:`tokens` mode, moved to the maps' device
+        # once per recording (not once per layer).
+        self._index: torch.Tensor | None = None
         self._stop_when_complete = False
 
     @contextmanager
@@ -74,8 +75,7 @@ class AttentionStore:
     def _recording(self, keys, *, rows, tokens, stop) -> Iterator[None]:
         self.maps = {}
         self._keys = frozenset(keys)
-        self._rows = rows
-        self._tokens = tokens
+        self._index = None if rows is None else torch.tensor([rows, tokens], dtype=torch.long)
         self._stop_when_complete = stop
         try:
             yield
@@ -96,9 +96,10 @@ class AttentionStore:
         pixels, n_tokens = probs.shape[-2:]
         h, w = self.grid(pixels)
         maps = probs.view(batch, heads, h, w, n_tokens)
-        if self._rows is not None:
-            rows = torch.tensor(self._rows, device=maps.device)
-            tokens = torch.tensor(self._tokens, device=maps.device)
+        if self._index is not None:
+            if self._index.device != maps.device:
+                self._index = self._index.to(maps.device, non_blocking=True)
+            rows, tokens = self._index
             # Indices on the first and last dimensions: the result is (rows, heads, h, w).
             maps = maps[rows, :, :, :, tokens].detach().float()
         self.maps[key] = maps

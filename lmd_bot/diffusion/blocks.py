@@ -76,10 +76,11 @@ class Conditioning:
 class Blocks:
     """Encode, denoise and decode with one set of components."""
 
-    def __init__(self, components: Components) -> None:
+    def __init__(self, components: Components, *, compile_guidance: bool = False) -> None:
         from diffusers.image_processor import VaeImageProcessor
 
         self.c = components
+        self.compile_guidance = compile_guidance  # torch.compile the guidance loss (see .guidance)
         self.image_processor = VaeImageProcessor(vae_scale_factor=components.vae_scale_factor)
 
     # --- encode -------------------------------------------------------------------------------

@@ -36,6 +36,22 @@ all the objects still being guided. Each row is an independent sample (the UNet 
 across the batch), its loss is computed on its own maps, and the gradient of the summed losses
 with respect to a row's latents is that row's own gradient. Each row carries its own stale loss,
 so a row stops exactly when it would have stopped alone.
+
+**No host syncs inside the loop.** The carried losses stay on the device; which rows a step
+guides is decided once, at the step's start, from a copy of them made at the end of the previous
+guided step (on a GPU it is copied asynchronously and is long complete by then, so reading it
+does not wait for the denoising pass queued since). Within a step every iteration runs for the
+rows guided at its start; a row whose loss falls below the threshold (or turns non-finite)
+mid-step keeps its latents and carried loss from then on, selected on the device, so the result
+is the reference's. The cost: the iterations left in that one step still run (at most 3 passes
+with the defaults, once per run; with ``stale_loss_stop=False``, in every guided step).
+Non-finite events reach the log when they are read: at the next guided step, or when
+:attr:`BackwardGuidance.nonfinite` is read after the run.
+
+``compile=True`` compiles the loss with ``torch.compile`` (hundreds of small kernels fused into a
+few on a GPU). Off by default: it has not been measured on a GPU yet, and compiling costs time at
+the first pass of each batch shape. The UNet pass itself is not captured (a CUDA graph of the
+truncated forward and backward would need a forward that stops without an exception).
 """
 
 from __future__ import annotations
@@ -43,7 +59,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,8 +112,9 @@ def step_size(scheduler, index: int, timestep: torch.Tensor) -> float:
     return 1.0
 
 
-# (maps of one row: layer -> (heads, h, w, tokens), step index, row) -> unscaled loss
-LossFn = Callable[[Mapping[str, torch.Tensor], int, int], torch.Tensor]
+# (maps: layer -> (batch, heads, h, w, tokens), step index, rows the batch holds) -> unscaled
+# loss per row, (batch,): a :class:`lmd_bot.diffusion.losses.LayoutLoss`.
+LossFn = Callable[[Mapping[str, torch.Tensor], int, Sequence[int]], torch.Tensor]
 
 
 class BackwardGuidance:
@@ -119,72 +136,146 @@ class BackwardGuidance:
         loss_fn: LossFn,
         steps: int,
         grounding: Mapping[str, torch.Tensor] | None = None,
+        compile: bool = False,
     ) -> None:
         self.params = params
         self.unet = unet
         self.scheduler = scheduler
         self.store = store
         self.cond_embeddings = cond_embeddings
-        self.loss_fn = loss_fn
+        self.loss_fn = torch.compile(loss_fn, dynamic=False) if compile else loss_fn
         self.steps = steps
         self.grounding = grounding
         batch = cond_embeddings.shape[0]
-        self.last_loss = [INITIAL_LOSS] * batch  # scaled, as the reference keeps it
+        device = cond_embeddings.device
+        self.carried = torch.full((batch,), INITIAL_LOSS, device=device)  # scaled, as the reference keeps it
+        # Per row, the step at which its loss or gradient was not finite (then it stopped); -1: never.
+        self.nonfinite_step = torch.full((batch,), -1.0, device=device)
         self.passes = 0  # UNet forward+backward calls (one per iteration, whatever the batch)
-        self.losses: list[list[float]] = [[] for _ in range(batch)]  # per row, unscaled
-        self.nonfinite: list[tuple[int, int]] = []  # (row, step index) where guidance hit NaN/inf
+        self._host = _HostCopy(torch.stack([self.carried, self.nonfinite_step]))
+        self._logged: set[int] = set()
+        self._step_sizes: list[float] | None = None  # per step, from the scheduler's timesteps
+        # Per pass: the rows it guided and each one's unscaled loss, NaN where the row was already
+        # stopped; read back only when :attr:`losses` is asked for, after the run.
+        self._history: list[tuple[tuple[int, ...], torch.Tensor]] = []
+
+    @property
+    def losses(self) -> list[list[float]]:
+        """Per row, the unscaled loss of each pass that moved it (reads the device once)."""
+        out: list[list[float]] = [[] for _ in range(len(self.carried))]
+        if self._history:
+            values = torch.cat([v for _, v in self._history]).tolist()
+            i = 0
+            for rows, v in self._history:
+                for row, value in zip(rows, values[i : i + len(v)], strict=True):
+                    if not math.isnan(value):
+                        out[row].append(value)
+                i += len(v)
+        return out
 
     def __call__(self, latents: torch.Tensor, index: int, timestep: torch.Tensor) -> torch.Tensor:
         n_iter = self.params.iterations(index, self.steps)
-        if n_iter and not self.params.stale_loss_stop:
-            self.last_loss = [INITIAL_LOSS] * len(self.last_loss)
+        if not n_iter:
+            return latents
         scale, threshold = self.params.loss_scale, self.params.loss_threshold
-        for _ in range(n_iter):
-            active = [row for row, loss in enumerate(self.last_loss) if loss / scale > threshold]
+        # The step's one read from the device: the carried losses (and which rows hit a NaN).
+        carried, nonfinite = self._host.read()
+        self._log_nonfinite(nonfinite)
+        if self.params.stale_loss_stop:
+            active = tuple(row for row, loss in enumerate(carried) if loss / scale > threshold)
             if not active:
-                break
-            rows = torch.tensor(active, device=latents.device)
-            kwargs = {}
-            if self.grounding is not None:
-                kwargs["cross_attention_kwargs"] = {"gligen": {k: v[rows] for k, v in self.grounding.items()}}
+                return latents
+        else:
+            self.carried.fill_(INITIAL_LOSS)
+            active = tuple(range(len(self.carried)))
+        if self._step_sizes is None:  # the scheduler's timesteps are set by now: read them once
+            timesteps = self.scheduler.timesteps.cpu()
+            self._step_sizes = [step_size(self.scheduler, i, t) for i, t in enumerate(timesteps)]
+        step = self._step_sizes[index]
+        everyone = len(active) == len(self.carried)
+        rows = None if everyone else torch.tensor(active).to(latents.device, non_blocking=True)
+
+        def pick(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if rows is None else tensor[rows]
+
+        kwargs = {}
+        if self.grounding is not None:
+            kwargs["cross_attention_kwargs"] = {"gligen": {k: pick(v) for k, v in self.grounding.items()}}
+        embeddings = pick(self.cond_embeddings)
+        z_rows = pick(latents)
+        carried = pick(self.carried)
+        nonfinite = pick(self.nonfinite_step)
+        for _ in range(n_iter):
             with torch.enable_grad():
-                z = latents[rows].detach().float().requires_grad_(True)
+                z = z_rows.detach().float().requires_grad_(True)
                 with self.store.guidance(GUIDANCE_KEYS) as maps:
                     with contextlib.suppress(StopForward):
                         self.unet(
                             self.scheduler.scale_model_input(z, timestep).to(self.unet.dtype),
                             timestep,
-                            encoder_hidden_states=self.cond_embeddings[rows],
+                            encoder_hidden_states=embeddings,
                             **kwargs,
                         )
-                    losses = torch.stack(
-                        [
-                            self.loss_fn({key: m[i] for key, m in maps.items()}, index, row)
-                            for i, row in enumerate(active)
-                        ]
-                    )
-                    losses = losses * scale
+                    losses = self.loss_fn(maps, index, active) * scale
                 (grad,) = torch.autograd.grad(losses.sum(), z)
             self.passes += 1
-            step = step_size(self.scheduler, index, timestep)
-            values = losses.detach().float().tolist()
+            losses = losses.detach().float()
+            live = carried / scale > threshold  # the reference's loop condition, row by row
+            finite = torch.isfinite(losses) & torch.isfinite(grad).flatten(1).all(dim=1)
+            moved = live & finite
+            # A NaN would poison the latents; the reference would stop here too (NaN > x is false),
+            # but only after applying the update.
+            updated = (z.detach() - step * grad.float()).to(z_rows.dtype)
+            z_rows = torch.where(moved.view(-1, *[1] * (z_rows.ndim - 1)), updated, z_rows)
+            carried = torch.where(moved, losses, torch.where(live, torch.zeros_like(carried), carried))
+            nonfinite = torch.where(live & ~finite, torch.full_like(nonfinite, index), nonfinite)
+            self._history.append(
+                (active, torch.where(moved, losses / scale, torch.full_like(losses, math.nan)))
+            )
+        if everyone:
+            latents, self.carried, self.nonfinite_step = z_rows, carried, nonfinite
+        else:
             latents = latents.clone()
-            for i, row in enumerate(active):
-                value = values[i]
-                if not math.isfinite(value) or not torch.isfinite(grad[i]).all():
-                    # A NaN would poison the latents; the reference would stop here too (NaN > x is
-                    # false), but only after applying the update. Loud: logged and counted.
-                    log.error(
-                        "guidance loss %s or its gradient is not finite at step %d (row %d): guidance "
-                        "stops for this sample; float16 weights are the usual cause (diffusion.dtype)",
-                        value,
-                        index,
-                        row,
-                    )
-                    self.nonfinite.append((row, index))
-                    self.last_loss[row] = 0.0
-                    continue
-                latents[row] = (z[i].detach() - step * grad[i].float()).to(latents.dtype)
-                self.last_loss[row] = value
-                self.losses[row].append(value / scale)
+            latents[rows] = z_rows
+            self.carried[rows] = carried
+            self.nonfinite_step[rows] = nonfinite
+        self._host = _HostCopy(torch.stack([self.carried, self.nonfinite_step]))
         return latents
+
+    @property
+    def nonfinite(self) -> list[tuple[int, int]]:
+        """``(row, step index)`` where a row's loss or gradient was not finite (reads the device)."""
+        steps = self.nonfinite_step.tolist()
+        self._log_nonfinite(steps)
+        return [(row, int(step)) for row, step in enumerate(steps) if step >= 0]
+
+    def _log_nonfinite(self, steps: list[float]) -> None:
+        for row, step in enumerate(steps):
+            if step >= 0 and row not in self._logged:
+                self._logged.add(row)
+                log.error(
+                    "guidance loss or its gradient is not finite at step %d (row %d): guidance stops "
+                    "for this sample; float16 weights are the usual cause (diffusion.dtype)",
+                    step,
+                    row,
+                )
+
+
+class _HostCopy:
+    """A small device tensor copied to the host without waiting: on a GPU the copy is queued
+    behind the work that computes it, and :meth:`read` waits only for that work."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._event = None
+        if tensor.device.type == "cuda":
+            self._host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self._host.copy_(tensor, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = tensor.detach().clone()
+
+    def read(self) -> list:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._host.tolist()

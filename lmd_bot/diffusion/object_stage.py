@@ -31,7 +31,7 @@ from lmd_bot.diffusion.cache import ObjectCache
 from lmd_bot.diffusion.gligen import fuser_steps, fuser_switch, grounding_inputs, with_unconditional
 from lmd_bot.diffusion.guidance import BackwardGuidance
 from lmd_bot.diffusion.latents import blend_noise, draw_noise, rect_mask
-from lmd_bot.diffusion.losses import PhraseTarget, layout_loss
+from lmd_bot.diffusion.losses import LayoutLoss, PhraseTarget
 from lmd_bot.diffusion.masks import box_prompt_mask, object_mask
 from lmd_bot.diffusion.objects import ObjectResult
 from lmd_bot.diffusion.params import LmdParams
@@ -153,9 +153,10 @@ class ObjectStage:
             scheduler=self.c.scheduler,
             store=self.store,
             cond_embeddings=conds,
-            loss_fn=lambda maps, _index, row: layout_loss(maps, targets[row], params.object_guidance.weights),
+            loss_fn=LayoutLoss(targets, params.object_guidance.weights),
             steps=steps,
             grounding=guidance_grounding,
+            compile=self.blocks.compile_guidance,
         )
 
         # 5. Denoising, keeping every latent and the word tokens' attention where it is read

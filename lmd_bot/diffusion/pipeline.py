@@ -42,7 +42,7 @@ from lmd_bot.diffusion.components import Components
 from lmd_bot.diffusion.gligen import check_object_count, fuser_steps, with_unconditional
 from lmd_bot.diffusion.guidance import BackwardGuidance
 from lmd_bot.diffusion.latents import Composition, box_offset, compose, quantized_offset
-from lmd_bot.diffusion.losses import PhraseTarget, layout_loss
+from lmd_bot.diffusion.losses import LayoutLoss, PhraseTarget
 from lmd_bot.diffusion.object_stage import ObjectJob, ObjectStage, batches, cached_results
 from lmd_bot.diffusion.objects import ObjectRun, place
 from lmd_bot.diffusion.params import FastParams, LmdParams
@@ -79,11 +79,12 @@ class LmdPipeline:
         lmd_plus: LmdParams | None = None,
         fast: FastParams | None = None,
         object_batch_size: int = 8,
+        compile_guidance: bool = False,
     ) -> None:
         if object_batch_size < 1:
             raise ValueError("object_batch_size must be at least 1")
         self.c = components
-        self.blocks = Blocks(components)
+        self.blocks = Blocks(components, compile_guidance=compile_guidance)
         self.lmd_params = lmd or LmdParams()
         self.lmd_plus_params = lmd_plus or LmdParams.lmd_plus()
         self.fast_params = fast or FastParams()
@@ -261,9 +262,10 @@ class LmdPipeline:
                 scheduler=self.c.scheduler,
                 store=store,
                 cond_embeddings=embeddings[-1:],
-                loss_fn=lambda maps, _index, _row: layout_loss(maps, targets, params.guidance.weights),
+                loss_fn=LayoutLoss([targets], params.guidance.weights),
                 steps=steps,
                 grounding=self.blocks.guidance_grounding(cond, params.guidance_grounding),
+                compile=self.blocks.compile_guidance,
             )
             how = Conditioning(
                 guidance=guidance,
@@ -427,15 +429,12 @@ class LmdPipeline:
                 scheduler=self.c.scheduler,
                 store=store,
                 cond_embeddings=embeddings[-1:],
-                loss_fn=lambda maps, index, _row: layout_loss(
-                    maps,
-                    targets,
-                    params.overall_guidance.weights,
-                    step_index=index,
-                    transfer_weight=params.transfer_weight,
+                loss_fn=LayoutLoss(
+                    [targets], params.overall_guidance.weights, transfer_weight=params.transfer_weight
                 ),
                 steps=steps,
                 grounding=guidance_grounding,
+                compile=self.blocks.compile_guidance,
             )
             how.guidance = guidance
 

@@ -192,5 +192,9 @@ def build_renderer(
         directory=Path(settings.object_cache_dir) if settings.object_cache_dir else None,
         max_disk_bytes=settings.object_cache_disk_mb * 2**20,
     )
-    pipeline = LmdPipeline(components, object_batch_size=settings.object_batch_size)
+    pipeline = LmdPipeline(
+        components,
+        object_batch_size=settings.object_batch_size,
+        compile_guidance=settings.compile_guidance,
+    )
     return DiffusionRenderer(pipeline, size=settings.size, cache=cache, sd_baseline=sd_baseline)

@@ -64,7 +64,7 @@ def test_bench_render_prints_every_mode_and_follow_up_round_with_its_costs(capsy
         *(("lmd+", r) for r in follow_ups),
         ("fast", "first"),
     ]
-    # Columns: mode round objects s/image obj-s UNet fwd guided SAM runs reused peak x-sd
+    # Columns: mode round objects s/image obj-s UNet fwd guided SAM runs reused peak x-sd sd-u best-u
     runs_reused = {key: (int(r[9]), int(r[10])) for key, r in rows.items()}
     for mode in ("lmd", "lmd+"):
         assert runs_reused[(mode, "first")] == (2, 0)
@@ -76,3 +76,14 @@ def test_bench_render_prints_every_mode_and_follow_up_round_with_its_costs(capsy
     assert int(rows[("lmd+", "move")][6]) == 2  # the overall run only: 2 steps
     assert all(float(r[3]) > 0 and float(r[12]) > 0 for r in rows.values())
     assert rows[("sd", "first")][12] == "1.00"
+    # Compute in sd units: plain SD at 2 steps is 2 of the 50 CFG steps of one unit, plus a decode.
+    units = {key: (r[13], r[14]) for key, r in rows.items()}
+    assert units[("sd", "first")] == ("0.07", "-")
+    for key, (worst, best) in units.items():
+        if key[0] != "sd" and key[1] != "unbatched":
+            assert float(worst) >= float(best) > 0
+    # Guidance that never stops costs more (at 2 steps, lmd guides both steps and fast only the first).
+    assert float(units[("lmd", "first")][0]) > float(units[("lmd", "first")][1])
+    # The same calls in smaller batches (one text encoding more, 0.0002 units).
+    assert abs(float(units[("lmd", "unbatched")][0]) - float(units[("lmd", "first")][0])) <= 0.01
+    assert float(units[("lmd+", "move")][0]) < float(units[("lmd+", "first")][0])

@@ -9,7 +9,7 @@ from diffusers import EulerDiscreteScheduler
 
 from lmd_bot.diffusion.attention import GUIDANCE_KEYS, attention_capture
 from lmd_bot.diffusion.guidance import BackwardGuidance, GuidanceParams, step_size
-from lmd_bot.diffusion.losses import PhraseTarget, layout_loss
+from lmd_bot.diffusion.losses import LayoutLoss, PhraseTarget
 from lmd_bot.diffusion.tiny import ddim_scheduler
 
 
@@ -42,7 +42,7 @@ def _guidance(components, store, params, steps=5):
         scheduler=components.scheduler,
         store=store,
         cond_embeddings=text,
-        loss_fn=lambda maps, _i, _row: layout_loss(maps, target, params.weights),
+        loss_fn=LayoutLoss([target], params.weights),
         steps=steps,
     )
 
@@ -79,9 +79,12 @@ def test_stale_loss_stops_guidance_for_good_by_default(components):
             z = latents
             for index, t in enumerate(scheduler.timesteps):
                 z = guidance(z, index, t)
-            runs[name] = guidance.passes
-    assert runs["stale"] == 1
-    assert runs["fresh"] == 3  # one pass at each of the 3 guided steps of 5
+            runs[name] = (guidance.passes, len(guidance.losses[0]))
+    # Stopping is decided once per step: the 4 iterations of step 0 run, only the first moves the
+    # latents (as in the reference), and no later step is guided.
+    assert runs["stale"] == (4, 1)
+    # Re-checked at every guided step of 5 (4, 2 and 1 iterations): one update per step.
+    assert runs["fresh"] == (4 + 2 + 1, 3)
 
 
 def test_a_batch_is_guided_row_by_row_as_if_each_row_ran_alone(components):
@@ -97,8 +100,10 @@ def test_a_batch_is_guided_row_by_row_as_if_each_row_ran_alone(components):
     scheduler.set_timesteps(5)
     t = scheduler.timesteps[0]
 
-    def loss(maps, row_boxes, factor):
-        return factor * layout_loss(maps, [PhraseTarget([4, 5], 5, [row_boxes])], params.weights)
+    layout = LayoutLoss([[PhraseTarget([4, 5], 5, [box])] for box in boxes], params.weights)
+
+    def loss(maps, index, rows):
+        return layout(maps, index, rows) * torch.tensor([factors[row] for row in rows])
 
     with attention_capture(components.unet, GUIDANCE_KEYS, (16, 16)) as store:
         batched = BackwardGuidance(
@@ -107,7 +112,7 @@ def test_a_batch_is_guided_row_by_row_as_if_each_row_ran_alone(components):
             scheduler=scheduler,
             store=store,
             cond_embeddings=text,
-            loss_fn=lambda maps, _i, row: loss(maps, boxes[row], factors[row]),
+            loss_fn=loss,
             steps=5,
         )
         together = batched(latents, 0, t)
@@ -119,12 +124,12 @@ def test_a_batch_is_guided_row_by_row_as_if_each_row_ran_alone(components):
                 scheduler=scheduler,
                 store=store,
                 cond_embeddings=text[row : row + 1],
-                loss_fn=lambda maps, _i, _r, row=row: loss(maps, boxes[row], factors[row]),
+                loss_fn=lambda maps, index, _rows, row=row: loss(maps, index, [row]),
                 steps=5,
             )
             alone.append((single(latents[row : row + 1], 0, t), single))
     assert [len(x) for x in batched.losses] == [4, 1]  # row 1 stopped after one pass
-    assert batched.passes == 4  # one UNet call per iteration for the rows still guided
+    assert batched.passes == 4  # one UNet call per iteration for the rows guided in this step
     for row, (z, single) in enumerate(alone):
         assert single.losses[0] == pytest.approx(batched.losses[row], rel=1e-5)
         # Equal up to float rounding of batched kernels (differences of ~1e-5 on unit-scale latents).
@@ -145,7 +150,7 @@ def test_a_nan_in_guidance_is_loud_and_never_reaches_the_latents(components, cap
             scheduler=scheduler,
             store=store,
             cond_embeddings=text,
-            loss_fn=lambda maps, _i, _row: next(iter(maps.values())).sum() * float("nan"),
+            loss_fn=lambda maps, _i, _rows: next(iter(maps.values())).sum().view(1) * float("nan"),
             steps=5,
         )
         with caplog.at_level(logging.ERROR):
@@ -153,5 +158,50 @@ def test_a_nan_in_guidance_is_loud_and_never_reaches_the_latents(components, cap
             z = guidance(z, 1, scheduler.timesteps[1])
     assert torch.equal(z, latents)
     assert guidance.nonfinite == [(0, 0)]  # counted once: that sample's guidance stops there
-    assert guidance.passes == 1
+    assert guidance.passes == 4  # step 0's iterations (stopping is decided once per step), no more
     assert any(r.levelno == logging.ERROR and "not finite" in r.getMessage() for r in caplog.records)
+
+
+HOST_READS = frozenset({"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__"})
+
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """Counts the tensor methods that bring a value to the host (a sync on a GPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in HOST_READS:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_guided_step_reads_the_device_once_however_many_iterations(components):
+    latents = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(2, 77, 32, generator=torch.Generator().manual_seed(1))
+    targets = [
+        [PhraseTarget([4, 5], 5, [(0.5, 0.0, 1.0, 0.5)])],
+        [PhraseTarget([4], 4, [(0.0, 0.0, 0.5, 1.0)])],
+    ]
+    scheduler = components.scheduler
+    scheduler.set_timesteps(5)
+    reads = {}
+    with attention_capture(components.unet, GUIDANCE_KEYS, (16, 16)) as store:
+        for n_iter in (1, 4):
+            guidance = BackwardGuidance(
+                GuidanceParams(max_iter=(n_iter,)),
+                unet=components.unet,
+                scheduler=scheduler,
+                store=store,
+                cond_embeddings=text,
+                loss_fn=LayoutLoss(targets, GuidanceParams().weights),
+                steps=5,
+            )
+            guidance(latents, 0, scheduler.timesteps[0])  # the first call reads the timesteps once
+            with _HostReads() as counter:
+                guidance(latents, 1, scheduler.timesteps[1])
+            assert guidance.passes == 2 * n_iter
+            reads[n_iter] = counter.count
+    assert reads == {1: 1, 4: 1}  # the carried losses, once per step
