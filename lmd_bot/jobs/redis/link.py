@@ -40,6 +40,13 @@ def where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
 
 
+def _reraise_swallowed_cancel(task: asyncio.Task[Any] | None) -> None:
+    # redis-py may turn a cancellation that lands mid-command into a connection error, or finish
+    # the command and drop it: a loop cancelled at that moment would then run forever.
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Link:
     def __init__(self, url: str, *, block_s: float = 1.0, max_backoff_s: float = 2.0) -> None:
         try:
@@ -65,10 +72,12 @@ class Link:
         ``deadline_s``, gives up after that long with :class:`QueueUnavailableError`."""
         give_up = None if deadline_s is None else time.monotonic() + deadline_s
         delay = 0.05
+        task = asyncio.current_task()
         while True:
             try:
                 result = await fn(*args, **kwargs)
             except TRANSIENT as exc:
+                _reraise_swallowed_cancel(task)
                 if self._closed:
                     raise QueueUnavailableError(f"redis link closed: {exc}") from None
                 if self._down_since is None:
@@ -79,6 +88,7 @@ class Link:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff_s)
                 continue
+            _reraise_swallowed_cancel(task)
             if self._down_since is not None:
                 log.info("redis at %s is back after %.1f s", self.where, time.monotonic() - self._down_since)
                 self._down_since = None

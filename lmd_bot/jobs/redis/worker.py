@@ -87,6 +87,7 @@ class RedisWorker:
         self.current: JobSpec | None = None
         self.jobs_done = 0
         self.results_dropped = 0  # final events refused because another worker holds the job
+        self._stopped = False  # loops check it too: a cancellation can be lost inside redis-py
 
     async def run(self, stop: asyncio.Event, grace_s: float = 30.0) -> None:
         """Take jobs until ``stop`` is set; then let the current job finish within ``grace_s``
@@ -107,6 +108,7 @@ class RedisWorker:
                 if attempt is not None:
                     await self._run_one(attempt, stop, grace_s)
         finally:
+            self._stopped = True
             await self.supervisor.close()
             await self._drain(grace_s)
             for task in (forwarder, beat):
@@ -185,7 +187,8 @@ class RedisWorker:
     async def _render(self, attempt: Attempt, stop: asyncio.Event, grace_s: float) -> None:
         spec = attempt.spec
         self.current = spec
-        watcher = asyncio.create_task(self._watch_cancel(spec.job_id))
+        finished = asyncio.Event()
+        watcher = asyncio.create_task(self._watch_cancel(spec.job_id, finished))
         run = asyncio.create_task(self.supervisor.run(spec))
         stopper = asyncio.create_task(stop.wait())
         try:
@@ -215,13 +218,14 @@ class RedisWorker:
             self.jobs_done += 1
         finally:
             # Also on cancellation of this worker: nothing of the job may keep running.
+            finished.set()
             for task in (run, stopper, watcher):
                 task.cancel()
             await asyncio.gather(run, stopper, watcher, return_exceptions=True)
             self.current = None
 
-    async def _watch_cancel(self, job_id: int) -> None:
-        while True:
+    async def _watch_cancel(self, job_id: int, finished: asyncio.Event) -> None:
+        while not finished.is_set():
             if await self._link.call(self._link.client.exists, self._keys.cancel(job_id)):
                 self.supervisor.request_cancel(job_id)
             await asyncio.sleep(self._cancel_poll_s)
@@ -240,7 +244,7 @@ class RedisWorker:
             self.supervisor.request_cancel(attempt.job_id)
 
     async def _beat_forever(self) -> None:
-        while True:
+        while not self._stopped:
             await asyncio.sleep(self._heartbeat_s)
             await self._beat_once()
 
