@@ -254,13 +254,13 @@ async def test_a_stalled_worker_loses_its_job_and_its_late_result_is_discarded(h
     """SIGSTOP past the lease: the other worker finishes the job; the user sees one result and
     ``/queue`` shows the job once, running, until it is done."""
     from lmd_bot.services import ResultView
-    from tests.bot.conftest import ALICE, running_core
+    from tests.services.conftest import ALICE, running_core
 
     redis, by_name = hosts
     queue = {"backend": "redis", "redis_url": redis.url, "redis_prefix": PREFIX, "worker_heartbeat_s": 0.3}
     async with running_core(tmp_path, queue=queue, seeds=[7]) as (app, notes):
-        plan = await app.scenes.imagine(ALICE, "a red apple")
-        job = await app.scenes.start_render(ALICE, plan.round.id, thread_id=1)
+        plan = await app.scenes.imagine(ALICE, "a red apple", notes)
+        job = plan.job
         first = await _owner(redis.url)
 
         async def running_ids():
