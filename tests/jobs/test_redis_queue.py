@@ -143,6 +143,8 @@ async def test_a_job_finished_while_the_bot_was_down_reaches_it_after_it_starts(
         await asyncio.sleep(0.05)
     bot = await _bot(redis_url, prefix)
     try:
+        # Its result waits unread: the job is still the queue's, not one to submit again.
+        assert await bot.known_jobs() == {1}
         events = await _collect(bot, _done([1]))
         assert isinstance(events[-1], JobDone) and events[-1].job_id == 1
         assert await bot.known_jobs() == set()

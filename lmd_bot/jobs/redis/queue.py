@@ -69,6 +69,8 @@ class RedisJobQueue:
         self._waiting: dict[int, JobSpec] = {}
         self._handed: dict[int, JobSpec] = {}
         self._started: set[int] = set()
+        # Finished while the bot was away: the result waits in the event stream, unread.
+        self._finishing: set[int] = set()
         self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -133,7 +135,7 @@ class RedisJobQueue:
         )
 
     async def known_jobs(self) -> set[int]:
-        return set(self._waiting) | set(self._handed)
+        return set(self._waiting) | set(self._handed) | self._finishing
 
     async def next_event(self) -> JobEvent:
         return await self._events.get()
@@ -153,13 +155,19 @@ class RedisJobQueue:
 
     async def _adopt(self) -> None:
         """Join what Redis holds: the epoch, the events group, the jobs handed out before a restart
-        of the bot (and which of them a worker has started)."""
+        of the bot (and which of them a worker has started), and those whose result waits unread
+        (so that the scene service does not submit them again)."""
         client = self._link.client
         await client.set(self._keys.epoch, uuid.uuid4().hex, nx=True)
         self._epoch = (await client.get(self._keys.epoch)).decode()
         await self._ensure_events_group()
         self._handed.clear()
         self._started.clear()
+        for _, fields in await client.xrange(self._keys.events):
+            with contextlib.suppress(KeyError, ValueError):
+                event = EVENT_ADAPTER.validate_json(fields[b"e"])
+                if isinstance(event, FINAL_EVENTS):
+                    self._finishing.add(event.job_id)
         for _, fields in await client.xrange(self._keys.jobs):
             spec = JobSpec.model_validate_json(fields[b"spec"])
             self._handed[spec.job_id] = spec
@@ -291,6 +299,7 @@ class RedisJobQueue:
             self._started.add(event.job_id)
         elif isinstance(event, FINAL_EVENTS):
             self._forget(event.job_id)
+            self._finishing.discard(event.job_id)
         elif isinstance(event, QueueChanged):
             self._wake.set()  # a worker joined or freed up
         self._events.put_nowait(event)
