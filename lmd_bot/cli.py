@@ -17,7 +17,7 @@ from lmd_bot import __version__
 from lmd_bot.errors import LmdError
 
 # Subcommand modules under lmd_bot.commands, in the order --help lists them.
-COMMANDS = ("layout", "plan", "eval", "render", "bench", "chat", "worker", "shapes")
+COMMANDS = ("run", "worker", "layout", "plan", "eval", "render", "bench", "chat", "shapes")
 
 
 def build_parser() -> argparse.ArgumentParser:

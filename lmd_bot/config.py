@@ -33,7 +33,9 @@ from lmd_bot.layout.schema import LayoutLimits
 from lmd_bot.rendering import RenderMode
 
 ENV_PREFIX = "LMD_"
-DEFAULT_TOML = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+# The repository's config/default.toml, through a link in the package's assets so that an installed
+# package (a wheel, the Docker image) carries it too.
+DEFAULT_TOML = Path(__file__).resolve().parent / "assets" / "config" / "default.toml"
 
 
 class _Section(BaseModel):

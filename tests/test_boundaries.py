@@ -47,3 +47,16 @@ def test_console_script_help_and_version():
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
     assert "layout" in out
     assert "lmd-bot 0.1.0" in subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+
+
+def test_the_bot_and_a_worker_host_start_without_the_gpu_stack():
+    """A scaled-out bot host installs no torch (the ``render`` extra): nothing it loads at start-up
+    may import it, nor may the worker's Redis side (only its GPU process renders)."""
+    mods = _modules_after(
+        "import bot, cogs.imagine, cogs.admin, cogs._notifier, cogs._views\n"
+        "import lmd_bot.services, lmd_bot.services.app, lmd_bot.jobs.local, lmd_bot.jobs.redis\n"
+        "import lmd_bot.commands.run, lmd_bot.commands.worker, lmd_bot.jobs.renderers, lmd_bot.jobs.preview\n"
+        "from lmd_bot.cli import build_parser; build_parser()"
+    )
+    for heavy in ("torch", "diffusers", "transformers", "numpy"):
+        assert heavy not in mods, heavy

@@ -30,7 +30,11 @@ import sys
 from lmd_bot.rendering import RenderMode
 
 # Modules providing ``lmd-bot bench NAME`` besides ``render`` (defined here).
-BENCHMARKS: tuple[str, ...] = ("lmd_bot.commands.bench_bot", "lmd_bot.commands.bench_flops")
+BENCHMARKS: tuple[str, ...] = (
+    "lmd_bot.commands.bench_bot",
+    "lmd_bot.commands.bench_flops",
+    "lmd_bot.commands.bench_queue",
+)
 
 _MODES = (RenderMode.SD, RenderMode.LMD, RenderMode.LMD_PLUS, RenderMode.FAST)
 # Pixels every box moves down in the "move" round: the grid's boxes stay on the canvas.

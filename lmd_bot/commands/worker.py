@@ -4,7 +4,8 @@ Run one per GPU, on any machine that reaches the Redis server (``queue.redis_url
 with the same settings and no GPU of its own. Each worker takes one job at a time, renders it in a
 supervised child process (restarted after a crash or out-of-memory error) and publishes progress
 and results back through Redis. Ctrl+C or SIGTERM: stop taking jobs, let the current one finish
-within ``queue.shutdown_grace_s``, else put it back in the queue.
+within ``queue.shutdown_grace_s``, else give it back for another worker. Redis down at start or
+restarted meanwhile: the worker waits for it (one log line) and carries on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 async def _main(args: argparse.Namespace) -> None:
     from lmd_bot.config import load_settings
-    from lmd_bot.jobs.redis_queue import RedisWorker
+    from lmd_bot.jobs.redis import RedisWorker
     from lmd_bot.jobs.renderers import renderer_spec
     from lmd_bot.jobs.supervisor import WorkerSupervisor
 
@@ -47,7 +48,14 @@ async def _main(args: argparse.Namespace) -> None:
         )
 
     worker = RedisWorker(
-        q.redis_url, supervisor, prefix=q.redis_prefix, name=args.name, heartbeat_s=q.worker_heartbeat_s
+        q.redis_url,
+        supervisor,
+        prefix=q.redis_prefix,
+        name=args.name,
+        heartbeat_s=q.worker_heartbeat_s,
+        max_attempts=q.max_attempts,
+        # Previews only as often as the bot edits a status message.
+        progress_interval_s=settings.discord.status_edit_interval_s,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

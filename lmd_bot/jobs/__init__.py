@@ -2,7 +2,7 @@
 
 The embedded default (:class:`~lmd_bot.jobs.local.LocalJobQueue`) keeps the queue in memory and
 runs one worker process here; with ``queue.backend = "redis"`` jobs go through Redis to
-``lmd-bot worker`` processes on any host (:mod:`lmd_bot.jobs.redis_queue`). The database remains
+``lmd-bot worker`` processes on any host (:mod:`lmd_bot.jobs.redis`). The database remains
 the record of every job either way.
 """
 
@@ -17,14 +17,10 @@ def build_queue(settings: Settings, spec: RendererSpec | None = None) -> JobQueu
     """The queue the settings ask for. ``spec`` overrides the worker's renderer (local only)."""
     q = settings.queue
     if q.backend == "redis":
-        from lmd_bot.jobs.redis_queue import RedisJobQueue
+        from lmd_bot.jobs.redis import RedisJobQueue
 
         return RedisJobQueue(
-            q.redis_url,
-            prefix=q.redis_prefix,
-            max_queued=q.max_queued,
-            max_attempts=q.max_attempts,
-            heartbeat_s=q.worker_heartbeat_s,
+            q.redis_url, prefix=q.redis_prefix, max_queued=q.max_queued, heartbeat_s=q.worker_heartbeat_s
         )
     from lmd_bot.jobs.local import LocalJobQueue
 

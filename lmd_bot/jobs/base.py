@@ -1,4 +1,4 @@
-"""The queue interface the services use; :mod:`local` and :mod:`redis_queue` implement it."""
+"""The queue interface the services use; :mod:`local` and :mod:`redis` implement it."""
 
 from __future__ import annotations
 

@@ -26,6 +26,19 @@ class FairQueue:
         # A user joining gets the last turn; a user already waiting keeps their turn.
         self._lines.setdefault(job.user_id, deque()).append(job)
 
+    def push_front(self, job: QueuedJob) -> None:
+        """Put a job back first in line: it already waited its turn once (its worker was lost)."""
+        line = self._lines.pop(job.user_id, deque())
+        line.appendleft(job)
+        self._lines[job.user_id] = line
+        self._lines.move_to_end(job.user_id, last=False)
+
+    def peek(self) -> QueuedJob | None:
+        """The job :meth:`pop` would hand out next, left in place."""
+        if not self._lines:
+            return None
+        return next(iter(self._lines.values()))[0]
+
     def pop(self) -> QueuedJob | None:
         if not self._lines:
             return None

@@ -9,9 +9,12 @@ Cancellation is a shared event the renderer polls between steps.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
 import logging
 import signal
+import sys
 import time
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
@@ -35,6 +38,7 @@ from lmd_bot.safety import SafetyChecker
 
 log = logging.getLogger(__name__)
 
+_PR_SET_PDEATHSIG = 1
 PREVIEW_SIDE = 160  # pixels: a status message's preview is a thumbnail
 PROGRESS_INTERVAL_S = 0.5  # the bot edits at most every few seconds; more would only cost pickling
 
@@ -85,8 +89,17 @@ def _render_one(
         conn.send(Rendered(job.job_id, png, output.seconds, dict(output.stats), flagged))
 
 
+def _die_with_parent() -> None:
+    """On Linux, ask the kernel to kill this process when its parent dies, even by SIGKILL: an
+    orphaned GPU worker would hold the GPU's memory and render for nobody."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def worker_main(conn: Connection, cancel: Event, spec: RendererSpec) -> None:
     """The worker process's entry point (picklable, so ``spawn`` can start it)."""
+    _die_with_parent()
     # Ctrl+C in a terminal reaches the whole process group: the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(

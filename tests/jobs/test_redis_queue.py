@@ -1,5 +1,6 @@
 """The Redis-backed queue against a real redis-server: fairness, cancellation, lost worker hosts,
-events across a bot restart, and the ``lmd-bot worker`` command."""
+events across a bot restart, and the ``lmd-bot worker`` command. Faults (Redis restarts, stalled
+and killed workers) are in ``test_redis_faults``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from lmd_bot.jobs.models import (
     JobStarted,
     QueueFullError,
 )
-from lmd_bot.jobs.redis_queue import QueueUnavailableError, RedisJobQueue, RedisWorker
+from lmd_bot.jobs.redis import QueueUnavailableError, RedisJobQueue, RedisWorker
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.jobs.supervisor import WorkerSupervisor
 from lmd_bot.layout.schema import SceneLayout
@@ -41,7 +42,9 @@ def _worker(url, prefix, renderer=PREVIEW, name="w1"):
     def supervisor(emit):
         return WorkerSupervisor(renderer, emit=emit, job_timeout_s=30, cancel_grace_s=2, name=name)
 
-    return RedisWorker(url, supervisor, prefix=prefix, name=name, heartbeat_s=0.2, cancel_poll_s=0.05)
+    return RedisWorker(
+        url, supervisor, prefix=prefix, name=name, heartbeat_s=0.2, cancel_poll_s=0.05, block_s=0.2
+    )
 
 
 async def _bot(url, prefix, **kw) -> RedisJobQueue:
@@ -105,7 +108,7 @@ async def test_cancel_waiting_and_running_jobs_and_the_whole_queue_cap(redis_url
 
 
 async def test_a_lost_worker_host_is_noticed_and_its_job_retried_elsewhere(redis_url, prefix, tmp_path):
-    bot = await _bot(redis_url, prefix, max_attempts=2)
+    bot = await _bot(redis_url, prefix)
     doomed = _worker(redis_url, prefix, spec("hang", folder=str(tmp_path)), name="doomed")
     doomed_task = asyncio.create_task(doomed.run(asyncio.Event()))
     await bot.submit(_job(1, 10))
@@ -114,13 +117,12 @@ async def test_a_lost_worker_host_is_noticed_and_its_job_retried_elsewhere(redis
     doomed_task.cancel()
     await asyncio.gather(doomed_task, return_exceptions=True)
     assert doomed.supervisor.worker_pid is None
-    events = await _collect(bot, lambda ev: any(isinstance(e, JobRetrying) for e in ev))
-    retry = next(e for e in events if isinstance(e, JobRetrying))
-    assert retry.attempt == 2 and "another worker" in retry.user_message
     rescuer, stop = _worker(redis_url, prefix, name="rescuer"), asyncio.Event()
     running = asyncio.create_task(rescuer.run(stop))
     try:
         events = await _collect(bot, _done([1]))
+        retry = next(e for e in events if isinstance(e, JobRetrying))
+        assert retry.attempt == 2 and "another worker" in retry.user_message
         assert isinstance(events[-1], JobDone)
         assert next(e for e in events if isinstance(e, JobStarted)).attempt == 2
     finally:
@@ -129,34 +131,68 @@ async def test_a_lost_worker_host_is_noticed_and_its_job_retried_elsewhere(redis
         await bot.close(0)
 
 
-async def test_events_published_while_the_bot_was_down_arrive_after_it_starts(redis_url, prefix):
-    bot = await _bot(redis_url, prefix)
-    await bot.submit(_job(1, 10))
-    await bot.close(0)  # the bot stops; the job waits in Redis
-    worker, stop = _worker(redis_url, prefix), asyncio.Event()
+async def test_a_job_finished_while_the_bot_was_down_reaches_it_after_it_starts(redis_url, prefix, tmp_path):
+    worker, stop = _worker(redis_url, prefix, spec("gated", folder=str(tmp_path))), asyncio.Event()
     running = asyncio.create_task(worker.run(stop))
+    bot = await _bot(redis_url, prefix)
+    await bot.submit(_job(1, 10, seed=1))
+    await _collect(bot, lambda ev: any(isinstance(e, JobStarted) for e in ev))
+    await bot.close(0)  # the bot stops; the job goes on rendering on its worker
+    (tmp_path / "go").touch()
     while worker.jobs_done < 1:
         await asyncio.sleep(0.05)
-    stop.set()
-    await running
     bot = await _bot(redis_url, prefix)
     try:
+        # Its result waits unread: the job is still the queue's, not one to submit again.
+        assert await bot.known_jobs() == {1}
         events = await _collect(bot, _done([1]))
         assert isinstance(events[-1], JobDone) and events[-1].job_id == 1
+        assert await bot.known_jobs() == set()
     finally:
+        stop.set()
+        await running
+        await bot.close(0)
+
+
+async def test_a_restarted_bot_knows_the_jobs_its_workers_hold(redis_url, prefix, tmp_path):
+    worker, stop = _worker(redis_url, prefix, spec("gated", folder=str(tmp_path))), asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    bot = await _bot(redis_url, prefix)
+    await bot.submit(_job(1, 10, seed=1))
+    await bot.submit(_job(2, 11, seed=2))
+    await _collect(bot, lambda ev: any(isinstance(e, JobStarted) for e in ev))
+    await bot.close(0)
+    bot = await _bot(redis_url, prefix)
+    try:
+        # Job 1 is on the worker; job 2 waited in the old bot only (the service resubmits it from
+        # the database).
+        assert await bot.known_jobs() == {1}
+        assert [j.job_id for j in (await bot.snapshot()).running] == [1]
+        (tmp_path / "go").touch()
+        await _collect(bot, _done([1]))
+    finally:
+        stop.set()
+        await running
         await bot.close(0)
 
 
 async def test_an_unreachable_redis_is_a_clear_error():
-    bot = RedisJobQueue("redis://127.0.0.1:1/0", prefix="x")
+    bot = RedisJobQueue("redis://127.0.0.1:1/0", prefix="x", connect_timeout_s=0.5)
     with pytest.raises(QueueUnavailableError) as err:
         await bot.start()
     assert err.value.user_message.startswith("The render queue is unavailable")
+    assert "queue.redis_url" in str(err.value)
 
 
 async def test_lmd_bot_worker_command_serves_the_queue_and_stops_on_sigterm(redis_url, prefix):
     bot = await _bot(redis_url, prefix)
-    env = {**os.environ, "LMD_QUEUE__REDIS_URL": redis_url, "LMD_QUEUE__REDIS_PREFIX": prefix}
+    # PYTHONPATH: this checkout's code, whichever checkout the installed command points at.
+    env = {
+        **os.environ,
+        "LMD_QUEUE__REDIS_URL": redis_url,
+        "LMD_QUEUE__REDIS_PREFIX": prefix,
+        "PYTHONPATH": str(ROOT),
+    }
     proc = await asyncio.create_subprocess_exec(
         Path(sys.executable).parent / "lmd-bot",
         "worker",

@@ -1,0 +1,99 @@
+"""One Redis connection that waits out outages: a restart, a failover, a server not up yet.
+
+Every call the queue makes goes through :meth:`Link.call`, which retries connection errors with
+exponential backoff. An outage is logged once when it starts and once when it ends, however many
+tasks are waiting on it; errors Redis itself answers (a script bug, ``NOGROUP``) are not retried
+here: the caller knows what they mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import redis.asyncio as redis_asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from lmd_bot.errors import ConfigError, LmdError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Errors that mean "the server is not there right now" (redis-py's BusyLoadingError, a server
+# still loading its data after a restart, is a ConnectionError).
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+class QueueUnavailableError(LmdError):
+    user_message = "The render queue is unavailable right now; try again in a minute."
+
+
+def where(url: str) -> str:
+    """The server's address for logs: the URL without its password."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+
+
+def _reraise_swallowed_cancel(task: asyncio.Task[Any] | None) -> None:
+    # redis-py may turn a cancellation that lands mid-command into a connection error, or finish
+    # the command and drop it: a loop cancelled at that moment would then run forever.
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class Link:
+    def __init__(self, url: str, *, block_s: float = 1.0, max_backoff_s: float = 2.0) -> None:
+        try:
+            # A blocking read waits block_s on the server: the socket timeout leaves room for it.
+            self.client: Any = redis_asyncio.from_url(
+                url,
+                decode_responses=False,
+                socket_connect_timeout=2.0,
+                socket_timeout=block_s + 5.0,
+                health_check_interval=15,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"queue.redis_url: {exc}") from None
+        self.where = where(url)
+        self._max_backoff_s = max_backoff_s
+        self._down_since: float | None = None
+        self._closed = False
+
+    async def call(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, deadline_s: float | None = None, **kwargs: Any
+    ) -> T:
+        """``await fn(*args, **kwargs)``, again and again while Redis is unreachable. With
+        ``deadline_s``, gives up after that long with :class:`QueueUnavailableError`."""
+        give_up = None if deadline_s is None else time.monotonic() + deadline_s
+        delay = 0.05
+        task = asyncio.current_task()
+        while True:
+            try:
+                result = await fn(*args, **kwargs)
+            except TRANSIENT as exc:
+                _reraise_swallowed_cancel(task)
+                if self._closed:
+                    raise QueueUnavailableError(f"redis link closed: {exc}") from None
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                    log.warning("redis at %s unreachable (%s); retrying until it is back", self.where, exc)
+                if give_up is not None and time.monotonic() + delay > give_up:
+                    raise QueueUnavailableError(f"redis at {self.where} unreachable: {exc}") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_backoff_s)
+                continue
+            _reraise_swallowed_cancel(task)
+            if self._down_since is not None:
+                log.info("redis at %s is back after %.1f s", self.where, time.monotonic() - self._down_since)
+                self._down_since = None
+            return result
+
+    async def close(self) -> None:
+        self._closed = True
+        await self.client.aclose()
