@@ -82,7 +82,7 @@ def _render_one(
             )
         conn.send(failed)
     else:
-        conn.send(Rendered(job.job_id, png, output.seconds, dict(output.stats), flagged))
+        conn.send(Rendered(job.job_id, png, output.seconds, dict(output.stats), flagged, output.check))
 
 
 def worker_main(conn: Connection, cancel: Event, spec: RendererSpec) -> None:
