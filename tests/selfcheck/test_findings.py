@@ -60,7 +60,8 @@ def test_an_object_outside_its_box_is_misplaced_and_a_wrong_colour_is_missing():
 
 
 def test_an_extra_instance_of_a_counted_object_and_an_excluded_thing_are_reported():
-    left, right = ShapeObject(Shape.CIRCLE, Colour.RED, 4, 24, 16), ShapeObject(Shape.CIRCLE, Colour.RED, 44, 24, 16)
+    left = ShapeObject(Shape.CIRCLE, Colour.RED, 4, 24, 16)
+    right = ShapeObject(Shape.CIRCLE, Colour.RED, 44, 24, 16)
     third = ShapeObject(Shape.CIRCLE, Colour.RED, 24, 44, 14)
     square = ShapeObject(Shape.SQUARE, Colour.BLUE, 24, 4, 14)
     layout = _layout(("a circle", left), ("a circle", right), negative="squares")
