@@ -340,7 +340,8 @@ def run_generate(args: argparse.Namespace) -> int:
     if args.self_check and checker is None:
         msg = "--self-check needs a checking detector that loads (diffusion.check_detector); see the log."
         raise LmdError(msg, user_message=msg)
-    renderer = build_renderer(diffusion, tiny=args.tiny, sd_baseline=sd_baseline, checker=checker)
+    checking = {"checker": checker} if checker is not None else {}
+    renderer = build_renderer(diffusion, tiny=args.tiny, sd_baseline=sd_baseline, **checking)
     total = len(prompts)
     position = 0
 
