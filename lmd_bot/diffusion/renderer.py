@@ -35,7 +35,7 @@ from lmd_bot.rendering import (
     RenderRequest,
     SdBaseline,
 )
-from lmd_bot.selfcheck.loop import RoundCache
+from lmd_bot.selfcheck.loop import DetectorFailedError, RoundCache
 from lmd_bot.selfcheck.report import CheckReport
 
 if TYPE_CHECKING:
@@ -208,17 +208,13 @@ class DiffusionRenderer:
         fixable = request.mode in (RenderMode.LMD, RenderMode.LMD_PLUS)
         try:
             outcome = self.checker.run(request.layout, spec, image, rerender if fixable else None)
-        except LmdError:
-            raise
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise
-            log.exception("the self-check's detector failed")
+        except DetectorFailedError as exc:
+            log.exception("the self-check's detector failed; the image is kept as rendered")
             report = CheckReport(
                 detector=self.checker.detector.name,
                 objects=len(request.layout.objects),
                 found=0,
-                error=f"{type(exc).__name__}: {exc}"[:200],
+                error=str(exc),
             )
             return image, report, retry_stats
         return outcome.image, outcome.report, retry_stats

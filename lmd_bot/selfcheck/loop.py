@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from lmd_bot.errors import is_out_of_memory
 from lmd_bot.selfcheck.findings import Assessment, assess, queries
 from lmd_bot.selfcheck.report import CheckReport
 
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Rerender = Callable[["GenerationSpec"], "Image.Image"]
+
+
+class DetectorFailedError(Exception):
+    """The checking detector raised: the check stops, the render does not fail."""
 
 
 class RoundCache:
@@ -90,9 +95,15 @@ class SelfChecker:
         self.max_retries = max_retries
 
     def assess(self, layout: SceneLayout, image: Image.Image) -> Assessment:
+        """``image`` checked against ``layout``; :class:`DetectorFailedError` if the detector raises."""
         asked = queries(layout)
-        skip = self.detector.unanswerable(asked)
-        boxes = self.detector.detect(image, [q for q in asked if q not in skip])
+        try:
+            skip = self.detector.unanswerable(asked)
+            boxes = self.detector.detect(image, [q for q in asked if q not in skip])
+        except Exception as exc:  # a detector's bug must not cost the user the image
+            if is_out_of_memory(exc):
+                raise
+            raise DetectorFailedError(f"{type(exc).__name__}: {exc}"[:200]) from exc
         return assess(layout, boxes, image.size, unanswerable=skip)
 
     def run(

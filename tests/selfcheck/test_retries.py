@@ -153,3 +153,19 @@ def test_fast_mode_is_checked_but_not_retried(pipeline, request_):
     out = _renderer(pipeline, detector).render(request_.model_copy(update={"mode": RenderMode.FAST}))
     assert detector.calls == 1 and out.check.retries == 0 and out.check.missing_ids == (1,)
     assert out.check.line().endswith("retries are off")
+
+
+class BrokenDetector(ScriptedDetector):
+    def detect(self, image, queries):
+        raise RuntimeError("the detector broke")
+
+
+def test_a_failing_detector_keeps_the_image_and_says_the_check_did_not_run(pipeline, request_):
+    fast = request_.model_copy(update={"mode": RenderMode.FAST})
+    plain = _renderer(pipeline).render(fast)
+    out = _renderer(pipeline, BrokenDetector()).render(fast)
+    assert np.array_equal(np.asarray(out.image), np.asarray(plain.image))
+    assert out.check.error == "RuntimeError: the detector broke"
+    assert out.check.line() == (
+        "self-check could not run (RuntimeError: the detector broke); the image is unchecked"
+    )
