@@ -125,6 +125,8 @@ def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discor
         timing.append(f"<t:{int(job.finished_at.timestamp())}:R>")
     if timing:
         main.add_field(name="Time", value=" · ".join(timing), inline=False)
+    if view.check is not None:
+        main.add_field(name="Self-check", value=view.check.line()[:1024], inline=False)
     if view.withheld:
         main.add_field(
             name="Withheld",

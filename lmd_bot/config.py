@@ -127,6 +127,13 @@ class DiffusionSettings(_Section):
     object_cache_mb: int = Field(1024, ge=0)
     object_cache_dir: str = ""
     object_cache_disk_mb: int = Field(4096, ge=0)
+    # Self-check (docs/selfcheck.md): after lmd, lmd+ and fast renders, detect the layout's objects
+    # and re-generate the missing or misplaced ones (lmd, lmd+), at most check_retries times. On
+    # wherever check_detector names one: OWLv2 for real weights, "shapes" for the shapes models.
+    self_check: bool = True
+    check_detector: Literal["owlv2", "owlvit", "shapes", "none"] = "owlv2"
+    check_detector_model: str = ""  # a hub id or folder; empty: the benchmark's default model
+    check_retries: int = Field(2, ge=0, le=5)
 
 
 class QueueSettings(_Section):

@@ -19,6 +19,7 @@ import bisect
 import io
 import json
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -267,8 +268,13 @@ def _base_image(layout: SceneLayout, image: Image.Image | bytes | None) -> Image
     return image
 
 
-def draw_overlay(layout: SceneLayout, image: Image.Image | bytes | None = None) -> bytes:
-    """Draw ``layout`` over ``image`` (or a blank canvas) with a legend strip; PNG bytes."""
+def draw_overlay(
+    layout: SceneLayout, image: Image.Image | bytes | None = None, *, missing: Collection[int] = ()
+) -> bytes:
+    """Draw ``layout`` over ``image`` (or a blank canvas) with a legend strip; PNG bytes.
+
+    ``missing``: ids of objects the self-check did not find in their box; their box is crossed
+    out and their label says "missing"."""
     base = _base_image(layout, image)
     W, H = base.size
     scale = max(W, H) / 512
@@ -292,6 +298,10 @@ def draw_overlay(layout: SceneLayout, image: Image.Image | bytes | None = None) 
         # A thin dark line outside the coloured one keeps the outline visible on any background.
         draw.rectangle([b.x, b.y, b.x1 - 1, b.y1 - 1], outline=(0, 0, 0, 160), width=outline + 1)
         draw.rectangle([b.x, b.y, b.x1 - 1, b.y1 - 1], outline=color, width=outline)
+        if obj.id in missing:
+            for line in ([b.x, b.y, b.x1 - 1, b.y1 - 1], [b.x, b.y1 - 1, b.x1 - 1, b.y]):
+                draw.line(line, fill=(0, 0, 0, 160), width=outline + 1)
+                draw.line(line, fill=color, width=max(1, outline - 1))
 
     # Labels: greedy placement in reading order, trying spots around each box's top-left corner.
     placed: list[tuple[float, float, float, float]] = []
@@ -300,7 +310,9 @@ def draw_overlay(layout: SceneLayout, image: Image.Image | bytes | None = None) 
         b = obj.box
         color = object_color(obj.id)
         max_w = max(min(W - 2 * pad, max(b.w, 180 * scale)) - 2 * pad, 40)
-        text = _fit(f"{obj.id} · {obj.caption}", label_size, True, max_w)
+        suffix = " · missing" if obj.id in missing else ""  # never cut off: fit the caption only
+        suffix_w = _width(suffix, label_size, bold=True) if suffix else 0
+        text = _fit(f"{obj.id} · {obj.caption}", label_size, True, max(max_w - suffix_w, 20)) + suffix
         chip_w = _width(text, label_size, bold=True) + 2 * pad
         spots = [
             (b.x, b.y - chip_h),  # above the top-left corner: the preferred spot

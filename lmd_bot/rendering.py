@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.selfcheck.report import CheckReport
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -60,6 +61,7 @@ class RenderOutput:
     image: Image.Image
     seconds: float
     stats: dict[str, float] = field(default_factory=dict)  # unet passes, peak memory, cache hits
+    check: CheckReport | None = None  # the self-check's findings, when one ran
 
 
 ProgressCallback = Callable[[RenderProgress], None]

@@ -103,6 +103,8 @@ class ConsoleNotifier:
             self.say(
                 f"  round {view.round.number}, seed {view.job.seed}{took}{flagged}: {self.out / stem}.png"
             )
+            if view.check is not None:
+                self.say(f"  {view.check.line()}")
         self.waiter(view.job.id).set()
         return view.job.id
 

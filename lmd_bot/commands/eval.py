@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from lmd_bot.eval.planning import PlanRun
     from lmd_bot.eval.prompts import BenchmarkPrompt
     from lmd_bot.eval.report import Report
+    from lmd_bot.shapes.evaluate import CheckedRuns
 
 MODES = tuple(mode.value for mode in RenderMode)
 SD_BASELINES = tuple(baseline.value for baseline in SdBaseline)
@@ -95,6 +96,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ge.add_argument("--indexes", type=_index_spec, help="only these prompts, e.g. '0-9,100,200-203'")
     ge.add_argument("--tiny", action="store_true", help="tiny random-weight models: a CPU plumbing run")
     ge.add_argument(
+        "--self-check",
+        action="store_true",
+        help="check and fix each image with diffusion.check_detector (off by default: the published "
+        "numbers have no self-check); score it with the other detector",
+    )
+    ge.add_argument(
         "--sd-baseline",
         choices=SD_BASELINES,
         default=SdBaseline.REFERENCE.value,
@@ -131,6 +138,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--guidance-scale", type=_bounded(float, 0, 30), default=7.5, help="CFG scale (7.5)")
     sh.add_argument("--weights", type=Path, help="folder with sd/ and gligen/ (default: the committed ones)")
     sh.add_argument("--out", type=Path, default=Path("benchmark/shapes"), help="images and report folder")
+    sh.add_argument(
+        "--self-check",
+        action="store_true",
+        help="also render lmd and lmd+ with the self-check, and compare (docs/selfcheck.md)",
+    )
+    sh.add_argument(
+        "--check-detector",
+        choices=("shapes", "owlv2", "owlvit"),
+        default="shapes",
+        help="the self-check's detector (default shapes: the scorer too, so the report flags the gain)",
+    )
+    sh.add_argument("--check-model", default="", help="OWL hub id or folder for --check-detector")
+    sh.add_argument(
+        "--check-retries", type=_bounded(int, 0, 5), default=2, help="re-renders per image at most (2)"
+    )
     sh.set_defaults(func=run_shapes)
 
 
@@ -292,7 +314,7 @@ def run_generate(args: argparse.Namespace) -> int:
         msg = f"--mode {mode.value} renders layouts: pass --layouts FILE (recorded answers)."
         raise LmdError(msg, user_message=msg)
 
-    diffusion = settings.diffusion
+    diffusion = settings.diffusion.model_copy(update={"self_check": bool(args.self_check)})
     sd_baseline = SdBaseline(args.sd_baseline)
     if mode is RenderMode.SD and sd_baseline is SdBaseline.REFERENCE:
         diffusion = diffusion.model_copy(update={"dtype": "float32"})  # the reference's SD is float32
@@ -312,9 +334,14 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     out = args.out or Path("benchmark/images") / mode.value
 
-    from lmd_bot.diffusion.renderer import build_renderer
+    from lmd_bot.diffusion.renderer import build_checker, build_renderer
 
-    renderer = build_renderer(diffusion, tiny=args.tiny, sd_baseline=sd_baseline)
+    checker = build_checker(diffusion) if args.self_check else None
+    if args.self_check and checker is None:
+        msg = "--self-check needs a checking detector that loads (diffusion.check_detector); see the log."
+        raise LmdError(msg, user_message=msg)
+    checking = {"checker": checker} if checker is not None else {}
+    renderer = build_renderer(diffusion, tiny=args.tiny, sd_baseline=sd_baseline, **checking)
     total = len(prompts)
     position = 0
 
@@ -344,6 +371,7 @@ def run_images(args: argparse.Namespace) -> int:
     from lmd_bot.eval.prompts import lmd_benchmark_prompts
     from lmd_bot.eval.published import PUBLISHED_IMAGES
     from lmd_bot.eval.report import Report, Run
+    from lmd_bot.selfcheck.roles import FLATTERED, roles, same_detector
 
     if not args.dir.is_dir():
         msg = f"{args.dir} is not a folder of benchmark images (see 'lmd-bot eval generate')."
@@ -362,6 +390,8 @@ def run_images(args: argparse.Namespace) -> int:
             else:
                 settings[f"generation: {key}"] = value
     models = {"owlvit": args.owlvit_model, "owlv2": args.owlv2_model}
+    checker = _recorded_checker(args.dir)
+    notes: list[str] = []
 
     runs = []
     for kind in dict.fromkeys(args.detectors):
@@ -388,14 +418,37 @@ def run_images(args: argparse.Namespace) -> int:
             i.model_copy(update={"source": os.path.relpath(args.dir / i.source, out)}) if i.source else i
             for i in items
         ]
-        runs.append(Run(name=detector.name, items=items))
+        role_settings, role_notes = roles(detector.name, checker)
+        settings.update({f"{detector.name}: {k}": v for k, v in role_settings.items()})
+        notes += role_notes
+        flattered = checker is not None and same_detector(detector.name, checker)
+        name = detector.name + (f" ({FLATTERED})" if flattered else "")
+        runs.append(Run(name=name, items=items))
         del detector  # free its memory before the next detector loads
 
     title = "LMD benchmark: image accuracy (stage 1+2)" + (f", mode {mode}" if mode else "")
     report = Report(
-        stage="images", title=title, settings=settings, runs=runs, published=list(PUBLISHED_IMAGES)
+        stage="images",
+        title=title,
+        settings=settings,
+        runs=runs,
+        published=list(PUBLISHED_IMAGES),
+        notes=notes,
     )
     return _finish(report, out)
+
+
+def _recorded_checker(image_dir: Path) -> str | None:
+    """The checking detector the images were made with ('eval generate --self-check'), if any."""
+    from lmd_bot.eval.generate import SETTINGS_NAME
+
+    path = image_dir / SETTINGS_NAME
+    if not path.exists():
+        return None
+    renderer = json.loads(path.read_text(encoding="utf-8")).get("renderer", {})
+    if not renderer.get("self_check") or renderer.get("check_detector") in (None, "none"):
+        return None
+    return str(renderer["check_detector"])
 
 
 # --- shapes ----------------------------------------------------------------------------------
@@ -417,6 +470,7 @@ def run_shapes(args: argparse.Namespace) -> int:
     weights = args.weights or WEIGHTS_DIR
     diffusion = shapes_diffusion_settings(load_settings().diffusion, weights)
     renderer = build_renderer(diffusion)
+    checked = _checked_runs(args, renderer) if args.self_check else None
     prompts = subset(shapes_prompts(), args.per_task)
     done = {"n": 0}
 
@@ -434,5 +488,26 @@ def run_shapes(args: argparse.Namespace) -> int:
         guidance_scale=args.guidance_scale,
         renderer_facts={"weights": str(weights)},
         on_image=on_image,
+        checked=checked,
     )
+    for note in report.notes:
+        _say(note)
     return _finish(report, args.out)
+
+
+def _checked_runs(args: argparse.Namespace, renderer) -> CheckedRuns:
+    """A self-checking renderer on the plain one's pipeline and cache (no second model load)."""
+    from lmd_bot.diffusion.renderer import DiffusionRenderer
+    from lmd_bot.selfcheck.detectors import CheckDetectorKind, build_check_detector
+    from lmd_bot.selfcheck.loop import SelfChecker
+    from lmd_bot.shapes.evaluate import CheckedRuns
+
+    detector = build_check_detector(CheckDetectorKind(args.check_detector), args.check_model)
+    checking = DiffusionRenderer(
+        renderer.pipeline,
+        size=renderer.size,
+        cache=renderer.cache,
+        sd_baseline=renderer.sd_baseline,
+        checker=SelfChecker(detector, max_retries=args.check_retries),
+    )
+    return CheckedRuns(renderer=checking, detector=detector.name)

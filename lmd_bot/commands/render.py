@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from lmd_bot.config import load_settings
-    from lmd_bot.diffusion.renderer import build_renderer
+    from lmd_bot.diffusion.renderer import build_checker, build_renderer
     from lmd_bot.errors import LmdError
     from lmd_bot.layout.io import load_layout_file
     from lmd_bot.overlay import draw_overlay
@@ -100,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)  # noqa: T201
 
-    renderer = build_renderer(diffusion, tiny=args.tiny)
+    checker = None if args.tiny else build_checker(diffusion)
+    renderer = build_renderer(diffusion, tiny=args.tiny, checker=checker)
     last_stage = ""
 
     def progress(p: RenderProgress) -> None:
@@ -114,7 +115,10 @@ def run(args: argparse.Namespace) -> int:
     output.image.save(buffer, format="PNG")
     _write_atomically(args.out, buffer.getvalue())
     overlay_path = args.overlay or args.out.with_suffix(".overlay.png")
-    _write_atomically(overlay_path, draw_overlay(request.layout, output.image))
+    missing = output.check.missing_ids if output.check else ()
+    _write_atomically(overlay_path, draw_overlay(request.layout, output.image, missing=missing))
+    if output.check is not None:
+        print(output.check.line(), file=sys.stderr)  # noqa: T201
     figures = ", ".join(f"{k} {v:g}" for k, v in output.stats.items())
     print(f"wrote {args.out} and {overlay_path} in {output.seconds:.1f} s ({figures})", file=sys.stderr)  # noqa: T201
     return 0

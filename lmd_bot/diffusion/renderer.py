@@ -35,10 +35,13 @@ from lmd_bot.rendering import (
     RenderRequest,
     SdBaseline,
 )
+from lmd_bot.selfcheck.loop import DetectorFailedError, RoundCache
+from lmd_bot.selfcheck.report import CheckReport
 
 if TYPE_CHECKING:
     from lmd_bot.diffusion.cache import ObjectCache
     from lmd_bot.diffusion.pipeline import LmdPipeline
+    from lmd_bot.selfcheck.loop import SelfChecker
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +67,13 @@ class DiffusionRenderer:
         size: int = 512,
         cache: ObjectCache | None = None,
         sd_baseline: SdBaseline = SdBaseline.CONTROLLER,
+        checker: SelfChecker | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.size = size
         self.cache = cache
         self.sd_baseline = sd_baseline
+        self.checker = checker  # the self-check after lmd, lmd+ and fast renders (None: off)
 
     def render(
         self,
@@ -92,6 +97,8 @@ class DiffusionRenderer:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         started = time.perf_counter()
+        check: CheckReport | None = None
+        check_stats = None
         try:
             if request.mode is RenderMode.SD:
                 from lmd_bot.diffusion.blocks import RunStats
@@ -118,16 +125,22 @@ class DiffusionRenderer:
                     "guidance_scale": request.guidance_scale,
                     "height": height,
                     "width": width,
-                    "on_step": on_step,
                     "should_cancel": should_cancel,
                 }
-                if request.mode is RenderMode.FAST:
-                    result = self.pipeline.fast(spec, **common)
-                elif request.mode is RenderMode.LMD_PLUS:
-                    result = self.pipeline.lmd_plus(spec, cache=self.cache, **common)
-                else:
-                    result = self.pipeline.lmd(spec, cache=self.cache, **common)
+                # A checked render pins its objects' runs, so that a retry reuses the others.
+                cache = RoundCache(self.cache) if self.checker is not None else self.cache
+
+                def run(spec, on_step=on_step):
+                    if request.mode is RenderMode.FAST:
+                        return self.pipeline.fast(spec, on_step=on_step, **common)
+                    if request.mode is RenderMode.LMD_PLUS:
+                        return self.pipeline.lmd_plus(spec, cache=cache, on_step=on_step, **common)
+                    return self.pipeline.lmd(spec, cache=cache, on_step=on_step, **common)
+
+                result = run(spec)
                 image, stats = result.image, result.stats
+                if self.checker is not None and (request.layout.objects or request.layout.negative):
+                    image, check, check_stats = self._self_check(request, spec, image, run, on_step)
         except LmdError:
             raise
         except Exception as exc:
@@ -147,6 +160,17 @@ class DiffusionRenderer:
             "object_seconds": stats.object_seconds,
             "guidance_nonfinite": float(stats.guidance_nonfinite),
         }
+        if check is not None:
+            figures.update(
+                {
+                    "check_retries": float(check.retries),
+                    "check_seconds": check.seconds,
+                    "check_unet_forwards": float(check_stats.unet_forwards),
+                    "check_guided_passes": float(check_stats.guided_passes),
+                    "check_object_runs": float(check_stats.object_runs),
+                    "check_object_cache_hits": float(check_stats.object_cache_hits),
+                }
+            )
         if stats.guidance_nonfinite:
             log.error(
                 "render of seed %d (%s): guidance hit NaN/inf %d times and stopped for those samples",
@@ -158,7 +182,42 @@ class DiffusionRenderer:
             figures["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         else:
             figures["peak_rss_mb"] = _peak_rss_mb()
-        return RenderOutput(image=image, seconds=seconds, stats=figures)
+        return RenderOutput(image=image, seconds=seconds, stats=figures, check=check)
+
+    def _self_check(self, request: RenderRequest, spec, image, run, on_step):
+        """The self-check of a rendered image (lmd, lmd+: with retries; fast: findings only).
+
+        Returns the kept image, the report, and the retries' summed UNet work. A detector that
+        fails leaves the image as rendered and says so in the report; a failed retry (out of
+        memory, cancelled) fails the render as any render step would.
+        """
+        from lmd_bot.diffusion.blocks import RunStats
+
+        retry_stats = RunStats()
+
+        def rerender(retry_spec):
+            def step(_stage, *args):
+                if on_step is not None:
+                    on_step("self-check", *args)
+
+            result = run(retry_spec, on_step=step)
+            for name in ("unet_forwards", "guided_passes", "object_runs", "object_cache_hits"):
+                setattr(retry_stats, name, getattr(retry_stats, name) + getattr(result.stats, name))
+            return result.image
+
+        fixable = request.mode in (RenderMode.LMD, RenderMode.LMD_PLUS)
+        try:
+            outcome = self.checker.run(request.layout, spec, image, rerender if fixable else None)
+        except DetectorFailedError as exc:
+            log.exception("the self-check's detector failed; the image is kept as rendered")
+            report = CheckReport(
+                detector=self.checker.detector.name,
+                objects=len(request.layout.objects),
+                found=0,
+                error=str(exc),
+            )
+            return image, report, retry_stats
+        return outcome.image, outcome.report, retry_stats
 
 
 def _peak_rss_mb() -> float:
@@ -169,11 +228,34 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB elsewhere
 
 
+def build_checker(settings: DiffusionSettings) -> SelfChecker | None:
+    """The self-check the settings ask for (``diffusion.self_check`` and ``check_detector``), or
+    None. A detector that cannot load turns the check off with an error in the log: the bot
+    still renders."""
+    from lmd_bot.selfcheck.detectors import CheckDetectorKind, build_check_detector
+    from lmd_bot.selfcheck.loop import SelfChecker
+
+    kind = CheckDetectorKind(settings.check_detector)
+    if not settings.self_check or kind is CheckDetectorKind.NONE:
+        return None
+    try:
+        detector = build_check_detector(kind, settings.check_detector_model, device=settings.device)
+    except LmdError as exc:
+        log.error("the self-check is off: its detector could not load (%s)", exc)
+        return None
+    return SelfChecker(detector, max_retries=settings.check_retries)
+
+
 def build_renderer(
-    settings: DiffusionSettings, *, tiny: bool = False, sd_baseline: SdBaseline = SdBaseline.CONTROLLER
+    settings: DiffusionSettings,
+    *,
+    tiny: bool = False,
+    sd_baseline: SdBaseline = SdBaseline.CONTROLLER,
+    checker: SelfChecker | None = None,
 ) -> Renderer:
     """A renderer from the settings; ``tiny=True`` builds tiny random models (no download);
-    ``sd_baseline`` says what the ``sd`` mode runs (the benchmark asks for the reference's)."""
+    ``sd_baseline`` says what the ``sd`` mode runs (the benchmark asks for the reference's);
+    ``checker``: the self-check (build it with :func:`build_checker`; None: no check)."""
     from pathlib import Path
 
     from lmd_bot.diffusion.cache import ObjectCache
@@ -197,4 +279,6 @@ def build_renderer(
         object_batch_size=settings.object_batch_size,
         compile_guidance=settings.compile_guidance,
     )
-    return DiffusionRenderer(pipeline, size=settings.size, cache=cache, sd_baseline=sd_baseline)
+    return DiffusionRenderer(
+        pipeline, size=settings.size, cache=cache, sd_baseline=sd_baseline, checker=checker
+    )

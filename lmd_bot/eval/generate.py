@@ -180,6 +180,8 @@ def _render_one(
         "seconds": round(output.seconds, 3),
         "stats": output.stats,
     }
+    if output.check is not None:
+        record["self_check"] = {"line": output.check.line(), **output.check.model_dump(mode="json")}
     (target.parent / "render.json").write_text(
         json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8"
     )

@@ -84,6 +84,7 @@ class Report(BaseModel):
     settings: dict[str, Any] = Field(default_factory=dict)
     runs: list[Run]
     published: list[PublishedRow] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)  # said under the title: warnings, comparisons
     created: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
 
     def to_json(self) -> str:
@@ -131,6 +132,7 @@ def _cell(text: str) -> str:
 
 def _markdown(report: Report) -> str:
     lines = [f"# {report.title}", "", f"Generated {report.created}.", ""]
+    lines += [line for note in report.notes for line in (f"**{note}**", "")]
     if report.settings:
         lines += ["## Settings", "", "| setting | value |", "|---|---|"]
         lines += [f"| {_cell(k)} | {_cell(str(v))} |" for k, v in report.settings.items()]

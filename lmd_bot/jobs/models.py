@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from lmd_bot.errors import LmdError
 from lmd_bot.rendering import RenderRequest
+from lmd_bot.selfcheck.report import CheckReport
 
 
 class QueueFullError(LmdError):
@@ -96,6 +97,7 @@ class JobDone(_Event):
     seconds: float
     stats: dict[str, float] = Field(default_factory=dict)
     flagged: bool = False  # the output safety checker flagged the image
+    check: CheckReport | None = None  # the self-check's findings, when one ran
 
 
 class JobFailed(_Event):

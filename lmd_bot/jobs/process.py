@@ -86,7 +86,7 @@ def _render_one(
             )
         conn.send(failed)
     else:
-        conn.send(Rendered(job.job_id, png, output.seconds, dict(output.stats), flagged))
+        conn.send(Rendered(job.job_id, png, output.seconds, dict(output.stats), flagged, output.check))
 
 
 def _die_with_parent() -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from lmd_bot.selfcheck.report import CheckReport
+
 
 class FailureReason(StrEnum):
     """Why the worker could not render a job (the worker itself is still alive)."""
@@ -67,6 +69,7 @@ class Rendered:
     seconds: float
     stats: dict[str, float] = field(default_factory=dict)
     flagged: bool = False  # the output safety checker flagged the image
+    check: CheckReport | None = None  # the self-check's findings, when one ran
 
 
 @dataclass(frozen=True)

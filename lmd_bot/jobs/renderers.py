@@ -91,11 +91,13 @@ class RendererSpec(BaseModel):
 
 
 def diffusion_renderer(diffusion: dict[str, Any], tiny: bool = False) -> Renderer:
-    """The real LMD controller (or, with ``tiny``, the same code on tiny random-weight models)."""
+    """The real LMD controller (or, with ``tiny``, the same code on tiny random-weight models, which
+    draw nothing a detector could check: no self-check)."""
     from lmd_bot.config import DiffusionSettings
-    from lmd_bot.diffusion.renderer import build_renderer
+    from lmd_bot.diffusion.renderer import build_checker, build_renderer
 
-    return build_renderer(DiffusionSettings.model_validate(diffusion), tiny=tiny)
+    settings = DiffusionSettings.model_validate(diffusion)
+    return build_renderer(settings, tiny=tiny, checker=None if tiny else build_checker(settings))
 
 
 def preview_renderer() -> Renderer:

@@ -188,7 +188,12 @@ class WorkerSupervisor:
                     assert r is not None
                     self._emit(
                         JobDone(
-                            job_id=job.job_id, png=r.png, seconds=r.seconds, stats=r.stats, flagged=r.flagged
+                            job_id=job.job_id,
+                            png=r.png,
+                            seconds=r.seconds,
+                            stats=r.stats,
+                            flagged=r.flagged,
+                            check=r.check,
                         )
                     )
                 case _End.CANCELLED:

@@ -20,9 +20,9 @@ from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.overlay import draw_overlay
 
 
-def _overlay_on(layout: SceneLayout, png: bytes) -> bytes:
+def _overlay_on(layout: SceneLayout, png: bytes, missing: tuple[int, ...]) -> bytes:
     with Image.open(io.BytesIO(png)) as image:
-        return draw_overlay(layout, image.convert("RGB"))
+        return draw_overlay(layout, image.convert("RGB"), missing=missing)
 
 
 def fit_for_upload(png: bytes, limit_bytes: int) -> tuple[bytes, str]:
@@ -99,5 +99,6 @@ class ImageStore:
         return await asyncio.to_thread(draw_overlay, layout)
 
     @staticmethod
-    async def overlay(layout: SceneLayout, png: bytes) -> bytes:
-        return await asyncio.to_thread(_overlay_on, layout, png)
+    async def overlay(layout: SceneLayout, png: bytes, missing: tuple[int, ...] = ()) -> bytes:
+        """``layout`` over the image; ``missing``: objects the self-check did not find (marked)."""
+        return await asyncio.to_thread(_overlay_on, layout, png, missing)

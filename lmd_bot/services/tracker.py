@@ -352,7 +352,8 @@ class RenderTracker:
         overlay = None
         image_path = overlay_path = None
         if not withheld:
-            overlay = await self._images.overlay(live.round.layout, event.png)
+            missing = event.check.missing_ids if event.check is not None else ()
+            overlay = await self._images.overlay(live.round.layout, event.png, missing)
             try:
                 image_path, overlay_path = await self._retrying(
                     lambda: self._images.save(
@@ -398,6 +399,7 @@ class RenderTracker:
                 withheld=withheld,
                 render_s=event.seconds,
                 total_s=self._clock() - live.queued_at,
+                check=event.check,
             )
         )
 

@@ -17,6 +17,7 @@ from lmd_bot.scenes.models import (
     SceneRecord,
     ServerSettings,
 )
+from lmd_bot.selfcheck.report import CheckReport
 
 
 class Actor(BaseModel):
@@ -86,6 +87,7 @@ class ResultView(BaseModel):
     render_s: float | None = None
     total_s: float | None = None  # from queued to done
     reshown: bool = False  # an older result shown again (undo), not a new render
+    check: CheckReport | None = None  # the self-check of this render, when one ran
 
 
 class FailureView(BaseModel):

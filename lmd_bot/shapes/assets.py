@@ -12,8 +12,9 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "shapes"
 
 def shapes_diffusion_settings(base: DiffusionSettings, weights: Path = WEIGHTS_DIR) -> DiffusionSettings:
     """``base`` with the shapes models: their SD and GLIGEN folders, 64 px, masks from attention
-    (no SAM: there is none for this world). The same as setting ``LMD_DIFFUSION__SD_MODEL``,
-    ``__GLIGEN_MODEL``, ``__USE_SAM=false`` and ``__SIZE=64``."""
+    (no SAM: there is none for this world), checked by the world's own detector. The same as
+    setting ``LMD_DIFFUSION__SD_MODEL``, ``__GLIGEN_MODEL``, ``__USE_SAM=false``, ``__SIZE=64`` and
+    ``__CHECK_DETECTOR=shapes``."""
     return base.model_validate(
         {
             **base.model_dump(),
@@ -21,5 +22,6 @@ def shapes_diffusion_settings(base: DiffusionSettings, weights: Path = WEIGHTS_D
             "gligen_model": str(weights / "gligen"),
             "use_sam": False,
             "size": IMAGE_SIZE,
+            "check_detector": "shapes",
         }
     )
