@@ -7,8 +7,10 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_BUILD ?= $(if $(shell command -v nvidia-smi 2>/dev/null),cu128,cpu)
 TORCH_INDEX ?= https://download.pytorch.org/whl/$(TORCH_BUILD)
-# The local version label (+cpu) makes pip take that build and nothing else: PyPI's plain torch
-# is a CUDA build, several GB (PyPI stays an extra index for torch's own dependencies).
+# The local version label (+cpu) makes pip take that build and nothing else: the plain torch on
+# the default index is a CUDA build, several GB. PyTorch's index is an *extra* index, so pip's
+# configured index (or mirror) still serves torch's own dependencies; one retry keeps an offline
+# or firewalled PyTorch index from stalling the install.
 TORCH ?= torch==$(TORCH_VERSION)+$(TORCH_BUILD)
 BIN := $(VENV)/bin
 
@@ -21,7 +23,7 @@ $(BIN)/python:
 # torch first, pinned, so nothing later pulls a CUDA build as a dependency.
 $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || \
-	  $(BIN)/pip install -q --index-url "$(TORCH_INDEX)" --extra-index-url https://pypi.org/simple "$(TORCH)"
+	  $(BIN)/pip install -q --retries 1 --extra-index-url "$(TORCH_INDEX)" "$(TORCH)"
 	$(BIN)/pip install -q -e ".[render]"
 	touch $@
 
