@@ -111,9 +111,18 @@ class LayoutSettings(_Section):
         )
 
 
+class LoraSettings(_Section):
+    """One LoRA fused into the SD model: its file (or a folder / hub id holding one) and weight."""
+
+    path: str = Field(min_length=1)
+    weight: float = Field(1.0, ge=-4, le=4)
+
+
 class DiffusionSettings(_Section):
     mode: RenderMode = RenderMode.LMD_PLUS
     sd_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    sd_config: str = ""
+    loras: list[LoraSettings] = Field(default_factory=list, max_length=16)
     gligen_model: str = "masterful/gligen-1-4-generation-text-box@d2820dc1e9ba6ca082051ce79cfd3eb468ae2c83"
     sam_model: str = "facebook/sam-vit-base"
     use_sam: bool = True

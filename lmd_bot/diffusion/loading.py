@@ -4,7 +4,9 @@
 ``text_encoder/``, ``tokenizer/``, ``scheduler/``); its scheduler config is read as DDIM, as the
 reference does. ``diffusion.sam_model`` is a hub id or a directory in transformers' layout. Hub
 downloads are cached by huggingface_hub (``HF_HOME``); with ``HF_HUB_OFFLINE=1`` only the cache
-and local directories are used.
+and local directories are used. ``sd_model`` may also be one original-layout ``.safetensors``
+checkpoint (community fine-tunes), its architecture read from ``diffusion.sd_config``, and
+``diffusion.loras`` are fused into it at load time (:func:`apply_loras`; docs/models.md).
 
 ``diffusion.gligen_model`` is GLIGEN's text-box checkpoint in diffusers' layout (the ``lmd+`` and
 ``fast`` modes), optionally pinned to a hub revision as ``owner/name@commit``; only its ``unet/``
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from lmd_bot.config import DiffusionSettings
+from lmd_bot.config import DiffusionSettings, LoraSettings
 from lmd_bot.diffusion.components import Components, select_device, select_dtype
 from lmd_bot.diffusion.masks import SamParts
 from lmd_bot.errors import ConfigError
@@ -35,28 +37,28 @@ log = logging.getLogger(__name__)
 
 def load_components(settings: DiffusionSettings) -> Components:
     """SD v1.x (and SAM, if enabled) from ``settings``, on the configured device and dtype."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
     device = select_device(settings.device)
     dtype = select_dtype(settings.dtype, device)
     source = settings.sd_model
     log.info("loading Stable Diffusion from %s (%s, %s)", source, device, dtype)
     try:
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype)
-        text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype)
-        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", model_max_length=77)
-        scheduler = DDIMScheduler.from_pretrained(source, subfolder="scheduler")
+        if is_single_file(source):
+            parts = _load_single_file(source, settings.sd_config, dtype)
+        else:
+            parts = _load_folder(source, dtype)
     except Exception as exc:  # hub, file-system and format errors all mean "can't use this model"
         raise ConfigError(
             f"cannot load the Stable Diffusion model {source!r} (diffusion.sd_model, "
             f"LMD_DIFFUSION__SD_MODEL): {exc}",
             user_message="The image model could not be loaded; the bot's operator has been told why.",
         ) from exc
+    unet, vae, text_encoder, tokenizer, scheduler = parts
     if "mid_block.attentions.0.transformer_blocks.0.attn2.processor" not in unet.attn_processors:
         raise ConfigError(f"{source!r} is not an SD v1.x-style UNet: LMD needs its mid-block cross-attention")
+    if settings.loras:
+        apply_loras(unet, vae, text_encoder, tokenizer, scheduler, settings.loras)
     gligen_unet = load_gligen_unet(settings.gligen_model, dtype) if settings.gligen_model else None
+    sd_identity = source + "".join(f"+{lora.path}*{lora.weight:g}" for lora in settings.loras)
     return Components(
         unet=unet.to(device),
         vae=vae.to(device),
@@ -67,9 +69,97 @@ def load_components(settings: DiffusionSettings) -> Components:
         gligen_unet=gligen_unet.to(device) if gligen_unet is not None else None,
         device=device,
         dtype=dtype,
-        sd_name=f"{source}@{dtype}",
-        gligen_name=f"{settings.gligen_model}@{dtype}",
+        sd_name=f"{sd_identity}@{dtype}",
+        # GLIGEN reads the prompt through SD's text encoder, which a checkpoint or LoRA may change.
+        gligen_name=f"{settings.gligen_model}+{sd_identity}@{dtype}",
     )
+
+
+def is_single_file(source: str) -> bool:
+    """Whether ``diffusion.sd_model`` names one checkpoint file (a path or a URL) rather than a
+    diffusers-layout folder or hub repository."""
+    return source.lower().endswith((".safetensors", ".ckpt", ".pt", ".bin"))
+
+
+def _load_folder(source: str, dtype: torch.dtype):
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    return (
+        UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype),
+        AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype),
+        CLIPTextModel.from_pretrained(source, subfolder="text_encoder", torch_dtype=dtype),
+        CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", model_max_length=77),
+        DDIMScheduler.from_pretrained(source, subfolder="scheduler"),
+    )
+
+
+def _load_single_file(source: str, config: str, dtype: torch.dtype):
+    """UNet, VAE and text encoder from one checkpoint in the original SD layout (as community
+    fine-tunes are shared), converted by diffusers' ``from_single_file``.
+
+    Only ``.safetensors`` is read: ``.ckpt`` files are pickles, which can run code when loaded.
+    The file holds weights only; the architecture comes from ``config`` (``diffusion.sd_config``),
+    a diffusers-layout folder or hub id with the configs and tokenizer of the model the checkpoint
+    was fine-tuned from. Empty, diffusers infers it from the weights and fetches those configs from
+    the hub (or its cache) -- so offline, point it at a local folder (docs/models.md).
+    """
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    if not source.lower().endswith(".safetensors"):
+        raise ValueError(
+            "only .safetensors checkpoints are loaded (a .ckpt/.pt/.bin file is a pickle, which can "
+            "run code); convert it to .safetensors first"
+        )
+    pipe = StableDiffusionPipeline.from_single_file(
+        source,
+        config=config or None,
+        torch_dtype=dtype,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    # The checkpoint's scheduler config is read as DDIM, as for a folder.
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.tokenizer.model_max_length = 77
+    return pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler
+
+
+def apply_loras(unet, vae, text_encoder, tokenizer, scheduler, loras: list[LoraSettings]) -> None:
+    """Load each LoRA with diffusers' own loader, weight it, and fuse them all into the SD UNet
+    (and the text encoder, for LoRAs that train it).
+
+    Fused, the models are plain diffusers/transformers models again: LMD's attention processors
+    and the per-object cache see ordinary weights, and a render costs what it did without LoRAs.
+    GLIGEN's UNet is separate and left alone; the text encoder is shared with it.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    names = []
+    for i, lora in enumerate(loras):
+        log.info("loading LoRA %s at weight %g", lora.path, lora.weight)
+        try:
+            pipe.load_lora_weights(lora.path, adapter_name=f"lora{i}")
+        except Exception as exc:  # missing file, another model's LoRA, no peft: all unusable
+            raise ConfigError(
+                f"cannot load the LoRA {lora.path!r} (diffusion.loras[{i}], LMD_DIFFUSION__LORAS): "
+                f"{exc}. It must be an SD v1.x LoRA (.safetensors, diffusers' or kohya's format)",
+                user_message="The image model could not be loaded; the bot's operator has been told why.",
+            ) from exc
+        names.append(f"lora{i}")
+    pipe.set_adapters(names, [lora.weight for lora in loras])
+    pipe.fuse_lora(components=["unet", "text_encoder"])
+    pipe.unload_lora_weights()
 
 
 def split_revision(source: str) -> tuple[str, str | None]:
