@@ -19,6 +19,7 @@ class RoundKind(StrEnum):
     PLAN = "plan"  # the first round: the planner's answer to /imagine
     REVISE = "revise"  # the planner's answer to an instruction
     REROLL = "reroll"  # the parent's layout with a new seed
+    LAYOUT = "layout"  # a layout the user wrote (the Edit-layout box, a file): no planner call
 
 
 class JobStatus(StrEnum):

@@ -24,6 +24,7 @@ from lmd_bot.errors import LmdError, PlannerError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome
 from lmd_bot.planner.base import Planner
+from lmd_bot.planner.manual import edit_box_text, editable_json, read_user_layout
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.diff import describe_changes
 from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundKind, RoundRecord, SceneRecord
@@ -36,6 +37,7 @@ from lmd_bot.services.tracker import RenderTracker
 from lmd_bot.services.views import (
     Actor,
     JobSummary,
+    LayoutView,
     PlanView,
     QueueView,
     ReplyView,
@@ -48,6 +50,8 @@ from lmd_bot.services.views import (
 log = logging.getLogger(__name__)
 
 UNDO_WORDS = frozenset({"undo", "/undo", "go back", "back"})
+# What the planner is told a hand-written round was, in later revisions of the scene.
+LAYOUT_INSTRUCTION = "I edited the layout myself"
 
 
 class SceneService:
@@ -295,6 +299,60 @@ class SceneService:
                 )
         return plan
 
+    async def edit_layout(self, actor: Actor, round_id: int, text: str, presenter: Presenter) -> PlanView:
+        """Make the user's own layout (JSON or LMD text: an edited copy of ``round_id``'s, typed in
+        the edit box or from a file) the next round, branched from ``round_id``; no planner call.
+
+        It is read, validated and repaired as a planner answer is (:mod:`lmd_bot.planner.manual`:
+        ids kept, repairs in the notes shown with the plan), checked against the ban list, then
+        shown and queued with the scene's seed like a revision. A text that is no layout at all
+        raises :class:`~lmd_bot.errors.LayoutError`, whose message says what to fix; nothing is
+        stored then.
+        """
+        round_ = await self.round_record(round_id)
+        scene = await self._scene(round_.scene_id)
+        await self._ensure_editor(actor, scene)
+        server = await self._policy.server(scene.guild_id)
+        self._guard.rate.hit(actor.user_id)
+        await self._policy.check_cap(actor.user_id, server)
+        async with self._lock(scene.id):
+            scene, rounds = await self._tree(scene.id)
+            path = branch_path(rounds, round_.id)
+            base = path[-1]
+            read = read_user_layout(
+                text,
+                base.layout,
+                used_ids={o.id for r in rounds.values() for o in r.layout.objects},
+                limits=self.settings.layout.limits(),
+            )
+            layout = read.layout
+            self._guard.text.check_layout(layout)
+            log.info(
+                "edit layout scene=%s round=%s user=%s: %s; notes %s",
+                scene.id,
+                base.number,
+                actor.user_id,
+                layout.summary(),
+                read.notes,
+            )
+            scene, new_round, _ = await self._repo.add_round(
+                scene_id=scene.id,
+                parent_id=base.id,
+                kind=RoundKind.LAYOUT,
+                instruction=LAYOUT_INSTRUCTION,
+                layout=layout,
+                seed=base.seed,
+                notes=read.notes,
+            )
+        plan = PlanView(
+            scene=scene,
+            round=new_round,
+            overlay_png=await self._images.plan_picture(layout),
+            changes=describe_changes(base.layout, layout),
+            notes=read.notes,
+        )
+        return await self._show_and_render(actor, plan, presenter)
+
     async def reroll(self, actor: Actor, round_id: int) -> JobRecord:
         """Render ``round_id``'s layout with a new seed, as a new round branched from it."""
         round_ = await self.round_record(round_id)
@@ -384,8 +442,19 @@ class SceneService:
         )
 
     async def layout_json(self, round_id: int) -> str:
+        return editable_json((await self.round_record(round_id)).layout)
+
+    async def layout_view(self, actor: Actor, round_id: int) -> LayoutView:
+        """A round's layout to show ``actor``, editable if they may edit the scene."""
         round_ = await self.round_record(round_id)
-        return round_.layout.model_dump_json(indent=2)
+        scene = await self._scene(round_.scene_id)
+        return LayoutView(
+            round_id=round_.id,
+            round_number=round_.number,
+            json_text=editable_json(round_.layout),
+            edit_text=edit_box_text(round_.layout),
+            editable=await self._policy.may_edit(actor, scene),
+        )
 
     async def head_round(self, scene_id: int) -> RoundRecord:
         """The round instructions to the scene apply to."""

@@ -45,6 +45,19 @@ class PlanView(BaseModel):
     job: JobRecord | None = None  # the round's render; None while showing, or if queueing failed
 
 
+class LayoutView(BaseModel):
+    """A round's layout as text to read or edit (the 🗺️ Layout button), and whether the asker may
+    edit it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    round_id: int
+    round_number: int
+    json_text: str  # the layout as JSON, one object a line
+    edit_text: str  # what the edit box starts with: that JSON, or LMD text if it is too long
+    editable: bool
+
+
 class PlanShown(BaseModel):
     """Where an adapter showed a plan: the message, and the thread opened from it (a new scene's
     home; None when the plan went into the scene's existing thread)."""

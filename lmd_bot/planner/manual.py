@@ -1,0 +1,107 @@
+"""A layout the user wrote: edited in the Edit-layout box or attached as a file, instead of asked
+of the LLM.
+
+It is read the way a planner answer is (:class:`lmd_bot.planner.engine.LayoutPlanner`), without
+the LLM: its ids are settled against the round it edits (:func:`~lmd_bot.planner.identity.settle_ids`:
+an object that keeps its id, caption or place stays the same object, with its colour and its
+seed), then every box and prompt goes through :func:`~lmd_bot.layout.repair.repair_layout`, whose
+notes the user sees. Two forms are read:
+
+- JSON, as the 🗺️ Layout button shows it (:func:`editable_json`): ``objects`` (each ``id``,
+  ``caption``, ``box`` as ``[x, y, w, h]`` pixels or ``{"x", "y", "w", "h"}``), ``background``,
+  ``negative``. Leniently: a bad object is dropped with a note, as a planner's would be; the
+  canvas stays the scene's.
+- the LMD text format (docs/method.md), which has no ids: identity comes from the evidence only.
+
+A Markdown code fence around either (copied from the Layout message) is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from lmd_bot.errors import LayoutError
+from lmd_bot.layout.lmd_text import MAX_TEXT_CHARS, format_lmd_text, parse_lmd_text
+from lmd_bot.layout.repair import RawObject, RepairResult, repair_layout
+from lmd_bot.layout.schema import LayoutLimits, SceneLayout
+from lmd_bot.planner.identity import settle_ids
+
+# What a Discord text box holds; a longer layout is offered in the LMD text format (no ids).
+EDIT_BOX_CHARS = 4000
+
+_FENCE = re.compile(r"^```[\w-]*[ \t]*\n?|\n?```\s*$")
+
+
+def editable_json(layout: SceneLayout) -> str:
+    """The layout as JSON with one object a line: short enough to edit in a text box, and read
+    back by :func:`read_user_layout` unchanged."""
+    objects = ",\n".join(
+        "    " + json.dumps({"id": o.id, "caption": o.caption, "box": o.box.as_list()}, ensure_ascii=False)
+        for o in layout.objects
+    )
+    fields = [
+        f'  "objects": [\n{objects}\n  ]' if objects else '  "objects": []',
+        f'  "background": {json.dumps(layout.background, ensure_ascii=False)}',
+        f'  "negative": {json.dumps(layout.negative, ensure_ascii=False)}',
+        f'  "width": {layout.width}',
+        f'  "height": {layout.height}',
+    ]
+    return "{\n" + ",\n".join(fields) + "\n}"
+
+
+def edit_box_text(layout: SceneLayout) -> str:
+    """What the Edit-layout box starts with: the JSON, or the LMD text when the JSON is too long."""
+    text = editable_json(layout)
+    return text if len(text) <= EDIT_BOX_CHARS else format_lmd_text(layout)
+
+
+def _json_layout(text: str, previous: SceneLayout) -> tuple[list[RawObject], Any, Any, list[str]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LayoutError(f"the JSON is malformed ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise LayoutError("the JSON is nested too deeply to be a layout") from None
+    if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
+        raise LayoutError('the JSON needs an "objects" list (each with "caption" and "box")')
+    objects = [
+        RawObject(caption=o.get("caption"), box=o.get("box"), id=o.get("id"))
+        if isinstance(o, dict)
+        else RawObject(caption=o, box=None)
+        for o in data["objects"]
+    ]
+    notes = []
+    canvas = (data.get("width", previous.width), data.get("height", previous.height))
+    if canvas != (previous.width, previous.height):
+        notes.append(
+            f"kept the scene's {previous.width}x{previous.height} canvas (the layout asked for "
+            f"{canvas[0]!r:.12}x{canvas[1]!r:.12})"
+        )
+    return objects, data.get("background", ""), data.get("negative", ""), notes
+
+
+def read_user_layout(
+    text: str, previous: SceneLayout, *, used_ids: Iterable[int] = (), limits: LayoutLimits | None = None
+) -> RepairResult:
+    """The user's layout for the round after ``previous``, on its canvas, repaired with notes.
+
+    Raises :class:`LayoutError` (its message says what to fix) when the text is not a layout at all.
+    """
+    text = _FENCE.sub("", text.removeprefix("\ufeff").strip()).strip()
+    if not text:
+        raise LayoutError("it is empty; paste the layout as JSON or in the LMD text format")
+    if len(text) > MAX_TEXT_CHARS:
+        raise LayoutError(f"it is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+    if text.startswith("{"):
+        objects, background, negative, notes = _json_layout(text, previous)
+    else:
+        parsed = parse_lmd_text(text)
+        objects, background, negative, notes = parsed.objects, parsed.background, parsed.negative, []
+    settled = settle_ids(objects, previous, used_ids)
+    repaired = repair_layout(
+        settled, background, negative, width=previous.width, height=previous.height, limits=limits
+    )
+    return RepairResult(repaired.layout, notes + repaired.notes)

@@ -1,0 +1,95 @@
+"""A layout the user wrote, read like a planner answer: ids settled, boxes repaired with notes."""
+
+import pytest
+
+from lmd_bot.errors import LayoutError
+from lmd_bot.layout.lmd_text import format_lmd_text
+from lmd_bot.layout.schema import LayoutLimits, SceneLayout
+from lmd_bot.planner.manual import EDIT_BOX_CHARS, edit_box_text, editable_json, read_user_layout
+from lmd_bot.testing import layout_of
+
+BEFORE = layout_of(
+    [
+        {"id": 1, "caption": "a red apple", "box": [16, 200, 100, 100]},
+        {"id": 4, "caption": "a blue cup", "box": [300, 180, 120, 140]},
+    ],
+    background="a wooden table",
+    negative="people",
+)
+
+
+def test_the_editable_json_reads_back_unchanged_with_no_notes():
+    text = editable_json(BEFORE)
+    assert len(text.splitlines()) == 10  # braces, objects list (one object a line), four fields
+    read = read_user_layout(text, BEFORE)
+    assert read.layout == BEFORE and read.notes == []
+    fenced = read_user_layout(f"```json\n{text}\n```", BEFORE)  # copied from the Layout message
+    assert fenced.layout == BEFORE
+
+
+def test_an_edit_keeps_ids_and_a_bad_box_is_repaired_with_a_note():
+    text = editable_json(BEFORE).replace("[300, 180, 120, 140]", "[360, 180, 120, 140]")
+    text = text.replace('"a blue cup"', '"a green cup"').replace(
+        '"objects": [\n',
+        '"objects": [\n    {"id": 0, "caption": "a cat", "box": [40, 40, 0, 90]},\n'
+        '    {"caption": "a dog.", "box": {"x": 200, "y": 300, "w": 100, "h": 100}},\n',
+    )
+    read = read_user_layout(text, BEFORE, used_ids={1, 4, 5})
+    by_caption = {o.caption: o for o in read.layout.objects}
+    assert set(by_caption) == {"a red apple", "a green cup", "a dog"}
+    assert by_caption["a red apple"].id == 1 and by_caption["a green cup"].id == 4
+    assert by_caption["a green cup"].box.as_list() == [360, 180, 120, 140]
+    assert by_caption["a dog"].id > 5  # new: after every id the scene used
+    assert any("'a cat'" in n and "no area" in n for n in read.notes)
+
+
+def test_lmd_text_has_no_ids_so_the_evidence_settles_them():
+    text = format_lmd_text(BEFORE).replace("[300, 180, 120, 140]", "[310, 190, 120, 140]")
+    read = read_user_layout(text, BEFORE)
+    assert [(o.id, o.caption) for o in read.layout.objects] == [(1, "a red apple"), (4, "a blue cup")]
+    assert read.layout.negative == "people"
+
+
+def test_a_box_off_the_canvas_rescales_the_layout_as_the_reference_does():
+    text = editable_json(BEFORE).replace("[300, 180, 120, 140]", "[450, 180, 120, 140]")
+    read = read_user_layout(text, BEFORE)
+    assert read.notes == ["rescaled all boxes to fit the canvas (some went beyond its edges)"]
+    assert all(o.box.inside(512, 512) for o in read.layout.objects)
+
+
+def test_the_canvas_stays_the_scenes():
+    read = read_user_layout(editable_json(BEFORE).replace('"width": 512', '"width": 768'), BEFORE)
+    assert read.layout.width == 512 and "kept the scene's 512x512 canvas" in read.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "empty"),
+        ("{not json", "JSON is malformed"),
+        ('{"boxes": []}', '"objects" list'),
+        ("a cat on a mat", "Background prompt"),
+        ("[('a cat', [0, 0, 10, 10])]\nBackground prompt: x\n" + "y" * 30_000, "limit"),
+    ],
+)
+def test_what_is_no_layout_at_all_says_what_to_fix(text, says):
+    with pytest.raises(LayoutError) as err:
+        read_user_layout(text, BEFORE)
+    assert says in err.value.user_message and err.value.user_message.startswith("That layout isn't valid")
+
+
+def test_a_layout_too_long_for_the_edit_box_is_offered_as_lmd_text():
+    objects = [
+        {
+            "id": i,
+            "caption": f"a small shiny red apple with a green leaf, number {i}",
+            "box": [i * 8, 8, 8, 8],
+        }
+        for i in range(1, 41)
+    ]
+    many = SceneLayout.model_validate(
+        {"objects": objects, "background": "a table"}, context={"limits": LayoutLimits(max_objects=64)}
+    )
+    assert len(editable_json(many)) > EDIT_BOX_CHARS
+    assert edit_box_text(many) == format_lmd_text(many)
+    assert edit_box_text(BEFORE) == editable_json(BEFORE)

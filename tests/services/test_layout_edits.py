@@ -1,0 +1,78 @@
+"""Editing a layout by hand through the scene service: no planner call; read, repaired and
+numbered like a planner answer; a new round rendered with the scene's seed."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmd_bot.errors import LayoutError
+from lmd_bot.layout.lmd_text import format_lmd_text
+from lmd_bot.scenes.models import RoundKind
+from lmd_bot.services import PlanView, ResultView
+from lmd_bot.services.errors import NotOwnerError
+from lmd_bot.services.scenes import LAYOUT_INSTRUCTION
+from tests.services.conftest import ALICE, BOB
+
+
+async def _scene(app, notes):
+    plan = await app.scenes.imagine(ALICE, "a red apple, a blue cup", notes, seed=77)
+    assert isinstance(plan, PlanView)
+    await notes.result_of(plan.job.id)
+    return plan
+
+
+async def test_a_hand_edited_layout_with_a_bad_box_becomes_the_next_round(core):
+    app, notes = core
+    plan = await _scene(app, notes)
+    shown = await app.scenes.layout_view(ALICE, plan.round.id)
+    assert shown.editable and shown.edit_text == shown.json_text
+    text = (
+        shown.json_text.replace('"a blue cup"', '"a green cup"')
+        .replace("[136, 200, 100, 100]", "[300, 260, 100, 100]")
+        .replace('"objects": [\n', '"objects": [\n    {"caption": "a cat", "box": [10, 10, -5, 40]},\n')
+    )
+    edited = await app.scenes.edit_layout(ALICE, plan.round.id, text, notes)
+    assert app.planner.calls == [("plan", None, "a red apple, a blue cup")]  # no LLM call
+    assert isinstance(edited, PlanView) and edited.job is not None
+    round_ = edited.round
+    assert round_.kind == RoundKind.LAYOUT and round_.parent_id == plan.round.id and round_.number == 2
+    assert [(o.id, o.caption) for o in round_.layout.objects] == [(1, "a red apple"), (2, "a green cup")]
+    assert round_.layout.object(2).box.as_list() == [300, 260, 100, 100]
+    assert edited.notes == ["dropped 'a cat': its box has no area (w=-5, h=40)"]
+    assert edited.changes == "changed: a blue cup → a green cup; moved: a green cup"
+    shown_plans = [v for v in notes.shown if isinstance(v, PlanView) and v.round.id == round_.id]
+    assert shown_plans[0].notes == edited.notes  # the plan, with its notes, is shown like a planner's
+    result = await notes.result_of(edited.job.id)
+    assert isinstance(result, ResultView) and result.job.seed == 77 and result.round.id == round_.id
+    # The planner's next revision starts from the hand-written round.
+    await app.scenes.instruct(ALICE, plan.scene.id, "make it night", notes)
+    _, history, _ = app.planner.calls[-1]
+    assert history[-1].instruction == LAYOUT_INSTRUCTION and history[-1].layout == round_.layout
+
+
+async def test_lmd_text_works_too_and_ids_follow_the_objects(core):
+    app, notes = core
+    plan = await _scene(app, notes)
+    text = format_lmd_text(plan.round.layout).replace("[136, 200, 100, 100]", "[150, 210, 100, 100]")
+    edited = await app.scenes.edit_layout(ALICE, plan.round.id, text, notes)
+    assert [(o.id, o.caption) for o in edited.round.layout.objects] == [(1, "a red apple"), (2, "a blue cup")]
+    assert edited.changes == "moved: a blue cup" and edited.notes == []
+
+
+async def test_what_is_no_layout_changes_nothing_and_says_what_to_fix(core):
+    app, notes = core
+    plan = await _scene(app, notes)
+    with pytest.raises(LayoutError) as err:
+        await app.scenes.edit_layout(ALICE, plan.round.id, '{"objects": [', notes)
+    assert "JSON is malformed" in err.value.user_message
+    assert len(await app.repo.rounds(plan.scene.id)) == 1
+    assert (await app.repo.scene(plan.scene.id)).head_round_id == plan.round.id
+
+
+async def test_only_editors_see_the_edit_box_and_may_edit(core):
+    app, notes = core
+    plan = await _scene(app, notes)
+    assert not (await app.scenes.layout_view(BOB, plan.round.id)).editable
+    with pytest.raises(NotOwnerError):
+        await app.scenes.edit_layout(BOB, plan.round.id, plan.round.layout.model_dump_json(), notes)
+    assert len(await app.repo.rounds(plan.scene.id)) == 1
