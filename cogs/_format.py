@@ -32,6 +32,8 @@ HELP_TEXT = (
     "• In the thread, tell me what to change (*move the cup to the right*, *make it night*, *add a "
     "cat*, *undo*); mention me if I can't read messages here. Questions get an answer, no render.\n"
     "• Buttons on a result: 🔄 Reroll (new seed) · ↩️ Undo · ✏️ Edit · 🗺️ Layout; ❌ cancels a job.\n"
+    "• 🗺️ Layout → 📝 Edit layout changes the boxes directly (JSON or LMD text), or post a layout "
+    "file in the thread: no LLM involved.\n"
     "• React 🔄 to any result to render it again with a new seed.\n"
     "• `/queue` shows the queue, `/info` your jobs and seeds, `/share` lets everyone edit your "
     "scene, `/settings` is for admins."

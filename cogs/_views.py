@@ -9,6 +9,8 @@ import discord
 from discord import ui
 
 from cogs._common import actor_from_interaction, item_error, reply, scenes_of
+from lmd_bot.errors import LayoutError
+from lmd_bot.planner.manual import EDIT_BOX_CHARS
 from lmd_bot.services import PlanView, UndoView
 
 LAYOUT_CHARS = 1900  # what fits a message with its code fence
@@ -88,15 +90,40 @@ class LayoutButton(_RoundButton, template=r"lmd:layout:(?P<id>\d+)"):
     action, label, emoji = "layout", "Layout", "🗺️"
 
     async def act(self, interaction: discord.Interaction) -> None:
-        text = await scenes_of(interaction).layout_json(self.target_id)
-        if len(text) <= LAYOUT_CHARS:
-            await interaction.response.send_message(f"```json\n{text}\n```", ephemeral=True)
+        shown = await scenes_of(interaction).layout_view(actor_from_interaction(interaction), self.target_id)
+        extra = (
+            {"view": ui.View(timeout=None).add_item(EditLayoutButton(shown.round_id))}
+            if shown.editable
+            else {}
+        )
+        if len(shown.json_text) <= LAYOUT_CHARS:
+            await interaction.response.send_message(
+                f"```json\n{shown.json_text}\n```", ephemeral=True, **extra
+            )
         else:
             from cogs._format import file
 
             await interaction.response.send_message(
-                "The layout as JSON:", file=file(text.encode(), "layout.json"), ephemeral=True
+                "The layout as JSON:",
+                file=file(shown.json_text.encode(), "layout.json"),
+                ephemeral=True,
+                **extra,
             )
+
+
+class EditLayoutButton(_RoundButton, template=r"lmd:editlayout:(?P<id>\d+)"):
+    """Under the 🗺️ Layout message, for editors: the layout in a box to change directly."""
+
+    action, label, emoji = "editlayout", "Edit layout", "📝"
+
+    async def act(self, interaction: discord.Interaction) -> None:
+        scenes = scenes_of(interaction)
+        shown = await scenes.layout_view(actor_from_interaction(interaction), self.target_id)
+        if not shown.editable:
+            await scenes.check_editor(actor_from_interaction(interaction), self.target_id)  # says why
+        await interaction.response.send_modal(
+            EditLayoutModal(shown.round_id, shown.round_number, shown.edit_text)
+        )
 
 
 class CancelButton(_RoundButton, template=r"lmd:cancel:(?P<id>\d+)"):
@@ -116,7 +143,15 @@ class RetryButton(_RoundButton, template=r"lmd:retry:(?P<id>\d+)"):
         await reply(interaction, f"Queued again (seed `{job.seed}`).")
 
 
-DYNAMIC_ITEMS = (RerollButton, UndoButton, EditButton, LayoutButton, CancelButton, RetryButton)
+DYNAMIC_ITEMS = (
+    RerollButton,
+    UndoButton,
+    EditButton,
+    LayoutButton,
+    EditLayoutButton,
+    CancelButton,
+    RetryButton,
+)
 
 
 def result_buttons(round_id: int) -> ui.View:
@@ -169,6 +204,46 @@ class EditModal(ui.Modal):
         )
         # A reply in words, or why the plan will not render, was the presenter's answer already.
         if isinstance(outcome, UndoView) or (isinstance(outcome, PlanView) and outcome.job is not None):
+            await reply(interaction, "Done: see the thread.")
+
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        await item_error(interaction, error)
+
+
+class EditLayoutModal(ui.Modal):
+    """The layout itself, as JSON or LMD text: read like a planner answer, no planner call."""
+
+    def __init__(self, round_id: int, round_number: int, text: str) -> None:
+        super().__init__(title=f"Edit the layout of round {round_number}", timeout=EDIT_MODAL_TIMEOUT_S)
+        self.round_id = round_id
+        self.layout = ui.TextInput(
+            label="Layout (JSON or LMD text; boxes x, y, w, h)",
+            style=discord.TextStyle.paragraph,
+            default=text,
+            max_length=EDIT_BOX_CHARS,
+        )
+        self.add_item(self.layout)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        from cogs._presenters import ThreadPresenter
+
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        presenter = ThreadPresenter(interaction.channel, interaction=interaction)
+        try:
+            outcome = await scenes_of(interaction).edit_layout(
+                actor_from_interaction(interaction), self.round_id, self.layout.value, presenter
+            )
+        except LayoutError as exc:
+            # A modal's text is gone once it closes: hand it back with what to fix.
+            from cogs._format import file
+
+            await interaction.followup.send(
+                f"{exc.user_message}\nYour text is attached: fix it and paste it into Edit layout again.",
+                file=file(self.layout.value.encode(), "layout.txt"),
+                ephemeral=True,
+            )
+            return
+        if outcome.job is not None:  # otherwise the presenter said why it will not render
             await reply(interaction, "Done: see the thread.")
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:

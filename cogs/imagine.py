@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 REROLL_EMOJI = "🔄"
 SEEN_EMOJI = "👀"
+LAYOUT_FILE_SUFFIXES = (".json", ".txt", ".lmd")
 MODES = [
     app_commands.Choice(name="lmd+ (best: LMD on GLIGEN)", value=RenderMode.LMD_PLUS.value),
     app_commands.Choice(name="lmd (LMD on Stable Diffusion)", value=RenderMode.LMD.value),
@@ -53,6 +54,14 @@ def no_thread_here(channel: object) -> str | None:
     else:
         where = "this kind of channel"
     return f"I can't open a thread in {where}: use `/imagine` in a text channel."
+
+
+def layout_attachment(message: discord.Message) -> discord.Attachment | None:
+    """A layout file attached to a message (``.json``, or LMD text in ``.txt``/``.lmd``)."""
+    for attachment in message.attachments:
+        if attachment.filename.lower().endswith(LAYOUT_FILE_SUFFIXES):
+            return attachment
+    return None
 
 
 class ImagineCog(commands.Cog):
@@ -117,10 +126,11 @@ class ImagineCog(commands.Cog):
         me = self.bot.user
         mentioned = me is not None and me in message.mentions
         text = strip_mention(message.content, me.id if me else 0) if mentioned or self.content_intent else ""
-        if mentioned and not text:  # "@lmd-bot" alone, anywhere: explain what the bot does
+        layout_file = layout_attachment(message) if mentioned or self.content_intent else None
+        if mentioned and not text and layout_file is None:  # "@lmd-bot" alone: explain the bot
             await message.reply(HELP_TEXT, mention_author=False)
             return
-        if not text or not isinstance(message.channel, discord.Thread):
+        if not (text or layout_file) or not isinstance(message.channel, discord.Thread):
             return
         scene = await self.scenes.scene_for_thread(message.channel.id)
         if scene is None:
@@ -141,7 +151,11 @@ class ImagineCog(commands.Cog):
         try:
             async with message.channel.typing():
                 presenter = ThreadPresenter(message.channel, reply_to=message)
-                await self.scenes.instruct(actor, scene.id, text, presenter)
+                if layout_file is not None:  # a layout file wins over the words beside it
+                    data = await layout_file.read()
+                    await self.scenes.edit_layout_file(actor, scene.id, layout_file.filename, data, presenter)
+                else:
+                    await self.scenes.instruct(actor, scene.id, text, presenter)
         except LmdError as exc:
             log.info("instruction refused: %s", exc)
             await message.reply(exc.user_message, mention_author=False)

@@ -45,12 +45,18 @@ def read_text_file(path: Path, what: str = "file") -> str:
         raise LayoutError(f"cannot read {path}: it is a folder, not a {what}") from None
     except OSError as exc:
         raise LayoutError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return decode_text(data, str(path))
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """UTF-8 text from a file's bytes (``name`` says which, in the error), without a leading
+    byte-order mark (Windows editors write one)."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = None
     if text is None or "\x00" in text:
-        raise LayoutError(f"cannot read {path}: it is binary data, not UTF-8 text")
+        raise LayoutError(f"cannot read {name}: it is binary data, not UTF-8 text")
     return text.removeprefix("\ufeff")
 
 

@@ -20,9 +20,10 @@ import weakref
 from collections.abc import Callable
 
 from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError, Repository
-from lmd_bot.errors import LmdError, PlannerError
+from lmd_bot.errors import LayoutError, LmdError, PlannerError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome
+from lmd_bot.layout.io import decode_text
 from lmd_bot.planner.base import Planner
 from lmd_bot.planner.manual import edit_box_text, editable_json, read_user_layout
 from lmd_bot.rendering import RenderMode
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 UNDO_WORDS = frozenset({"undo", "/undo", "go back", "back"})
 # What the planner is told a hand-written round was, in later revisions of the scene.
 LAYOUT_INSTRUCTION = "I edited the layout myself"
+MAX_LAYOUT_FILE_BYTES = 64 * 1024  # a 64-object layout is about 6 KB
 
 
 class SceneService:
@@ -352,6 +354,17 @@ class SceneService:
             notes=read.notes,
         )
         return await self._show_and_render(actor, plan, presenter)
+
+    async def edit_layout_file(
+        self, actor: Actor, scene_id: int, name: str, data: bytes, presenter: Presenter
+    ) -> PlanView:
+        """A layout file posted in the scene's thread: :meth:`edit_layout` on the current round."""
+        if len(data) > MAX_LAYOUT_FILE_BYTES:
+            raise LayoutError(
+                f"{name} is {len(data):,} bytes; a layout file is at most {MAX_LAYOUT_FILE_BYTES:,}"
+            )
+        round_ = await self.head_round(scene_id)
+        return await self.edit_layout(actor, round_.id, decode_text(data, name), presenter)
 
     async def reroll(self, actor: Actor, round_id: int) -> JobRecord:
         """Render ``round_id``'s layout with a new seed, as a new round branched from it."""
