@@ -73,7 +73,7 @@ async def test_the_layout_button_offers_editors_an_edit_box_that_makes_a_round(d
 
 async def test_a_bad_edit_hands_the_text_back_and_changes_nothing(discord_core):
     core, fake = discord_core
-    _, thread, result = await _scene(core, fake)
+    _, thread, _ = await _scene(core, fake)
     modal = EditLayoutModal(1, 1, "")
     modal.layout._value = '{"objects": [{"caption": "a cat", "box": [1, 2'
     submit = fake.interaction(OWNER, thread)
