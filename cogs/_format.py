@@ -81,6 +81,8 @@ def plan_embed(plan: PlanView | UndoView, *, title: str | None = None) -> discor
         facts.append(f"Avoid: {layout.negative}")
     n = len(layout.objects)
     facts += [f"{n} object{'s' if n != 1 else ''}", f"mode {scene.mode.value}", f"seed {plan.round.seed}"]
+    if layout.width != layout.height:
+        facts.append(f"canvas {layout.width}x{layout.height}")
     embed.add_field(name="Scene", value=" · ".join(facts)[:1024], inline=False)
     if isinstance(plan, PlanView) and plan.changes:
         embed.add_field(name="Changed", value=plan.changes[:1024], inline=False)

@@ -19,6 +19,7 @@ from cogs._common import (
 from cogs._format import HELP_TEXT
 from cogs._presenters import CommandPresenter, ThreadPresenter
 from lmd_bot.errors import LmdError
+from lmd_bot.layout.canvas import Aspect
 from lmd_bot.rendering import RenderMode
 from lmd_bot.services import Actor, SceneService
 
@@ -32,6 +33,18 @@ MODES = [
     app_commands.Choice(name="lmd (LMD on Stable Diffusion)", value=RenderMode.LMD.value),
     app_commands.Choice(name="fast (one guided pass, drafts)", value=RenderMode.FAST.value),
     app_commands.Choice(name="sd (plain Stable Diffusion, no layout)", value=RenderMode.SD.value),
+]
+ASPECTS = [
+    app_commands.Choice(name=f"{aspect.value} {label}", value=aspect.value)
+    for aspect, label in (
+        (Aspect.SQUARE, "square"),
+        (Aspect.LANDSCAPE, "landscape"),
+        (Aspect.PORTRAIT, "portrait"),
+        (Aspect.WIDE, "wide"),
+        (Aspect.TALL, "tall"),
+        (Aspect.PHOTO, "photo"),
+        (Aspect.PHOTO_PORTRAIT, "photo, portrait"),
+    )
 ]
 
 
@@ -82,8 +95,9 @@ class ImagineCog(commands.Cog):
         mode="how to draw it (default: the server's)",
         seed="a number that fixes the randomness (default: random)",
         steps="denoising steps (default: the server's)",
+        aspect="the picture's shape (default: square)",
     )
-    @app_commands.choices(mode=MODES)
+    @app_commands.choices(mode=MODES, aspect=ASPECTS)
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -91,6 +105,7 @@ class ImagineCog(commands.Cog):
         mode: app_commands.Choice[str] | None = None,
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,
+        aspect: app_commands.Choice[str] | None = None,
     ) -> None:
         refusal = no_thread_here(interaction.channel)
         if refusal is not None:
@@ -112,6 +127,7 @@ class ImagineCog(commands.Cog):
                 mode=RenderMode(mode.value) if mode else None,
                 seed=seed,
                 steps=steps,
+                aspect=Aspect(aspect.value) if aspect else None,
             )
         except LmdError as exc:  # refused before the plan was shown: the "thinking" reply says why
             log.info("imagine refused: %s", exc)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from lmd_bot.errors import PlannerBusyError, PlannerError
+from lmd_bot.layout.canvas import SQUARE_512, Canvas
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.planner.base import PlanResult, PlanRound
 from lmd_bot.services.notifier import DestinationGoneError
@@ -31,8 +32,26 @@ from lmd_bot.services.views import (
 Revision = Callable[[SceneLayout], SceneLayout]
 
 
-def layout_of(objects: list[dict], background: str = "a plain room", negative: str = "") -> SceneLayout:
-    return SceneLayout.model_validate({"objects": objects, "background": background, "negative": negative})
+def layout_of(
+    objects: list[dict], background: str = "a plain room", negative: str = "", canvas: Canvas = SQUARE_512
+) -> SceneLayout:
+    return SceneLayout.model_validate(
+        {
+            "objects": objects,
+            "background": background,
+            "negative": negative,
+            "width": canvas.width,
+            "height": canvas.height,
+        }
+    )
+
+
+def _fit(box: list[int], old: Canvas, new: Canvas) -> list[int]:
+    """A box moved to another canvas in proportion (the scripted planner's "re-plan")."""
+    sx, sy = new.width / old.width, new.height / old.height
+    x, y, w, h = box
+    x, y, w, h = round(x * sx), round(y * sy), max(1, round(w * sx)), max(1, round(h * sy))
+    return [min(x, new.width - 1), min(y, new.height - 1), min(w, new.width - x), min(h, new.height - y)]
 
 
 class ScriptedPlanner:
@@ -51,10 +70,12 @@ class ScriptedPlanner:
         self.plans = dict(plans or {})
         self.revisions = dict(revisions or {})
         self.calls: list[tuple[str, list[PlanRound] | None, str]] = []
+        self.canvases: list[Canvas | None] = []  # the canvas each call asked for
         self.delay_s = 0.0
 
-    async def plan(self, prompt: str) -> PlanResult:
+    async def plan(self, prompt: str, *, canvas: Canvas = SQUARE_512) -> PlanResult:
         self.calls.append(("plan", None, prompt))
+        self.canvases.append(canvas)
         await asyncio.sleep(self.delay_s)
         if prompt in self.plans:
             return PlanResult(layout=self.plans[prompt])
@@ -64,15 +85,22 @@ class ScriptedPlanner:
             raise PlannerError("scripted failure")
         phrases = [p.strip() for p in prompt.split(",") if p.strip()]
         objects = [
-            {"id": i, "caption": phrase, "box": [16 + (i - 1) * 120, 200, 100, 100]}
+            {"id": i, "caption": phrase, "box": _fit([16 + (i - 1) * 120, 200, 100, 100], SQUARE_512, canvas)}
             for i, phrase in enumerate(phrases[:4], start=1)
         ]
-        return PlanResult(layout=layout_of(objects))
+        return PlanResult(layout=layout_of(objects, canvas=canvas))
 
-    async def revise(self, history: list[PlanRound], instruction: str) -> PlanResult:
+    async def revise(
+        self, history: list[PlanRound], instruction: str, *, canvas: Canvas | None = None
+    ) -> PlanResult:
         self.calls.append(("revise", list(history), instruction))
+        self.canvases.append(canvas)
         await asyncio.sleep(self.delay_s)
         current = history[-1].layout
+        old = Canvas(current.width, current.height)
+        if canvas is not None:  # "make it wide": the same scene on the (new) canvas
+            objects = [{**o.model_dump(), "box": _fit(o.box.as_list(), old, canvas)} for o in current.objects]
+            return PlanResult(layout=layout_of(objects, current.background, current.negative, canvas))
         if instruction in self.revisions:
             return PlanResult(layout=self.revisions[instruction](current))
         text = instruction.lower()
@@ -83,14 +111,16 @@ class ScriptedPlanner:
         objects = [o.model_dump() for o in current.objects]
         background = current.background
         if m := re.fullmatch(r"add (.+)", text):
-            objects.append({"id": current.next_id(), "caption": m[1], "box": [300, 50, 80, 80]})
+            objects.append(
+                {"id": current.next_id(), "caption": m[1], "box": _fit([300, 50, 80, 80], SQUARE_512, old)}
+            )
         elif m := re.fullmatch(r"remove (.+)", text):
             objects = [o for o in objects if m[1] not in o["caption"]]
         elif m := re.fullmatch(r"move (.+) (right|left)", text):
             for o in objects:
                 if m[1] in o["caption"]:
                     x, y, w, h = o["box"]
-                    o["box"] = [min(512 - w, x + 64) if m[2] == "right" else max(0, x - 64), y, w, h]
+                    o["box"] = [min(old.width - w, x + 64) if m[2] == "right" else max(0, x - 64), y, w, h]
         elif m := re.fullmatch(r"recolor (.+) to (.+)", text):
             for o in objects:
                 if m[1] in o["caption"]:
@@ -99,7 +129,7 @@ class ScriptedPlanner:
             background = f"{background} at night"
         else:
             raise PlannerError(f"unscripted instruction {instruction!r}")
-        return PlanResult(layout=layout_of(objects, background, current.negative))
+        return PlanResult(layout=layout_of(objects, background, current.negative, old))
 
     async def aclose(self) -> None:
         pass

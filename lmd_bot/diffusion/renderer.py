@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from lmd_bot.config import DiffusionSettings
 from lmd_bot.errors import LmdError, OutOfMemoryError, RenderError, is_out_of_memory
+from lmd_bot.layout.canvas import fit
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import (
     CancelCheck,
@@ -47,14 +48,10 @@ log = logging.getLogger(__name__)
 
 
 def canvas_size(layout: SceneLayout, size: int) -> tuple[int, int]:
-    """``(height, width)`` to render at: the layout's aspect, longer side ``size``, multiples of 64."""
-    if layout.width == layout.height:
-        return size, size
-    scale = size / max(layout.width, layout.height)
-    return (
-        max(64, round(layout.height * scale / 64) * 64),
-        max(64, round(layout.width * scale / 64) * 64),
-    )
+    """``(height, width)`` to render at: the layout's aspect, longer side ``size``, multiples of
+    64 -- the canvas the scene was planned on when ``size`` is ``diffusion.size``."""
+    canvas = fit(layout.width, layout.height, size)
+    return canvas.height, canvas.width
 
 
 class DiffusionRenderer:

@@ -6,6 +6,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lmd_bot.layout.canvas import SQUARE_512, Canvas
 from lmd_bot.layout.schema import SceneLayout
 
 
@@ -52,8 +53,14 @@ class Planner(Protocol):
     """Plans and revises layouts. Raises :class:`lmd_bot.errors.PlannerError` (or its subclass
     :class:`~lmd_bot.errors.PlannerBusyError`) with a user-presentable message on failure."""
 
-    async def plan(self, prompt: str) -> PlanResult: ...
+    async def plan(self, prompt: str, *, canvas: Canvas = SQUARE_512) -> PlanResult:
+        """A layout on ``canvas`` (or a reply)."""
+        ...
 
-    async def revise(self, history: list[PlanRound], instruction: str) -> PlanResult: ...
+    async def revise(
+        self, history: list[PlanRound], instruction: str, *, canvas: Canvas | None = None
+    ) -> PlanResult:
+        """The next layout, on ``canvas`` (default: the last round's canvas), or a reply."""
+        ...
 
     async def aclose(self) -> None: ...

@@ -26,6 +26,7 @@ import random
 from collections.abc import Sequence
 
 from lmd_bot.errors import PlannerBusyError, PlannerError
+from lmd_bot.layout.canvas import SQUARE_512, Canvas
 from lmd_bot.layout.repair import repair_layout
 from lmd_bot.layout.schema import LayoutLimits, SceneLayout, clean_text
 from lmd_bot.planner import prompts
@@ -70,11 +71,14 @@ class LayoutPlanner:
         self._retry = retry
         self._rng = rng or random.Random()
 
-    async def plan(self, prompt: str) -> PlanResult:
+    async def plan(self, prompt: str, *, canvas: Canvas = SQUARE_512) -> PlanResult:
         text = self._user_text(prompt)
-        return await self._run([Turn("user", prompts.caption_message(text))], previous=None, used_ids=set())
+        turns = [Turn("user", prompts.caption_message(text, canvas))]
+        return await self._run(turns, previous=None, used_ids=set(), canvas=canvas)
 
-    async def revise(self, history: Sequence[PlanRound], instruction: str) -> PlanResult:
+    async def revise(
+        self, history: Sequence[PlanRound], instruction: str, *, canvas: Canvas | None = None
+    ) -> PlanResult:
         if not history:
             raise PlannerError(
                 "revise() needs at least one round", user_message="There is no scene to edit yet."
@@ -86,11 +90,13 @@ class LayoutPlanner:
         turns: list[Turn] = []
         for index, rnd in enumerate(shown):
             message = prompts.caption_message if index == 0 else prompts.edit_message
-            turns.append(Turn("user", message(clean_text(rnd.instruction))))
+            turns.append(Turn("user", message(clean_text(rnd.instruction), _canvas_of(rnd.layout))))
             turns.append(Turn("assistant", self._backend.show(rnd.layout)))
-        turns.append(Turn("user", prompts.edit_message(text)))
+        previous = history[-1].layout
+        canvas = canvas or _canvas_of(previous)
+        turns.append(Turn("user", prompts.edit_message(text, canvas)))
         used = {o.id for rnd in history for o in rnd.layout.objects}
-        return await self._run(turns, previous=history[-1].layout, used_ids=used)
+        return await self._run(turns, previous=previous, used_ids=used, canvas=canvas)
 
     async def aclose(self) -> None:
         await self._backend.aclose()
@@ -114,7 +120,7 @@ class LayoutPlanner:
         return cleaned
 
     async def _run(
-        self, turns: list[Turn], *, previous: SceneLayout | None, used_ids: set[int]
+        self, turns: list[Turn], *, previous: SceneLayout | None, used_ids: set[int], canvas: Canvas
     ) -> PlanResult:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._deadline_s
@@ -134,7 +140,7 @@ class LayoutPlanner:
                     tries += n
                     usage += completion.usage
                     last = repair_round == self._max_repairs
-                    result, problem = self._judge(completion, previous, used_ids, last=last)
+                    result, problem = self._judge(completion, previous, used_ids, canvas, last=last)
                     if result is not None:
                         result.usage, result.attempts = usage, tries
                         log.info(
@@ -167,7 +173,13 @@ class LayoutPlanner:
         raise PlannerError(f"no usable layout after {self._max_repairs} repair rounds: {problem}")
 
     def _judge(
-        self, completion: Completion, previous: SceneLayout | None, used_ids: set[int], *, last: bool
+        self,
+        completion: Completion,
+        previous: SceneLayout | None,
+        used_ids: set[int],
+        canvas: Canvas,
+        *,
+        last: bool,
     ) -> tuple[PlanResult | None, str]:
         """A result to return, or the request that asks the model to repair its answer."""
         if completion.stop == "max_tokens":
@@ -184,7 +196,18 @@ class LayoutPlanner:
                 reply = reply[: MAX_REPLY_CHARS - 1].rstrip() + "…"
             return PlanResult(reply=reply), ""
         objects = settle_ids(raw.objects, previous, used_ids)
-        repaired = repair_layout(objects, raw.background, raw.negative, limits=self._limits)
+        repaired = repair_layout(
+            objects,
+            raw.background,
+            raw.negative,
+            width=canvas.width,
+            height=canvas.height,
+            limits=self._limits,
+        )
         if repaired.notes and not last:
-            return None, prompts.repairs_request(repaired.notes)
+            return None, prompts.repairs_request(repaired.notes, canvas)
         return PlanResult(layout=repaired.layout, notes=repaired.notes), ""
+
+
+def _canvas_of(layout: SceneLayout) -> Canvas:
+    return Canvas(layout.width, layout.height)

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Literal
 
-TEMPLATE_VERSION = "lmdbot-1.0"
+from lmd_bot.layout.canvas import SQUARE_512, Canvas
+
+TEMPLATE_VERSION = "lmdbot-1.1"  # 1.1: a message may name another canvas
 CANVAS = 512
 
 AnswerFormat = Literal["json", "lmd"]
@@ -284,7 +286,10 @@ describes a picture; you plan it as captioned bounding boxes, one per object, pl
 prompt and a negative prompt. An image model then draws each object inside its box.
 
 The canvas is 512x512 pixels. Its top-left corner is [0, 0] and its bottom-right corner is \
-[512, 512]: x grows to the right, y grows downwards."""
+[512, 512]: x grows to the right, y grows downwards. A message that starts with a line \
+"Canvas: WxH" asks for a canvas W pixels wide and H pixels high instead: plan that message's \
+layout on it, with every box inside it (x + w <= W, y + h <= H), and compose the scene for its \
+shape."""
 
 _LAYOUT_RULES = """\
 Rules for a layout:
@@ -415,14 +420,20 @@ def _render(answer: ExampleLayout | str, fmt: AnswerFormat) -> str:
     return answer_lmd([(o.caption, o.box) for o in answer.objects], answer.background, answer.negative)
 
 
-def caption_message(text: str) -> str:
-    """The user turn that starts a scene."""
-    return f"Caption: {text}"
+def _canvas_line(canvas: Canvas | None) -> str:
+    # The rules describe the 512x512 canvas; only another one is named, so square scenes send
+    # exactly what they always did.
+    return "" if canvas is None or canvas == SQUARE_512 else f"Canvas: {canvas}\n"
 
 
-def edit_message(text: str) -> str:
-    """The user turn that edits the scene."""
-    return f"Edit: {text}"
+def caption_message(text: str, canvas: Canvas | None = None) -> str:
+    """The user turn that starts a scene (on ``canvas``, when it is not 512x512)."""
+    return f"{_canvas_line(canvas)}Caption: {text}"
+
+
+def edit_message(text: str, canvas: Canvas | None = None) -> str:
+    """The user turn that edits the scene (whose layout is on ``canvas``, when not 512x512)."""
+    return f"{_canvas_line(canvas)}Edit: {text}"
 
 
 @cache
@@ -474,12 +485,12 @@ def problems_request(problems: list[str]) -> str:
     )
 
 
-def repairs_request(notes: list[str]) -> str:
+def repairs_request(notes: list[str], canvas: Canvas = SQUARE_512) -> str:
     """The answer broke the layout rules; our validator's repairs say how."""
     return (
         "Your layout breaks the rules; to use it we would have to change it like this:\n"
         + "\n".join(f"- {n}" for n in notes[:10])
-        + "\nAnswer again with the complete corrected layout: every box inside the 512x512 canvas, "
+        + f"\nAnswer again with the complete corrected layout: every box inside the {canvas} canvas, "
         "with a positive width and height, at most the allowed number of objects."
     )
 

@@ -39,6 +39,10 @@ def describe_changes(old: SceneLayout, new: SceneLayout) -> str:
         elif not (_close(a.box.w, b.box.w) and _close(a.box.h, b.box.h)):
             resized.append(b.caption)
     parts = []
+    if (old.width, old.height) != (new.width, new.height):
+        # On a new canvas every box moves; the new shape is the news, not each box.
+        parts.append(f"canvas: {old.width}x{old.height} → {new.width}x{new.height}")
+        moved, resized = [], []
     for label, items in (
         ("added", added),
         ("removed", removed),

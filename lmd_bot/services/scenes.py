@@ -23,6 +23,7 @@ from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError, Reposi
 from lmd_bot.errors import LayoutError, LmdError, PlannerError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome
+from lmd_bot.layout.canvas import Aspect, Canvas, canvas_for, requested_aspect
 from lmd_bot.layout.io import decode_text
 from lmd_bot.planner.base import Planner
 from lmd_bot.planner.manual import edit_box_text, editable_json, read_user_layout
@@ -111,16 +112,17 @@ class SceneService:
         mode: RenderMode | None = None,
         seed: int | None = None,
         steps: int | None = None,
+        aspect: Aspect | None = None,
     ) -> PlanView | ReplyView:
-        """Plan a new scene, show the plan, and queue its render. A reply in words is shown and
-        returned; nothing is stored then."""
+        """Plan a new scene (on the ``aspect``'s canvas, square by default), show the plan, and
+        queue its render. A reply in words is shown and returned; nothing is stored then."""
         text = self._policy.user_text(prompt, "prompt")
         server = await self._policy.check_place(actor)
         self._guard.text.check(text)
         self._guard.rate.hit(actor.user_id)
         await self._policy.check_cap(actor.user_id, server)
         log.info("imagine user=%s guild=%s prompt=%r", actor.user_id, actor.guild_id, text)
-        result = await self._planner.plan(text)
+        result = await self._planner.plan(text, canvas=self._canvas(aspect or Aspect.SQUARE))
         if result.layout is None:
             reply = ReplyView(text=result.reply or PlannerError.user_message)
             await presenter.show_reply(reply)
@@ -238,7 +240,10 @@ class SceneService:
             path = branch_path(rounds, base_id)
             base = path[-1]
             log.info("instruct scene=%s round=%s user=%s text=%r", scene_id, base.number, actor.user_id, text)
-            result = await self._planner.revise(planner_history(path), text)
+            # "make it wide": the planner lays the scene out again on the new canvas.
+            aspect = requested_aspect(text)
+            canvas = self._canvas(aspect) if aspect is not None else None
+            result = await self._planner.revise(planner_history(path), text, canvas=canvas)
             if result.layout is None:
                 reply = ReplyView(scene=scene, text=result.reply or PlannerError.user_message)
                 await presenter.show_reply(reply)
@@ -549,6 +554,10 @@ class SceneService:
         return await self._policy.update(actor, change)
 
     # --- internals -----------------------------------------------------------------------------
+
+    def _canvas(self, aspect: Aspect) -> Canvas:
+        """Layouts are planned on the canvas they render at (longer side ``diffusion.size``)."""
+        return canvas_for(aspect, self.settings.diffusion.size)
 
     async def _ensure_editor(self, actor: Actor, scene: SceneRecord) -> None:
         if not await self._policy.may_edit(actor, scene):

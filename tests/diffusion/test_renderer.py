@@ -10,6 +10,7 @@ import torch
 from lmd_bot.config import DiffusionSettings
 from lmd_bot.diffusion.renderer import build_renderer, canvas_size
 from lmd_bot.errors import CancelledError, OutOfMemoryError, RenderError
+from lmd_bot.layout.canvas import Aspect, canvas_for
 from lmd_bot.layout.schema import LayoutLimits, SceneLayout
 from lmd_bot.rendering import RenderMode, RenderRequest
 
@@ -129,6 +130,12 @@ def test_canvas_follows_the_layout_aspect_in_multiples_of_64():
     assert canvas_size(_layout(), 512) == (512, 512)
     assert canvas_size(_layout(width=768, height=512), 512) == (320, 512)
     assert canvas_size(_layout(width=512, height=1024), 512) == (512, 256)
+    for aspect in Aspect:  # a scene planned on its aspect's canvas renders on that very canvas
+        canvas = canvas_for(aspect, 512)
+        assert canvas_size(_layout(width=canvas.width, height=canvas.height), 512) == (
+            canvas.height,
+            canvas.width,
+        )
 
 
 def test_non_square_layout_renders_at_its_aspect(renderer):
