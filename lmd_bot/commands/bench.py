@@ -27,6 +27,7 @@ import argparse
 import importlib
 import sys
 
+from lmd_bot.layout.canvas import SQUARE_512, Aspect, Canvas, canvas_for, fit
 from lmd_bot.rendering import RenderMode
 
 # Modules providing ``lmd-bot bench NAME`` besides ``render`` (defined here).
@@ -79,7 +80,13 @@ def _add_render_parser(benches: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--objects", type=_int_list, default=[1, 3, 6], help="object counts (default 1,3,6)")
     p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50, the method's)")
-    p.add_argument("--size", type=int, help="image side (default: 256 tiny, 512 full size)")
+    p.add_argument("--size", type=int, help="longer image side (default: 256 tiny, 512 full size)")
+    p.add_argument(
+        "--aspect",
+        default="1:1",
+        choices=[a.value for a in Aspect],
+        help="the scenes' aspect ratio (default 1:1); sides are multiples of 64",
+    )
     p.add_argument("--no-sam", action="store_true", help="masks from attention instead of SAM")
     p.add_argument(
         "--compile-guidance",
@@ -91,18 +98,28 @@ def _add_render_parser(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_render)
 
 
-def bench_layout(n_objects: int, *, moved: bool = False, changed: bool = False):
-    """``n_objects`` distinct objects in non-overlapping boxes of a 3x2 grid on a 512 canvas;
-    ``moved``: every box 48 px lower; ``changed``: the first object is something else."""
+def bench_layout(n_objects: int, *, moved: bool = False, changed: bool = False, canvas: Canvas = SQUARE_512):
+    """``n_objects`` distinct objects in non-overlapping boxes of a 3x2 grid on ``canvas`` (laid
+    out on 512x512 and scaled to it); ``moved``: every box 48 px (of 512) lower; ``changed``: the
+    first object is something else."""
     from lmd_bot.layout.schema import SceneLayout
 
+    sx, sy = canvas.width / 512, canvas.height / 512
     objects = []
     for i in range(n_objects):
         col, row = i % 3, i // 3
         caption = "a purple plum" if changed and i == 0 else _CAPTIONS[i]
         y = 60 + row * 220 + (_MOVE_PX if moved else 0)
-        objects.append({"id": i + 1, "caption": caption, "box": [16 + col * 166, y, 150, 180]})
-    return SceneLayout.model_validate({"objects": objects, "background": "A realistic photo of a kitchen"})
+        box = [round((16 + col * 166) * sx), round(y * sy), round(150 * sx), round(180 * sy)]
+        objects.append({"id": i + 1, "caption": caption, "box": box})
+    return SceneLayout.model_validate(
+        {
+            "objects": objects,
+            "background": "A realistic photo of a kitchen",
+            "width": canvas.width,
+            "height": canvas.height,
+        }
+    )
 
 
 def _guidance_case(params, *, best: bool):
@@ -191,13 +208,17 @@ def run_render(args: argparse.Namespace) -> int:
     meter = CostMeter()
     sam = "off" if args.no_sam else "on"
     compiled = ", guidance loss compiled" if args.compile_guidance else ""
-    _say(f"lmd-bot bench render: {label}; {size}x{size}, {args.steps} steps, SAM {sam}{compiled}")
+    canvas = canvas_for(Aspect(args.aspect), 512)  # planned on the planner's frame, drawn at size
+    drawn = fit(canvas.width, canvas.height, size)
+    _say(f"lmd-bot bench render: {label}; {drawn} ({args.aspect}), {args.steps} steps, SAM {sam}{compiled}")
 
     # Warm up both UNets (first-call allocations, kernel selection) outside the measurements; the
     # step count differs, so nothing here is reused from the cache later.
     warm_steps = 2 if args.steps != 2 else 3
     for mode in (RenderMode.LMD, RenderMode.LMD_PLUS):
-        renderers["worst"].render(RenderRequest(layout=bench_layout(1), mode=mode, steps=warm_steps))
+        renderers["worst"].render(
+            RenderRequest(layout=bench_layout(1, canvas=canvas), mode=mode, steps=warm_steps)
+        )
 
     header = (
         f"{'mode':<5} {'round':<9} {'objects':>7} {'s/image':>8} {'obj s':>7} {'UNet':>6} {'fwd':>5} "
@@ -234,18 +255,20 @@ def run_render(args: argparse.Namespace) -> int:
         return out.seconds
 
     # Plain SD ignores the layout: one measurement stands for every object count, and the ratios.
-    sd_seconds = measure(RenderMode.SD, "first", "any", bench_layout(0), None)
+    sd_seconds = measure(RenderMode.SD, "first", "any", bench_layout(0, canvas=canvas), None)
     for mode in (RenderMode(m) for m in names):
         if mode is RenderMode.SD:
             continue
         for n in args.objects:
             cache.clear()  # a first round computes everything
-            measure(mode, "first", n, bench_layout(n), sd_seconds)
+            measure(mode, "first", n, bench_layout(n, canvas=canvas), sd_seconds)
             if mode in (RenderMode.LMD, RenderMode.LMD_PLUS) and n and not args.no_follow_ups:
-                measure(mode, "move", n, bench_layout(n, moved=True), sd_seconds)
-                measure(mode, "change", n, bench_layout(n, moved=True, changed=True), sd_seconds)
+                measure(mode, "move", n, bench_layout(n, moved=True, canvas=canvas), sd_seconds)
+                measure(
+                    mode, "change", n, bench_layout(n, moved=True, changed=True, canvas=canvas), sd_seconds
+                )
                 if n > 1:
-                    measure(mode, "unbatched", n, bench_layout(n), sd_seconds)
+                    measure(mode, "unbatched", n, bench_layout(n, canvas=canvas), sd_seconds)
     kind = "GPU memory allocated (per image)" if components.device.type == "cuda" else "process peak RSS"
     _say(
         f"UNet: UNet calls (fwd: denoising, CFG batches of all objects count once; guided: guidance "

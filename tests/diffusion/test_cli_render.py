@@ -87,3 +87,17 @@ def test_bench_render_prints_every_mode_and_follow_up_round_with_its_costs(capsy
     # The same calls in smaller batches (one text encoding more, 0.0002 units).
     assert abs(float(units[("lmd", "unbatched")][0]) - float(units[("lmd", "first")][0])) <= 0.01
     assert float(units[("lmd+", "move")][0]) < float(units[("lmd+", "first")][0])
+
+
+def test_bench_layouts_follow_the_aspect():
+    from lmd_bot.commands.bench import bench_layout
+    from lmd_bot.layout.canvas import Aspect, canvas_for
+
+    for aspect in Aspect:
+        canvas = canvas_for(aspect, 512)
+        layout = bench_layout(6, moved=True, canvas=canvas)
+        assert (layout.width, layout.height) == (canvas.width, canvas.height)
+        square = bench_layout(6, moved=True)
+        for obj, ref in zip(layout.objects, square.objects, strict=True):  # the same places, scaled
+            assert abs(obj.box.x / canvas.width - ref.box.x / 512) < 0.01
+            assert abs(obj.box.y / canvas.height - ref.box.y / 512) < 0.01
