@@ -21,7 +21,7 @@ from cogs._presenters import CommandPresenter, ThreadPresenter
 from lmd_bot.errors import LmdError
 from lmd_bot.layout.canvas import Aspect
 from lmd_bot.rendering import RenderMode
-from lmd_bot.services import Actor, SceneService
+from lmd_bot.services import Actor, AttachedFile, SceneService
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,10 @@ class ImagineCog(commands.Cog):
             async with message.channel.typing():
                 presenter = ThreadPresenter(message.channel, reply_to=message)
                 if layout_file is not None:  # a layout file wins over the words beside it
-                    data = await layout_file.read()
-                    await self.scenes.edit_layout_file(actor, scene.id, layout_file.filename, data, presenter)
+                    attached = AttachedFile(
+                        name=layout_file.filename, size=layout_file.size, read=layout_file.read
+                    )
+                    await self.scenes.edit_layout_file(actor, scene.id, attached, presenter)
                 else:
                     await self.scenes.instruct(actor, scene.id, text, presenter)
         except LmdError as exc:

@@ -3,7 +3,7 @@ drive the same :class:`SceneService`."""
 
 from lmd_bot.services.app import Core, open_core
 from lmd_bot.services.notifier import DestinationGoneError, Notifier, Presenter
-from lmd_bot.services.scenes import SceneService
+from lmd_bot.services.scenes import AttachedFile, SceneService
 from lmd_bot.services.views import (
     Actor,
     FailureView,
@@ -23,6 +23,7 @@ from lmd_bot.services.views import (
 
 __all__ = [
     "Actor",
+    "AttachedFile",
     "Core",
     "DestinationGoneError",
     "FailureView",

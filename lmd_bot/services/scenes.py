@@ -17,7 +17,8 @@ import asyncio
 import logging
 import secrets
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError, Repository
 from lmd_bot.errors import LayoutError, LmdError, PlannerError
@@ -55,6 +56,15 @@ UNDO_WORDS = frozenset({"undo", "/undo", "go back", "back"})
 # What the planner is told a hand-written round was, in later revisions of the scene.
 LAYOUT_INSTRUCTION = "I edited the layout myself"
 MAX_LAYOUT_FILE_BYTES = 64 * 1024  # a 64-object layout is about 6 KB
+
+
+@dataclass(frozen=True)
+class AttachedFile:
+    """A file a user posted: its name, its size, and how to fetch its bytes."""
+
+    name: str
+    size: int
+    read: Callable[[], Awaitable[bytes]]
 
 
 class SceneService:
@@ -361,15 +371,21 @@ class SceneService:
         return await self._show_and_render(actor, plan, presenter)
 
     async def edit_layout_file(
-        self, actor: Actor, scene_id: int, name: str, data: bytes, presenter: Presenter
+        self,
+        actor: Actor,
+        scene_id: int,
+        file: AttachedFile,
+        presenter: Presenter,
     ) -> PlanView:
-        """A layout file posted in the scene's thread: :meth:`edit_layout` on the current round."""
-        if len(data) > MAX_LAYOUT_FILE_BYTES:
+        """A layout file posted in the scene's thread: :meth:`edit_layout` on the current round.
+        The file is read only if it is small enough to be a layout."""
+        if file.size > MAX_LAYOUT_FILE_BYTES:
             raise LayoutError(
-                f"{name} is {len(data):,} bytes; a layout file is at most {MAX_LAYOUT_FILE_BYTES:,}"
+                f"{file.name} is {file.size:,} bytes; a layout file is at most {MAX_LAYOUT_FILE_BYTES:,}"
             )
         round_ = await self.head_round(scene_id)
-        return await self.edit_layout(actor, round_.id, decode_text(data, name), presenter)
+        text = decode_text(await file.read(), file.name)
+        return await self.edit_layout(actor, round_.id, text, presenter)
 
     async def reroll(self, actor: Actor, round_id: int) -> JobRecord:
         """Render ``round_id``'s layout with a new seed, as a new round branched from it."""

@@ -87,6 +87,7 @@ async def test_a_bad_edit_hands_the_text_back_and_changes_nothing(discord_core):
 def _with_file(message, name: str, data: bytes):
     attachment = MagicMock(spec=discord.Attachment)
     attachment.filename = name
+    attachment.size = len(data)
     attachment.read = AsyncMock(return_value=data)
     message.attachments = [attachment]
     return message
@@ -110,3 +111,9 @@ async def test_a_layout_file_posted_in_the_thread_becomes_the_next_round(discord
     await cog.on_message(bad)
     assert "binary data" in fake.in_channel(thread.id)[-1].content
     assert len(await core.repo.rounds(1)) == 2
+    # Too big to be a layout: refused without being downloaded.
+    huge = _with_file(fake.message(OWNER, thread, ""), "big.json", b"{}")
+    huge.attachments[0].size = 10_000_000
+    await cog.on_message(huge)
+    assert "at most 65,536" in fake.in_channel(thread.id)[-1].content
+    huge.attachments[0].read.assert_not_awaited()
