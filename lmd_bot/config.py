@@ -143,6 +143,10 @@ class DiffusionSettings(_Section):
     check_detector: Literal["owlv2", "owlvit", "shapes", "none"] = "owlv2"
     check_detector_model: str = ""  # a hub id or folder; empty: the benchmark's default model
     check_retries: int = Field(2, ge=0, le=5)
+    refine: Literal["off", "on"] = "off"
+    refiner_model: str = "stabilityai/stable-diffusion-xl-refiner-1.0"
+    refine_strength: float = Field(0.3, gt=0, le=1)
+    refine_size: int = Field(1024, ge=256, le=2048, multiple_of=64)
 
 
 class QueueSettings(_Section):

@@ -52,7 +52,7 @@ class RenderRequest(BaseModel):
 class RenderProgress:
     step: int
     total: int
-    stage: str = "overall"  # "objects" while per-object runs go, then "overall"
+    stage: str = "overall"  # "objects" while per-object runs go, then "overall", then "refine" if on
     preview: Image.Image | None = None  # a cheap, small preview decoded from the latents
 
 

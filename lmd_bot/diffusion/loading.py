@@ -260,3 +260,31 @@ def load_sam(source: str, device: torch.device) -> SamParts | None:
         )
         return None
     return SamParts(model=model, processor=processor, name=source)
+
+
+# Below this much free GPU memory the refiner (about 6 GB in float16) is kept on the CPU and moved
+# to the GPU one model at a time, as the reference runs it (model CPU offload).
+REFINER_RESIDENT_BYTES = 10 * 2**30
+
+
+def load_refiner(settings: DiffusionSettings, device: torch.device, dtype: torch.dtype):
+    """The SDXL refiner (``diffusion.refiner_model``) as diffusers' img2img pipeline, on
+    ``device``, or offloaded when the GPU has too little free memory for it to stay resident."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    source = settings.refiner_model
+    log.info("loading the SDXL refiner from %s (%s, %s)", source, device, dtype)
+    try:
+        pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(source, torch_dtype=dtype)
+    except Exception as exc:  # hub, file-system and format errors all mean "can't use this model"
+        raise ConfigError(
+            f"cannot load the SDXL refiner {source!r} (diffusion.refiner_model, "
+            f"LMD_DIFFUSION__REFINER_MODEL; or set diffusion.refine = \"off\"): {exc}",
+            user_message="The image model could not be loaded; the bot's operator has been told why.",
+        ) from exc
+    if device.type == "cuda" and torch.cuda.mem_get_info(device)[0] < REFINER_RESIDENT_BYTES:
+        log.info("little free GPU memory: the refiner is offloaded to the CPU between its steps")
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    return pipe

@@ -42,6 +42,7 @@ from lmd_bot.selfcheck.report import CheckReport
 if TYPE_CHECKING:
     from lmd_bot.diffusion.cache import ObjectCache
     from lmd_bot.diffusion.pipeline import LmdPipeline
+    from lmd_bot.diffusion.refine import Refiner
     from lmd_bot.selfcheck.loop import SelfChecker
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,14 @@ class DiffusionRenderer:
         cache: ObjectCache | None = None,
         sd_baseline: SdBaseline = SdBaseline.CONTROLLER,
         checker: SelfChecker | None = None,
+        refiner: Refiner | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.size = size
         self.cache = cache
         self.sd_baseline = sd_baseline
         self.checker = checker  # the self-check after lmd, lmd+ and fast renders (None: off)
+        self.refiner = refiner  # SDXL refinement of every image, the checked one (None: off)
 
     def render(
         self,
@@ -89,6 +92,10 @@ class DiffusionRenderer:
         def on_step(stage: str, step: int, total: int, latents) -> None:
             if progress is not None:
                 progress(RenderProgress(step=step, total=total, stage=stage, preview=latent_preview(latents)))
+
+        def on_refine_step(step: int, total: int) -> None:
+            if progress is not None:
+                progress(RenderProgress(step=step, total=total, stage="refine"))
 
         device = self.pipeline.c.device
         if device.type == "cuda":
@@ -138,6 +145,18 @@ class DiffusionRenderer:
                 image, stats = result.image, result.stats
                 if self.checker is not None and (request.layout.objects or request.layout.negative):
                     image, check, check_stats = self._self_check(request, spec, image, run, on_step)
+            if self.refiner is not None:
+                refine_started = time.perf_counter()
+                image = self.refiner.refine(
+                    image,
+                    request.prompt or spec.prompt,
+                    request.layout.negative,
+                    seed=request.seed,
+                    steps=request.steps,
+                    on_step=on_refine_step,
+                    should_cancel=should_cancel,
+                )
+                refine_seconds = time.perf_counter() - refine_started
         except LmdError:
             raise
         except Exception as exc:
@@ -168,6 +187,8 @@ class DiffusionRenderer:
                     "check_object_cache_hits": float(check_stats.object_cache_hits),
                 }
             )
+        if self.refiner is not None:
+            figures["refine_seconds"] = refine_seconds
         if stats.guidance_nonfinite:
             log.error(
                 "render of seed %d (%s): guidance hit NaN/inf %d times and stopped for those samples",
@@ -276,6 +297,25 @@ def build_renderer(
         object_batch_size=settings.object_batch_size,
         compile_guidance=settings.compile_guidance,
     )
+    refiner = None
+    if settings.refine == "on":
+        import torch
+
+        from lmd_bot.diffusion.refine import Refiner
+
+        if tiny:
+            from lmd_bot.diffusion.tiny import tiny_refiner_pipeline
+
+            refiner_pipe = tiny_refiner_pipeline()
+        else:
+            from lmd_bot.diffusion.loading import load_refiner
+
+            # The reference runs the refiner in half precision on the GPU.
+            cuda = components.device.type == "cuda"
+            refiner_pipe = load_refiner(
+                settings, components.device, torch.float16 if cuda else components.dtype
+            )
+        refiner = Refiner(refiner_pipe, strength=settings.refine_strength, size=settings.refine_size)
     return DiffusionRenderer(
-        pipeline, size=settings.size, cache=cache, sd_baseline=sd_baseline, checker=checker
+        pipeline, size=settings.size, cache=cache, sd_baseline=sd_baseline, checker=checker, refiner=refiner
     )

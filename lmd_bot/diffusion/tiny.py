@@ -297,3 +297,71 @@ def full_size_components(
         device=device,
         dtype=dtype,
     )
+
+
+def tiny_refiner_pipeline(seed: int = 0):
+    """An SDXL-refiner-shaped img2img pipeline, tiny and random: a UNet with SDXL's ``text_time``
+    conditioning (the refiner's aesthetic score included) and only the second text encoder, with
+    projection, as the refiner checkpoint has."""
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLImg2ImgPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    time_dim = (
+        8  # five time ids (original size, crop, aesthetic score) of 8 features, plus the text embedding
+    )
+    unet = _seeded(
+        seed,
+        lambda: UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            sample_size=32,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=time_dim,
+            transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=5 * time_dim + TINY_TEXT_DIM,
+            cross_attention_dim=TINY_TEXT_DIM,
+            norm_num_groups=32,
+        ),
+    )
+    text_encoder = _seeded(
+        seed + 1,
+        lambda: CLIPTextModelWithProjection(
+            CLIPTextConfig(
+                vocab_size=49408,
+                bos_token_id=49406,
+                eos_token_id=49407,
+                pad_token_id=49407,
+                hidden_size=TINY_TEXT_DIM,
+                intermediate_size=37,
+                num_attention_heads=4,
+                num_hidden_layers=5,
+                max_position_embeddings=77,
+                projection_dim=TINY_TEXT_DIM,
+            )
+        ),
+    )
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=tiny_vae(seed + 2),
+        text_encoder=None,
+        text_encoder_2=text_encoder,
+        tokenizer=None,
+        tokenizer_2=clip_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            steps_offset=1,
+            timestep_spacing="leading",
+        ),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
