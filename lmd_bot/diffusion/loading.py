@@ -279,7 +279,7 @@ def load_refiner(settings: DiffusionSettings, device: torch.device, dtype: torch
     except Exception as exc:  # hub, file-system and format errors all mean "can't use this model"
         raise ConfigError(
             f"cannot load the SDXL refiner {source!r} (diffusion.refiner_model, "
-            f"LMD_DIFFUSION__REFINER_MODEL; or set diffusion.refine = \"off\"): {exc}",
+            f'LMD_DIFFUSION__REFINER_MODEL; or set diffusion.refine = "off"): {exc}',
             user_message="The image model could not be loaded; the bot's operator has been told why.",
         ) from exc
     if device.type == "cuda" and torch.cuda.mem_get_info(device)[0] < REFINER_RESIDENT_BYTES:
