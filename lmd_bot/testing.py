@@ -61,7 +61,9 @@ class ScriptedPlanner:
     phrase, in a row; a question gets a reply; "fail" raises PlannerError.
     ``revise``: an instruction in ``revisions`` applies that function to the last layout;
     otherwise "add X", "remove X", "move X right|left", "make it night", "recolor X to Y"; a
-    question gets a reply; "busy" raises PlannerBusyError; anything else PlannerError.
+    question gets a reply; "busy" raises PlannerBusyError; anything else PlannerError. Asked for
+    a canvas ("make it wide"), it moves the boxes to it in proportion and ignores the words.
+    ``canvases`` records the canvas each call asked for.
     """
 
     def __init__(
