@@ -1,9 +1,10 @@
 """Canvas shapes: the aspect ratios users pick (``/imagine … aspect:``, "make it wide") and the
 canvas each gives.
 
-A scene's layout is planned on the canvas it renders at: the longer side is ``diffusion.size``
-and both sides are multiples of 64 (SD's latents are 1/8 of the image and its UNet halves them
-three times), so an aspect is met as closely as those sides allow (16:9 at 512 px is 512x320).
+Sides are multiples of 64 (SD's latents are 1/8 of the image and its UNet halves them three
+times), so an aspect is met as closely as those sides allow (16:9 at 512 px is 512x320). A scene
+is planned on its aspect's canvas in the planner's 512 px frame and rendered at that shape with
+its longer side ``diffusion.size`` (:func:`fit`): at the default size, the very same canvas.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError, Reposi
 from lmd_bot.errors import LayoutError, LmdError, PlannerError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome
-from lmd_bot.layout.canvas import Aspect, Canvas, canvas_for, requested_aspect
+from lmd_bot.layout.canvas import SQUARE_512, Aspect, Canvas, canvas_for, requested_aspect
 from lmd_bot.layout.io import decode_text
 from lmd_bot.planner.base import Planner
 from lmd_bot.planner.manual import edit_box_text, editable_json, read_user_layout
@@ -571,9 +571,12 @@ class SceneService:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _canvas(self, aspect: Aspect) -> Canvas:
-        """Layouts are planned on the canvas they render at (longer side ``diffusion.size``)."""
-        return canvas_for(aspect, self.settings.diffusion.size)
+    @staticmethod
+    def _canvas(aspect: Aspect) -> Canvas:
+        """The canvas a scene of ``aspect`` is planned on: the planner's 512 px frame (its rules
+        and examples are drawn on it), sides in multiples of 64. The image is rendered at that
+        shape with its longer side ``diffusion.size`` (the same canvas at the default 512)."""
+        return canvas_for(aspect, SQUARE_512.width)
 
     async def _ensure_editor(self, actor: Actor, scene: SceneRecord) -> None:
         if not await self._policy.may_edit(actor, scene):

@@ -10,7 +10,7 @@ from PIL import Image
 from lmd_bot.layout.canvas import Aspect, Canvas
 from lmd_bot.overlay import object_color
 from lmd_bot.services import PlanView
-from tests.services.conftest import ALICE
+from tests.services.conftest import ALICE, running_core
 
 
 def _size(png: bytes) -> tuple[int, int]:
@@ -49,3 +49,11 @@ async def test_make_it_wide_replans_on_the_wide_canvas_and_later_rounds_keep_it(
     later = await app.scenes.instruct(ALICE, plan.scene.id, "add a cat", notes)
     assert app.planner.canvases[-1] is None  # not asked: the scene keeps its canvas
     assert (later.round.layout.width, later.round.layout.height) == (512, 320)
+
+
+async def test_the_planner_canvas_is_in_its_512_frame_whatever_the_image_size(tmp_path):
+    async with running_core(tmp_path, diffusion={"mode": "lmd", "steps": 4, "size": 256}) as (app, notes):
+        square = await app.scenes.imagine(ALICE, "a red apple", notes)
+        wide = await app.scenes.imagine(ALICE, "a blue cup", notes, aspect=Aspect.WIDE)
+        assert app.planner.canvases == [Canvas(512, 512), Canvas(512, 320)]
+        assert (square.round.layout.width, wide.round.layout.height) == (512, 320)
