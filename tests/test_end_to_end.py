@@ -5,7 +5,6 @@ whole bot, an old button after the restart, and another follow-up in the same th
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
@@ -16,7 +15,7 @@ from cogs._notifier import DiscordNotifier
 from cogs._views import LayoutButton
 from cogs.imagine import ImagineCog
 from lmd_bot.services import open_core
-from tests.cogs.conftest import eventually
+from tests.cogs.conftest import eventually, recorded
 from tests.cogs.fakes import FakeDiscord, reaction
 from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.services.conftest import make_settings
@@ -29,14 +28,6 @@ RENDER_TIMEOUT = 240  # tiny models on a loaded 2-core machine: seconds, not min
 
 def _results(fake, thread_id):
     return [m for m in fake.in_channel(thread_id) if m.field("Seed") and m.files]
-
-
-async def _recorded(core, message_id: int) -> None:
-    for _ in range(500):
-        if await core.repo.message(message_id) is not None:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"message {message_id} was never recorded")
 
 
 async def _start(settings, fake: FakeDiscord | None):
@@ -97,7 +88,7 @@ async def test_scene_survives_a_restart_of_the_whole_bot(tmp_path, monkeypatch):
 
             # 🔄 on the result: the same layout with a new seed, as round 3. The result is a new
             # message, recorded right after it is posted: react once it is (as a person would).
-            await _recorded(core, second.id)
+            await recorded(core, second.id, RENDER_TIMEOUT)
             await cog.on_raw_reaction_add(reaction(fake, second.id, thread.id, OWNER))
             third = (await eventually(lambda: _results(fake, thread.id)[2:], RENDER_TIMEOUT))[0]
             assert third.embeds[0].title == "Round 3" and third.field("Seed") != "`1234`"

@@ -23,6 +23,25 @@ async def eventually(predicate, timeout: float = 20.0):
         await asyncio.sleep(0.02)
 
 
+async def recorded(core, message_id: int, timeout: float = 20.0) -> None:
+    """Wait until a posted result is linked to its round. The link is written right after the
+    message is posted, so a test that reacts at once could beat it; a person never does."""
+    await eventually_async(lambda: core.repo.message(message_id), timeout)
+
+
+async def eventually_async(probe, timeout: float = 20.0):
+    """``eventually`` for a coroutine-returning probe (e.g. a database read)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
 async def start_discord(tmp_path, renderer=None, **sections):
     from lmd_bot.jobs.renderers import RendererSpec
     from lmd_bot.services import open_core

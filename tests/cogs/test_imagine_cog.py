@@ -20,7 +20,7 @@ from cogs._views import (
 from cogs.imagine import ImagineCog
 from lmd_bot.errors import LmdError
 from lmd_bot.scenes.models import JobStatus
-from tests.cogs.conftest import eventually, start_discord
+from tests.cogs.conftest import eventually, recorded, start_discord
 from tests.cogs.fakes import BOT_ID, reaction
 from tests.jobs.renderers import spec
 
@@ -179,6 +179,7 @@ async def test_reroll_reaction_on_a_result_renders_a_new_seed_and_clears_the_rea
     cog, _ = await _imagine(core, fake, seed=1)
     thread = fake.original.thread
     result = (await eventually(lambda: _result_in(fake, thread.id)))[0]
+    await recorded(core, result.id)
     await cog.on_raw_reaction_add(reaction(fake, result.id, thread.id, OWNER))
     assert fake.messages[result.id].removed_reactions == [("🔄", OWNER)]
     rerolled = await eventually(
@@ -197,6 +198,7 @@ async def test_a_refused_reroll_reaction_says_why_in_the_thread(discord_core):
     cog, _ = await _imagine(core, fake)
     thread = fake.original.thread
     result = (await eventually(lambda: _result_in(fake, thread.id)))[0]
+    await recorded(core, result.id)
     await cog.on_raw_reaction_add(reaction(fake, result.id, thread.id, OTHER))
     note = fake.in_channel(thread.id)[-1]
     assert note.content.startswith(f"<@{OTHER}> Only the person who started this scene")
