@@ -145,10 +145,11 @@ def tiny_vae(seed: int = 0):
     )
 
 
-def tiny_text_encoder(seed: int = 0):
-    from transformers import CLIPTextConfig, CLIPTextModel
+def tiny_text_config():
+    """A 5-layer CLIP text config over the real CLIP vocabulary (ids as the offline tokenizer's)."""
+    from transformers import CLIPTextConfig
 
-    config = CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=49408,
         bos_token_id=49406,
         eos_token_id=49407,
@@ -160,7 +161,12 @@ def tiny_text_encoder(seed: int = 0):
         max_position_embeddings=77,
         projection_dim=TINY_TEXT_DIM,
     )
-    return _seeded(seed, lambda: CLIPTextModel(config))
+
+
+def tiny_text_encoder(seed: int = 0):
+    from transformers import CLIPTextModel
+
+    return _seeded(seed, lambda: CLIPTextModel(tiny_text_config()))
 
 
 def ddim_scheduler():
@@ -308,7 +314,7 @@ def tiny_refiner_pipeline(seed: int = 0):
         StableDiffusionXLImg2ImgPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+    from transformers import CLIPTextModelWithProjection
 
     time_dim = (
         8  # five time ids (original size, crop, aesthetic score) of 8 features, plus the text embedding
@@ -333,20 +339,7 @@ def tiny_refiner_pipeline(seed: int = 0):
     )
     text_encoder = _seeded(
         seed + 1,
-        lambda: CLIPTextModelWithProjection(
-            CLIPTextConfig(
-                vocab_size=49408,
-                bos_token_id=49406,
-                eos_token_id=49407,
-                pad_token_id=49407,
-                hidden_size=TINY_TEXT_DIM,
-                intermediate_size=37,
-                num_attention_heads=4,
-                num_hidden_layers=5,
-                max_position_embeddings=77,
-                projection_dim=TINY_TEXT_DIM,
-            )
-        ),
+        lambda: CLIPTextModelWithProjection(tiny_text_config()),
     )
     return StableDiffusionXLImg2ImgPipeline(
         vae=tiny_vae(seed + 2),

@@ -22,6 +22,7 @@ from bot import build_bot
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.services import open_core
 from lmd_bot.testing import ScriptedPlanner
+from tests.cogs.conftest import eventually as _eventually
 from tests.fakes.fake_discord import APP_ID, BOT_ID, TEXT, FakeDiscordAPI
 from tests.services.conftest import make_settings
 
@@ -234,15 +235,7 @@ class World:
 
 async def eventually(predicate, timeout: float = 30.0):
     """Poll ``predicate`` until it returns something truthy (deliveries from the queue)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
+    return await _eventually(predicate, timeout)
 
 
 @contextlib.asynccontextmanager
