@@ -1,7 +1,7 @@
 """What a benchmark run of the planner costs: an estimate before, the bill after.
 
 Prices are US dollars per million tokens, as listed for the Claude API in November 2026
-(anthropic.md section 1). Cache writes are billed at 1.25x the input price and cache reads at
+(Anthropic's published price list). Cache writes are billed at 1.25x the input price and cache reads at
 0.1x, the 5-minute cache's rule. A model without a known price (a local OpenAI-compatible
 server, a new id) gets token counts only.
 """
