@@ -26,8 +26,8 @@ def _zero_untrained_tokens(text_encoder, initial) -> int:
     """Zero the embeddings of tokens training never saw (still at their random initial values:
     with no gradient AdamW leaves them untouched). They meant nothing either way; zeros say so, and
     the committed file compresses from 6 MB to the few rows the world uses."""
-    table = text_encoder.text_model.embeddings.token_embedding.weight
-    start = initial.text_model.embeddings.token_embedding.weight
+    table = text_encoder.get_input_embeddings().weight
+    start = initial.get_input_embeddings().weight
     with torch.no_grad():
         untouched = (table == start).all(1)
         table[untouched] = 0.0
