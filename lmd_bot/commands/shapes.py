@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--checkpoint", type=Path, default=DEFAULT_TRAIN_DIR / "checkpoint.pt", help="a training checkpoint"
     )
     ex.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="folder for sd/ and gligen/")
+    ex.add_argument("--live", action="store_true", help="export the live weights, not their moving average")
     ex.set_defaults(func=run_export)
 
     pr = sh.add_parser("probe", help="how well cross-attention localises at the layers LMD reads")
@@ -91,7 +92,7 @@ def run_export(args: argparse.Namespace) -> int:
     if not args.checkpoint.is_file():
         raise LmdError(f"no checkpoint at {args.checkpoint}: train first (lmd-bot shapes train)")
     try:
-        facts = export_checkpoint(args.checkpoint, args.out, command=" ".join(sys.argv))
+        facts = export_checkpoint(args.checkpoint, args.out, command=" ".join(sys.argv), ema=not args.live)
     except ValueError as exc:
         raise LmdError(str(exc)) from None
     _say(

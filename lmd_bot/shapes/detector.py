@@ -86,13 +86,27 @@ def classify_shape(mask: np.ndarray) -> Shape:
     return Shape.TRIANGLE if top / crop.sum() < 0.38 else Shape.DIAMOND
 
 
+def nearest_reference(image: np.ndarray) -> np.ndarray:
+    """``(H, W)``: per pixel, the index of the nearest reference colour (object colours first, in
+    :class:`Colour` order, then background colours)."""
+    pixels = image.reshape(-1, 3).astype(np.float32)
+    distance = ((pixels[:, None, :] - _REFERENCES[None]) ** 2).sum(-1)
+    return distance.argmin(1).reshape(image.shape[:2])
+
+
+def colour_share(image: np.ndarray, box: tuple[int, int, int, int], colour: Colour) -> float:
+    """The fraction of the pixels in ``box`` (x0, y0, x1, y1) that are nearest ``colour``: a
+    coarse grounding measure that needs no clean shape."""
+    x0, y0, x1, y1 = box
+    region = nearest_reference(image[y0:y1, x0:x1])
+    return float((region == list(Colour).index(colour)).mean())
+
+
 def detect(image: np.ndarray) -> list[Detection]:
     """Objects in an ``(H, W, 3)`` uint8 RGB image, largest first."""
     from scipy import ndimage
 
-    pixels = image.reshape(-1, 3).astype(np.float32)
-    distance = ((pixels[:, None, :] - _REFERENCES[None]) ** 2).sum(-1)
-    nearest = distance.argmin(1).reshape(image.shape[:2])
+    nearest = nearest_reference(image)
     min_area = MIN_AREA * image.shape[0] * image.shape[1] / IMAGE_SIZE**2
     found: list[Detection] = []
     for index, colour in enumerate(Colour):

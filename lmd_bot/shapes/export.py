@@ -26,16 +26,19 @@ def _zero_untrained_tokens(text_encoder, initial) -> int:
     """Zero the embeddings of tokens training never saw (still at their random initial values:
     with no gradient AdamW leaves them untouched). They meant nothing either way; zeros say so, and
     the committed file compresses from 6 MB to the few rows the world uses."""
-    table = text_encoder.text_model.embeddings.token_embedding.weight
-    start = initial.text_model.embeddings.token_embedding.weight
+    table = text_encoder.get_input_embeddings().weight
+    start = initial.get_input_embeddings().weight
     with torch.no_grad():
         untouched = (table == start).all(1)
         table[untouched] = 0.0
     return int((~untouched).sum())
 
 
-def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "") -> dict:
-    """Write ``out_dir/sd`` and ``out_dir/gligen`` from ``checkpoint``; returns the training facts."""
+def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "", ema: bool = True) -> dict:
+    """Write ``out_dir/sd`` and ``out_dir/gligen`` from ``checkpoint``; returns the training facts.
+
+    ``ema=False`` exports the live weights instead of their moving average (early in a run the
+    average lags far behind)."""
     from lmd_bot.diffusion.tiny import clip_tokenizer, ddim_scheduler
 
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -48,9 +51,9 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "") -> 
     vae.load_state_dict(payload["vae"])
     vae.register_to_config(scaling_factor=state["vae_scaling"])
     unet = models.new_unet(seed + 1)
-    unet.load_state_dict(payload["ema"]["unet"])
+    unet.load_state_dict(payload["ema"]["unet"] if ema else payload["unet"])
     text_encoder = models.new_text_encoder(seed + 2)
-    text_encoder.load_state_dict(payload["ema"]["text_encoder"])
+    text_encoder.load_state_dict(payload["ema"]["text_encoder"] if ema else payload["text_encoder"])
     _zero_untrained_tokens(text_encoder, models.new_text_encoder(seed + 2))
     gligen = models.new_unet(seed + 3, gated=True)
     if payload["gligen"] is not None:
@@ -59,10 +62,10 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "") -> 
     from lmd_bot.shapes.train import adapter_parameters
 
     with torch.no_grad():
-        adapters = adapter_parameters(gligen)
-        ema_adapters = list(payload["ema"]["adapters"].values())
-        for p, e in zip(adapters, ema_adapters, strict=True):
-            p.copy_(e)
+        if ema:
+            averaged = list(payload["ema"]["adapters"].values())
+            for p, e in zip(adapter_parameters(gligen), averaged, strict=True):
+                p.copy_(e)
 
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -86,6 +89,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "") -> 
         "vae_scaling": state["vae_scaling"],
         "notes": state["notes"],
         "last_losses": {k: round(v[-1][1], 5) for k, v in history.items() if v},
+        "weights": "EMA" if ema else "live",
         "command": command,
     }
     (staging / "training.json").write_text(json.dumps(facts, indent=2), encoding="utf-8")

@@ -32,13 +32,15 @@ class LayerProbe:
     padding_mass_in_mask: float  # the same for end-of-text + padding tokens
 
 
-def probe_attention(unet, vae, text_encoder, tokenizer, *, timesteps=(200, 500)) -> list[LayerProbe]:
+def probe_attention(
+    unet, vae, text_encoder, tokenizer, *, timesteps=(200, 500), seeds=PROBE_SEEDS
+) -> list[LayerProbe]:
     scheduler_alphas = _alphas()
     original = unet.attn_processors
     store = install_capture(unet)
     sums: dict[str, list[np.ndarray]] = {}
     try:
-        for seed in PROBE_SEEDS:
+        for seed in seeds:
             scene = sample_scene(seed)
             if not scene.phrases:
                 continue
