@@ -42,7 +42,7 @@ def test_banned_words_hidden_by_invisible_or_look_alike_characters_are_refused(t
 
 def test_banned_patterns_see_through_invisible_and_look_alike_characters():
     f = TextFilter([], [r"\bblood\w*"])
-    assert f.matches("a bl\u200b\u043e\u043edy knight") and f.matches("BL\u041E\u041ED")
+    assert f.matches("a bl\u200b\u043e\u043edy knight") and f.matches("BL\u041e\u041eD")
 
 
 def test_look_alike_folding_keeps_ordinary_words_apart():
