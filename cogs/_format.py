@@ -132,6 +132,8 @@ def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discor
         main.add_field(name="Time", value=" · ".join(timing), inline=False)
     if view.check is not None:
         main.add_field(name="Self-check", value=view.check.line()[:1024], inline=False)
+    if warning := view.guidance_warning():
+        main.add_field(name="⚠️ Guidance", value=warning[:1024], inline=False)
     if view.withheld:
         main.add_field(
             name="Withheld",

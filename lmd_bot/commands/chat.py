@@ -105,6 +105,8 @@ class ConsoleNotifier:
             )
             if view.check is not None:
                 self.say(f"  {view.check.line()}")
+            if warning := view.guidance_warning():
+                self.say(f"  warning: {warning}")
         self.waiter(view.job.id).set()
         return view.job.id
 

@@ -400,6 +400,7 @@ class RenderTracker:
                 render_s=event.seconds,
                 total_s=self._clock() - live.queued_at,
                 check=event.check,
+                guidance_nonfinite=int(event.stats.get("guidance_nonfinite", 0)),
             )
         )
 

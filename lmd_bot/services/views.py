@@ -101,6 +101,18 @@ class ResultView(BaseModel):
     total_s: float | None = None  # from queued to done
     reshown: bool = False  # an older result shown again (undo), not a new render
     check: CheckReport | None = None  # the self-check of this render, when one ran
+    # Guidance passes whose loss or gradient was NaN/inf: guidance stopped for those samples, so
+    # the layout may be followed less closely (docs/method.md, "Numerics"). Never silent.
+    guidance_nonfinite: int = 0
+
+    def guidance_warning(self) -> str | None:
+        if not self.guidance_nonfinite:
+            return None
+        return (
+            f"layout guidance hit a numerical error ({self.guidance_nonfinite}x NaN/inf) and was "
+            "switched off for the objects affected, so they may sit less exactly in their boxes; "
+            "🔄 tries another seed"
+        )
 
 
 class FailureView(BaseModel):

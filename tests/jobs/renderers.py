@@ -110,6 +110,16 @@ class Noisy(_Base):
         return RenderOutput(image=image, seconds=0.01)
 
 
+class UnstableGuidance(_Base):
+    """A render whose guidance hit NaN/inf twice (as the controller counts it in its figures)."""
+
+    def render(self, request, progress=None, should_cancel=None):
+        self._steps(request, progress, should_cancel)
+        out = self._image(request)
+        out.stats["guidance_nonfinite"] = 2.0
+        return out
+
+
 class Broken:
     def __init__(self) -> None:
         raise RuntimeError("no CUDA device (simulated)")
@@ -137,6 +147,10 @@ def hang(folder: str) -> Hang:
 
 def noisy(size: int = 1500) -> Noisy:
     return Noisy(size)
+
+
+def unstable_guidance() -> UnstableGuidance:
+    return UnstableGuidance()
 
 
 def broken() -> Broken:
