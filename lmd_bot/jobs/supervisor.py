@@ -270,7 +270,10 @@ class WorkerSupervisor:
             else:
                 limit = deadline
             try:
-                message = await asyncio.wait_for(worker.inbox.get(), max(0.0, limit - now))
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that lands as a message arrives, and a cancelled host would render on.
+                async with asyncio.timeout(max(0.0, limit - now)):
+                    message = await worker.inbox.get()
             except TimeoutError:
                 if timed_out_at is None and self._cancel_requested_at is None:
                     log.warning("job %s passed its %.0f s limit; stopping it", job.job_id, self._timeout)
