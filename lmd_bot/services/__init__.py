@@ -2,8 +2,9 @@
 drive the same :class:`SceneService`."""
 
 from lmd_bot.services.app import Core, open_core
+from lmd_bot.services.layout_files import AttachedFile
 from lmd_bot.services.notifier import DestinationGoneError, Notifier, Presenter
-from lmd_bot.services.scenes import AttachedFile, SceneService
+from lmd_bot.services.scenes import SceneService
 from lmd_bot.services.views import (
     Actor,
     FailureView,

@@ -17,15 +17,13 @@ import asyncio
 import logging
 import secrets
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError, Repository
-from lmd_bot.errors import LayoutError, LmdError, PlannerError
+from lmd_bot.errors import LmdError, PlannerError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome
 from lmd_bot.layout.canvas import SQUARE_512, Aspect, Canvas, canvas_for, requested_aspect
-from lmd_bot.layout.io import decode_text
 from lmd_bot.planner.base import Planner
 from lmd_bot.planner.manual import edit_box_text, editable_json, read_user_layout
 from lmd_bot.rendering import RenderMode
@@ -34,6 +32,7 @@ from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundKind, 
 from lmd_bot.scenes.tree import branch_path, planner_history
 from lmd_bot.services.errors import NothingToUndoError, NotOwnerError, SceneNotFoundError
 from lmd_bot.services.images import ImageStore
+from lmd_bot.services.layout_files import AttachedFile, layout_text
 from lmd_bot.services.notifier import Notifier, Presenter
 from lmd_bot.services.policy import ServerPolicy, cap_reached
 from lmd_bot.services.tracker import RenderTracker
@@ -55,16 +54,6 @@ log = logging.getLogger(__name__)
 UNDO_WORDS = frozenset({"undo", "/undo", "go back", "back"})
 # What the planner is told a hand-written round was, in later revisions of the scene.
 LAYOUT_INSTRUCTION = "I edited the layout myself"
-MAX_LAYOUT_FILE_BYTES = 64 * 1024  # a 64-object layout is about 6 KB
-
-
-@dataclass(frozen=True)
-class AttachedFile:
-    """A file a user posted: its name, its size, and how to fetch its bytes."""
-
-    name: str
-    size: int
-    read: Callable[[], Awaitable[bytes]]
 
 
 class SceneService:
@@ -379,12 +368,8 @@ class SceneService:
     ) -> PlanView:
         """A layout file posted in the scene's thread: :meth:`edit_layout` on the current round.
         The file is read only if it is small enough to be a layout."""
-        if file.size > MAX_LAYOUT_FILE_BYTES:
-            raise LayoutError(
-                f"{file.name} is {file.size:,} bytes; a layout file is at most {MAX_LAYOUT_FILE_BYTES:,}"
-            )
+        text = await layout_text(file)
         round_ = await self.head_round(scene_id)
-        text = decode_text(await file.read(), file.name)
         return await self.edit_layout(actor, round_.id, text, presenter)
 
     async def reroll(self, actor: Actor, round_id: int) -> JobRecord:

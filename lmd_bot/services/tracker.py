@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from lmd_bot.config import Settings
 from lmd_bot.db.repository import NotFoundError, Repository
@@ -45,6 +45,7 @@ from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundRecord
 from lmd_bot.services.images import ImageStore
 from lmd_bot.services.notifier import DestinationGoneError, Notifier
 from lmd_bot.services.policy import ServerPolicy
+from lmd_bot.services.retry import retrying
 from lmd_bot.services.tasks import TaskSet
 from lmd_bot.services.throttle import EditThrottle
 from lmd_bot.services.views import Actor, FailureView, QueueEntry, QueueView, ResultView, StatusView
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 # How much the running-average render time follows the newest job.
 _ETA_WEIGHT = 0.3
 # Pauses between tries of a job's last step (a busy disk or database often clears in seconds).
-RETRY_DELAYS_S = (0.25, 0.5, 1.0, 2.0)
 # How often an end the database refused is written again, in the background.
 RECORD_AGAIN_S = 5.0
 
@@ -62,8 +62,6 @@ SAVE_FAILED = "I rendered this but couldn't save the image: the bot's storage is
 RECORD_FAILED = "I rendered this but couldn't record it: the bot's database is busy."
 FINISH_FAILED = "Something went wrong finishing this image; it has been logged."
 QUEUE_SHRUNK = "The bot restarted with a smaller queue, and this image no longer fit in it."
-
-T = TypeVar("T")
 
 Update = StatusView | ResultView | FailureView
 
@@ -355,7 +353,7 @@ class RenderTracker:
             missing = event.check.missing_ids if event.check is not None else ()
             overlay = await self._images.overlay(live.round.layout, event.png, missing)
             try:
-                image_path, overlay_path = await self._retrying(
+                image_path, overlay_path = await retrying(
                     lambda: self._images.save(
                         scene_id=live.scene.id, job_id=event.job_id, png=event.png, overlay_png=overlay
                     ),
@@ -423,26 +421,6 @@ class RenderTracker:
 
     # --- internals: the database and the disk may be busy ---------------------------------------
 
-    async def _retrying(
-        self,
-        attempt: Callable[[], Awaitable[T]],
-        errors: type[Exception],
-        what: str,
-        *,
-        unless: type[Exception] | None = None,
-    ) -> T:
-        """``attempt()``, tried again after each of RETRY_DELAYS_S while it raises ``errors``
-        (but not ``unless``)."""
-        for delay in (*RETRY_DELAYS_S, None):
-            try:
-                return await attempt()
-            except errors as exc:
-                if delay is None or (unless is not None and isinstance(exc, unless)):
-                    raise
-                log.warning("%s failed (%s); trying again in %.2f s", what, exc, delay)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
     async def _end(
         self, live: _Live | int, status: JobStatus, *, later: JobStatus | None = None, **values: Any
     ) -> JobRecord | None:
@@ -451,7 +429,7 @@ class RenderTracker:
         ``status``) in the background once the database takes it."""
         job_id = live if isinstance(live, int) else live.job.id
         try:
-            return await self._retrying(
+            return await retrying(
                 lambda: self._repo.finish_job_if_active(job_id, status, **values),
                 StorageError,
                 f"recording job {job_id} as {status}",
@@ -574,7 +552,7 @@ class RenderTracker:
         final = not isinstance(view, StatusView) or view.state == "cancelled"
         try:
             if final:  # an end must arrive: a failed post is tried again (a progress edit is not)
-                message_id = await self._retrying(
+                message_id = await retrying(
                     lambda: self._show(view),
                     Exception,
                     f"showing job {view.job.id}'s end",
