@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from lmd_bot.errors import LmdError
-from lmd_bot.services import Actor, SceneService
+from lmd_bot.services import Actor, RefineService, SceneService
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ SCENE_PERMISSIONS = {
 
 def scenes_of(interaction: discord.Interaction) -> SceneService:
     return interaction.client.scenes  # type: ignore[attr-defined]
+
+
+def refines_of(interaction: discord.Interaction) -> RefineService:
+    return interaction.client.refines  # type: ignore[attr-defined]
 
 
 def _channel_ids(channel: object) -> tuple[int | None, int | None, bool]:

@@ -32,7 +32,8 @@ HELP_TEXT = (
     "(`aspect:` for another shape, or say *make it wide* in the thread).\n"
     "• In the thread, tell me what to change (*move the cup to the right*, *make it night*, *add a "
     "cat*, *undo*); mention me if I can't read messages here. Questions get an answer, no render.\n"
-    "• Buttons on a result: 🔄 Reroll (new seed) · ↩️ Undo · ✏️ Edit · 🗺️ Layout; ❌ cancels a job.\n"
+    "• Buttons on a result: 🔄 Reroll (new seed) · ↩️ Undo · ✏️ Edit · 🗺️ Layout, and ✨ Refine "
+    "where the server offers SDXL refinement; ❌ cancels a job.\n"
     "• 🗺️ Layout → 📝 Edit layout changes the boxes directly (JSON or LMD text), or post a layout "
     "file in the thread: no LLM involved.\n"
     "• React 🔄 to any result to render it again with a new seed.\n"
@@ -103,9 +104,10 @@ def status_content(view: StatusView, now: float | None = None) -> str:
             eta = f" (about {_seconds(view.eta_s)}, <t:{ready}:R>)"
         return f"⏳ {round_}: queued, {where}{eta}."
     if view.state == "running":
+        icon, doing = ("✨", "refining") if view.job.refine_of is not None else ("🎨", "rendering")
         if view.step and view.total_steps:
-            return f"🎨 {round_}: rendering, step {view.step}/{view.total_steps}."
-        return f"🎨 {round_}: rendering…"
+            return f"{icon} {round_}: {doing}, step {view.step}/{view.total_steps}."
+        return f"{icon} {round_}: {doing}…"
     if view.state == "retrying":
         return f"♻️ {round_}: {view.note}"
     return f"❌ {round_}: cancelled{f' ({view.note})' if view.note else ''}."
@@ -116,7 +118,8 @@ def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discor
     its overlay), which the embeds show, except spoilers: an embed never blurs its image, so a
     flagged image goes out only as a spoiler attachment and the embed stays text."""
     layout, job = view.round.layout, view.job
-    title = f"Round {view.round.number}" + (" (shown again)" if view.reshown else "")
+    title = f"Round {view.round.number}" + (" · refined ✨" if job.refine else "")
+    title += " (shown again)" if view.reshown else ""
     main = discord.Embed(colour=ACCENT, title=title, description=_objects(layout))
     main.add_field(name="Seed", value=f"`{job.seed}`")
     main.add_field(name="Mode", value=job.mode.value)
@@ -163,7 +166,8 @@ def image_name(view: ResultView, kind: str, ext: str = "png") -> str:
 def ready_content(view: ResultView) -> str:
     """The line above a result: it pings the owner (the result is a new message for this)."""
     what = "was withheld" if view.withheld else "is ready"
-    return f"<@{view.scene.owner_id}> round {view.round.number} {what}."
+    refined = " refined" if view.job.refine_of is not None else ""
+    return f"<@{view.scene.owner_id}> round {view.round.number}{refined} {what}."
 
 
 def done_content(view: ResultView) -> str:
@@ -230,6 +234,7 @@ def settings_embed(view: SettingsView) -> discord.Embed:
         ),
         ("Safety", f"`{view.safety}`{mark(stored.safety)}", "flagged images: spoiler, withhold, or off"),
         ("Per-user cap", f"`{view.per_user_cap}`{mark(stored.per_user_cap)}", "images one person may queue"),
+        ("Refine", f"`{view.refine.value}`{mark(stored.refine)}", "SDXL refinement: off, on, or a ✨ button"),
         ("Channels", channels, "where /imagine works"),
     ]
     for name, value, meaning in rows:

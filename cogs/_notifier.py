@@ -152,7 +152,7 @@ class DiscordNotifier:
                 content=ready_content(view),
                 embeds=embeds,
                 files=files,
-                view=result_buttons(view.round.id),
+                view=result_buttons(view.round.id, view.job.id if view.refinable else None),
                 allowed_mentions=discord.AllowedMentions(
                     users=[discord.Object(owner)], everyone=False, roles=False, replied_user=False
                 ),
@@ -181,7 +181,7 @@ class DiscordNotifier:
             content=failure_content(view),
             embeds=[],
             attachments=[],
-            view=failure_buttons(view.job.id, view.job.round_id, view.retryable),
+            view=failure_buttons(view.job.id, view.job.round_id, view.retryable, view.job.refine_of),
         )
 
 

@@ -8,7 +8,7 @@ import re
 import discord
 from discord import ui
 
-from cogs._common import actor_from_interaction, item_error, reply, scenes_of
+from cogs._common import actor_from_interaction, item_error, refines_of, reply, scenes_of
 from lmd_bot.errors import LayoutError
 from lmd_bot.planner.manual import EDIT_BOX_CHARS
 from lmd_bot.services import PlanView, UndoView
@@ -126,6 +126,26 @@ class EditLayoutButton(_RoundButton, template=r"lmd:editlayout:(?P<id>\d+)"):
         )
 
 
+class RefineButton(_RoundButton, template=r"lmd:refine:(?P<id>\d+)"):
+    """On a result whose server refines on request: SDXL-refine that job's image (the id is the
+    job's). A second press queues nothing."""
+
+    action, label, emoji = "refine", "Refine", "✨"
+
+    async def act(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        job, queued = await refines_of(interaction).refine(
+            actor_from_interaction(interaction), self.target_id
+        )
+        if queued:
+            said = "Refining this image; the refined one will be posted in the thread."
+        elif job.status.active:
+            said = "This image is being refined already; the refined one will be posted in the thread."
+        else:
+            said = "This image was refined already: the refined one is in the thread."
+        await reply(interaction, said)
+
+
 class CancelButton(_RoundButton, template=r"lmd:cancel:(?P<id>\d+)"):
     action, label, emoji = "cancel", "Cancel", "❌"
 
@@ -149,15 +169,19 @@ DYNAMIC_ITEMS = (
     EditButton,
     LayoutButton,
     EditLayoutButton,
+    RefineButton,
     CancelButton,
     RetryButton,
 )
 
 
-def result_buttons(round_id: int) -> ui.View:
+def result_buttons(round_id: int, refine_job_id: int | None = None) -> ui.View:
+    """A result's buttons; ``refine_job_id``: offer ✨ Refine for that job's image."""
     view = ui.View(timeout=None)
     for cls in (RerollButton, UndoButton, EditButton, LayoutButton):
         view.add_item(cls(round_id))
+    if refine_job_id is not None:
+        view.add_item(RefineButton(refine_job_id))
     return view
 
 
@@ -165,10 +189,11 @@ def status_buttons(job_id: int) -> ui.View:
     return ui.View(timeout=None).add_item(CancelButton(job_id))
 
 
-def failure_buttons(job_id: int, round_id: int, retryable: bool) -> ui.View:
+def failure_buttons(job_id: int, round_id: int, retryable: bool, refine_of: int | None = None) -> ui.View:
+    """A failed job's buttons; a failed ✨ refinement is tried again with ✨ on its image."""
     view = ui.View(timeout=None)
     if retryable:
-        view.add_item(RetryButton(job_id))
+        view.add_item(RetryButton(job_id) if refine_of is None else RefineButton(refine_of))
     view.add_item(EditButton(round_id))
     view.add_item(LayoutButton(round_id))
     return view

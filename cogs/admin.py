@@ -9,7 +9,7 @@ from discord.ext import commands
 from cogs._common import actor_from_interaction
 from cogs._format import info_embed, queue_embed, settings_embed
 from cogs.imagine import MODES
-from lmd_bot.rendering import RenderMode
+from lmd_bot.rendering import Refine, RenderMode
 from lmd_bot.services import SceneService, SettingsChange
 
 
@@ -36,6 +36,7 @@ class AdminCog(commands.Cog):
         editors="who may edit a scene: its owner or everyone",
         safety="what to do with images the safety checker flags",
         per_user_cap="most images one person may have queued",
+        refine="SDXL refinement: off, on every image, or a ✨ Refine button on results",
         allow_channel="add a channel where /imagine works (none listed: everywhere)",
         disallow_channel="remove a channel from that list",
         reset="forget this server's settings and use the bot's defaults",
@@ -44,6 +45,7 @@ class AdminCog(commands.Cog):
         mode=MODES,
         editors=[app_commands.Choice(name=v, value=v) for v in ("owner", "everyone")],
         safety=[app_commands.Choice(name=v, value=v) for v in ("spoiler", "withhold", "off")],
+        refine=[app_commands.Choice(name=v.value, value=v.value) for v in Refine],
     )
     async def settings(
         self,
@@ -53,6 +55,7 @@ class AdminCog(commands.Cog):
         editors: app_commands.Choice[str] | None = None,
         safety: app_commands.Choice[str] | None = None,
         per_user_cap: app_commands.Range[int, 1, 50] | None = None,
+        refine: app_commands.Choice[str] | None = None,
         allow_channel: discord.TextChannel | None = None,
         disallow_channel: discord.TextChannel | None = None,
         reset: bool = False,
@@ -63,6 +66,7 @@ class AdminCog(commands.Cog):
             editors=editors.value if editors else None,
             safety=safety.value if safety else None,
             per_user_cap=per_user_cap,
+            refine=Refine(refine.value) if refine else None,
             allow_channel_id=allow_channel.id if allow_channel else None,
             disallow_channel_id=disallow_channel.id if disallow_channel else None,
             reset=reset,

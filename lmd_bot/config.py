@@ -30,7 +30,7 @@ from pydantic_settings import (
 
 from lmd_bot.errors import ConfigError
 from lmd_bot.layout.schema import LayoutLimits
-from lmd_bot.rendering import RenderMode
+from lmd_bot.rendering import Refine, RenderMode
 
 ENV_PREFIX = "LMD_"
 # The repository's config/default.toml, through a link in the package's assets so that an installed
@@ -143,7 +143,7 @@ class DiffusionSettings(_Section):
     check_detector: Literal["owlv2", "owlvit", "shapes", "none"] = "owlv2"
     check_detector_model: str = ""  # a hub id or folder; empty: the benchmark's default model
     check_retries: int = Field(2, ge=0, le=5)
-    refine: Literal["off", "on"] = "off"
+    refine: Refine = Refine.OFF
     refiner_model: str = "stabilityai/stable-diffusion-xl-refiner-1.0"
     refine_strength: float = Field(0.3, gt=0, le=1)
     refine_size: int = Field(1024, ge=256, le=2048, multiple_of=64)

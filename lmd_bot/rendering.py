@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.selfcheck.report import CheckReport
@@ -27,6 +27,14 @@ class RenderMode(StrEnum):
     SD = "sd"  # plain Stable Diffusion from the original prompt: the baseline
 
 
+class Refine(StrEnum):
+    """When images get the SDXL refinement (``diffusion.refine``, and per server ``/settings``)."""
+
+    OFF = "off"  # never (the bot-wide "off" also means the worker loads no refiner)
+    ON = "on"  # every render
+    BUTTON = "button"  # on request: a ✨ Refine button on each result
+
+
 class SdBaseline(StrEnum):
     """What the ``sd`` mode runs."""
 
@@ -38,7 +46,8 @@ class SdBaseline(StrEnum):
 
 
 class RenderRequest(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    # bytes travel as base64 in JSON (the worker's pipe, a Redis queue)
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
     layout: SceneLayout
     prompt: str = ""  # the user's original prompt (``sd`` mode draws from it)
@@ -46,6 +55,17 @@ class RenderRequest(BaseModel):
     seed: int = Field(0, ge=0, lt=2**63)
     steps: int = Field(50, ge=1, le=150)
     guidance_scale: float = Field(7.5, ge=0, le=30)
+    # SDXL refinement (docs/method.md, "SDXL refinement"): after the render, or, with
+    # ``source_png`` (a round's finished image, the ✨ Refine button), instead of it: that image is
+    # refined with this request's prompt, negative prompt, seed and steps; nothing is re-rendered.
+    refine: bool = False
+    source_png: bytes | None = None
+
+    @model_validator(mode="after")
+    def _source_is_refined(self) -> RenderRequest:
+        if self.source_png is not None and not self.refine:
+            raise ValueError("source_png is the image to refine: it needs refine=True")
+        return self
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lmd_bot.errors import LmdError
-from lmd_bot.rendering import RenderMode, SdBaseline
+from lmd_bot.rendering import Refine, RenderMode, SdBaseline
 
 if TYPE_CHECKING:
     from lmd_bot.eval.planning import PlanRun
@@ -100,6 +100,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="check and fix each image with diffusion.check_detector (off by default: the published "
         "numbers have no self-check); score it with the other detector",
+    )
+    ge.add_argument(
+        "--refine",
+        choices=("on", "off"),
+        help="SDXL refinement of every image, scored as refined (default: on where diffusion.refine "
+        'is "on"); a folder records which',
     )
     ge.add_argument(
         "--sd-baseline",
@@ -314,7 +320,10 @@ def run_generate(args: argparse.Namespace) -> int:
         msg = f"--mode {mode.value} renders layouts: pass --layouts FILE (recorded answers)."
         raise LmdError(msg, user_message=msg)
 
-    diffusion = settings.diffusion.model_copy(update={"self_check": bool(args.self_check)})
+    # Refined or not, for every image: "button" (on request, in the bot) is "off" here.
+    refine = Refine(args.refine) if args.refine else settings.diffusion.refine
+    refine = Refine.ON if refine is Refine.ON else Refine.OFF
+    diffusion = settings.diffusion.model_copy(update={"self_check": bool(args.self_check), "refine": refine})
     sd_baseline = SdBaseline(args.sd_baseline)
     if mode is RenderMode.SD and sd_baseline is SdBaseline.REFERENCE:
         diffusion = diffusion.model_copy(update={"dtype": "float32"})  # the reference's SD is float32

@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from lmd_bot.errors import LmdError
     from lmd_bot.layout.io import load_layout_file
     from lmd_bot.overlay import draw_overlay
-    from lmd_bot.rendering import RenderMode, RenderProgress, RenderRequest
+    from lmd_bot.rendering import Refine, RenderMode, RenderProgress, RenderRequest
 
     settings = load_settings()
     diffusion = settings.diffusion
@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         from lmd_bot.shapes.assets import shapes_diffusion_settings
 
         diffusion = shapes_diffusion_settings(diffusion)
-    updates = {}
+    # Refinement on request ("button") means nothing here: "on" refines, anything else loads no refiner.
+    refine = diffusion.refine is Refine.ON
+    updates = {"refine": Refine.ON if refine else Refine.OFF}
     if args.size is not None:
         updates["size"] = args.size
     try:
@@ -92,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             guidance_scale=args.guidance_scale
             if args.guidance_scale is not None
             else diffusion.guidance_scale,
+            refine=refine,
         )
     except ValidationError as exc:
         err = exc.errors()[0]

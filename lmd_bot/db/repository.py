@@ -103,6 +103,8 @@ def _job(row: Job) -> JobRecord:
         overlay_path=row.overlay_path,
         flagged=row.flagged,
         render_seconds=row.render_seconds,
+        refine=row.refine,
+        refine_of=row.refine_of,
         queued_at=_aware(row.queued_at),
         started_at=_aware(row.started_at),
         finished_at=_aware(row.finished_at),
@@ -130,6 +132,7 @@ class NewJob:
     mode: RenderMode
     steps: int
     cap: int  # the user's most active jobs; refused (CapReachedError) at that many
+    refine: bool = False  # the render goes through the SDXL refiner
 
 
 class Repository:
@@ -351,6 +354,7 @@ class Repository:
             seed=seed,
             attempts=0,
             flagged=False,
+            refine=job.refine,
             queued_at=utcnow(),
         )
 
@@ -373,6 +377,33 @@ class Repository:
             s.add(row)
             await s.flush()
             return _job(row)
+
+    async def start_refine(self, source_id: int, job: NewJob) -> tuple[JobRecord, bool]:
+        """A ✨ Refine job for ``source_id``'s image (same round, seed, steps and mode), unless one
+        is queued, running or done already: that one is returned instead, so a second press
+        queues nothing. ``(job, created)``; CapReachedError, and nothing written, at the cap."""
+        async with self._write() as s:
+            # The source's row lock makes two presses at once take turns (PostgreSQL).
+            source = await s.get(Job, source_id, with_for_update=True)
+            if source is None:
+                raise NotFoundError(f"job {source_id}")
+            existing = await s.scalar(
+                select(Job)
+                .where(
+                    Job.refine_of == source_id,
+                    Job.status.in_([*_ACTIVE, JobStatus.DONE.value]),
+                )
+                .order_by(Job.id.desc())
+                .limit(1)
+            )
+            if existing is not None:
+                return _job(existing), False
+            await self._check_cap(s, job)
+            row = self._new_job(scene_id=source.scene_id, round_id=source.round_id, seed=source.seed, job=job)
+            row.refine, row.refine_of = True, source_id
+            s.add(row)
+            await s.flush()
+            return _job(row), True
 
     async def job(self, job_id: int) -> JobRecord:
         async with self._read() as s:

@@ -29,6 +29,7 @@ from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import (
     CancelCheck,
     ProgressCallback,
+    Refine,
     Renderer,
     RenderMode,
     RenderOutput,
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from lmd_bot.selfcheck.loop import SelfChecker
 
 log = logging.getLogger(__name__)
+
+
+class RefineUnavailableError(RenderError):
+    user_message = "Refinement is off on this bot; its operator can turn it on (diffusion.refine)."
 
 
 def canvas_size(layout: SceneLayout, size: int) -> tuple[int, int]:
@@ -73,7 +78,7 @@ class DiffusionRenderer:
         self.cache = cache
         self.sd_baseline = sd_baseline
         self.checker = checker  # the self-check after lmd, lmd+ and fast renders (None: off)
-        self.refiner = refiner  # SDXL refinement of every image, the checked one (None: off)
+        self.refiner = refiner  # SDXL refinement of the requests that ask (None: not loaded)
 
     def render(
         self,
@@ -86,6 +91,10 @@ class DiffusionRenderer:
         from lmd_bot.diffusion.preview import latent_preview
         from lmd_bot.diffusion.spec import OVERALL_NEGATIVE, build_spec
 
+        if request.refine and self.refiner is None:
+            raise RefineUnavailableError("a refinement was asked of a worker without a refiner")
+        if request.source_png is not None:
+            return self._refine_only(request, progress, should_cancel)
         height, width = canvas_size(request.layout, self.size)
         spec = build_spec(request.layout, request.seed)
 
@@ -145,7 +154,7 @@ class DiffusionRenderer:
                 image, stats = result.image, result.stats
                 if self.checker is not None and (request.layout.objects or request.layout.negative):
                     image, check, check_stats = self._self_check(request, spec, image, run, on_step)
-            if self.refiner is not None:
+            if request.refine:
                 refine_started = time.perf_counter()
                 image = self.refiner.refine(
                     image,
@@ -187,7 +196,7 @@ class DiffusionRenderer:
                     "check_object_cache_hits": float(check_stats.object_cache_hits),
                 }
             )
-        if self.refiner is not None:
+        if request.refine:
             figures["refine_seconds"] = refine_seconds
         if stats.guidance_nonfinite:
             log.error(
@@ -201,6 +210,47 @@ class DiffusionRenderer:
         else:
             figures["peak_rss_mb"] = _peak_rss_mb()
         return RenderOutput(image=image, seconds=seconds, stats=figures, check=check)
+
+    def _refine_only(
+        self, request: RenderRequest, progress: ProgressCallback | None, should_cancel: CancelCheck | None
+    ) -> RenderOutput:
+        """The ✨ Refine button's job: refine a finished image, rendering nothing. The layout is
+        not touched, so the objects stay where the render put them."""
+        import io
+
+        import torch
+        from PIL import Image
+
+        from lmd_bot.diffusion.spec import build_spec
+
+        def on_step(step: int, total: int) -> None:
+            if progress is not None:
+                progress(RenderProgress(step=step, total=total, stage="refine"))
+
+        started = time.perf_counter()
+        try:
+            with Image.open(io.BytesIO(request.source_png)) as source:
+                source.load()
+                image = self.refiner.refine(
+                    source,
+                    request.prompt or build_spec(request.layout, request.seed).prompt,
+                    request.layout.negative,
+                    seed=request.seed,
+                    steps=request.steps,
+                    on_step=on_step,
+                    should_cancel=should_cancel,
+                )
+        except LmdError:
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                raise OutOfMemoryError(f"out of memory refining: {exc}") from exc
+            log.exception("refinement failed")
+            raise RenderError(f"refinement failed: {type(exc).__name__}: {exc}") from exc
+        seconds = time.perf_counter() - started
+        return RenderOutput(image=image, seconds=seconds, stats={"refine_seconds": seconds})
 
     def _self_check(self, request: RenderRequest, spec, image, run, on_step):
         """The self-check of a rendered image (lmd, lmd+: with retries; fast: findings only).
@@ -298,7 +348,7 @@ def build_renderer(
         compile_guidance=settings.compile_guidance,
     )
     refiner = None
-    if settings.refine == "on":
+    if settings.refine is not Refine.OFF:  # loaded once, for every request that asks
         import torch
 
         from lmd_bot.diffusion.refine import Refiner

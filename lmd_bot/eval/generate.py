@@ -29,7 +29,7 @@ from lmd_bot.errors import LayoutError, LmdError, RenderError
 from lmd_bot.eval.prompts import BenchmarkPrompt
 from lmd_bot.eval.responses import AnswerCursor
 from lmd_bot.layout import SceneLayout, read_lmd_text
-from lmd_bot.rendering import Renderer, RenderMode, RenderRequest
+from lmd_bot.rendering import Refine, Renderer, RenderMode, RenderRequest
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,8 @@ def _render_one(
         seed=item.seed,
         steps=settings.steps,
         guidance_scale=settings.guidance_scale,
+        # The renderer's settings, as recorded, say whether images are refined (eval generate --refine).
+        refine=settings.renderer.get("refine") == Refine.ON.value,
     )
     try:
         output = renderer.render(request)

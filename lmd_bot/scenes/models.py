@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmd_bot.layout.schema import SceneLayout
-from lmd_bot.rendering import RenderMode
+from lmd_bot.rendering import Refine, RenderMode
 
 EditorsPolicy = Literal["owner", "everyone"]
 SafetyPolicy = Literal["spoiler", "withhold", "off"]
@@ -93,6 +93,8 @@ class JobRecord(BaseModel):
     overlay_path: str | None = None
     flagged: bool = False
     render_seconds: float | None = None
+    refine: bool = False  # the image goes through the SDXL refiner
+    refine_of: int | None = None  # a ✨ Refine job: the job whose image it refines, rendering nothing
     queued_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -122,3 +124,4 @@ class ServerSettings(BaseModel):
     safety: SafetyPolicy | None = None
     allowed_channel_ids: list[int] = Field(default_factory=list)
     per_user_cap: int | None = Field(None, ge=1, le=50)
+    refine: Refine | None = None

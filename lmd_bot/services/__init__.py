@@ -4,6 +4,7 @@ drive the same :class:`SceneService`."""
 from lmd_bot.services.app import Core, open_core
 from lmd_bot.services.layout_files import AttachedFile
 from lmd_bot.services.notifier import DestinationGoneError, Notifier, Presenter
+from lmd_bot.services.refining import RefineService
 from lmd_bot.services.scenes import SceneService
 from lmd_bot.services.views import (
     Actor,
@@ -36,6 +37,7 @@ __all__ = [
     "Presenter",
     "QueueEntry",
     "QueueView",
+    "RefineService",
     "ReplyView",
     "ResultView",
     "SceneService",

@@ -23,6 +23,7 @@ from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.planner.base import Planner
 from lmd_bot.services.images import ImageStore
 from lmd_bot.services.policy import ServerPolicy
+from lmd_bot.services.refining import RefineService
 from lmd_bot.services.scenes import SceneService
 from lmd_bot.services.tracker import RenderTracker
 
@@ -37,6 +38,7 @@ class Core:
     planner: Planner
     queue: JobQueue
     scenes: SceneService
+    refines: RefineService  # the ✨ Refine button's use case
     closed: bool = False
 
     async def close(self) -> None:
@@ -81,7 +83,10 @@ async def open_core(
         scenes = SceneService(
             repo=repo, planner=planner, guard=guard, images=images, policy=policy, tracker=tracker, **extra
         )
+        refines = RefineService(repo=repo, guard=guard, policy=policy, tracker=tracker)
     except BaseException:
         await db.close()
         raise
-    return Core(settings=settings, db=db, repo=repo, planner=planner, queue=queue, scenes=scenes)
+    return Core(
+        settings=settings, db=db, repo=repo, planner=planner, queue=queue, scenes=scenes, refines=refines
+    )

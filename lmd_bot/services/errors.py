@@ -32,3 +32,14 @@ class TextTooLongError(LmdError):
 class EmptyTextError(LmdError):
     def __init__(self, what: str = "message") -> None:
         super().__init__(f"empty {what}", user_message=f"Tell me what to draw: the {what} is empty.")
+
+
+class RefineOffError(LmdError):
+    user_message = (
+        "SDXL refinement is off on this bot: its operator turns it on with diffusion.refine "
+        '("on" or "button"), then admins choose it per server with /settings refine.'
+    )
+
+
+class NotRefinableError(LmdError):
+    user_message = "That image can't be refined: only a finished render that wasn't refined yet can."

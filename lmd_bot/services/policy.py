@@ -12,14 +12,14 @@ from lmd_bot.db.repository import Repository
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import QueueFullError
 from lmd_bot.layout.schema import clean_text
-from lmd_bot.rendering import RenderMode
-from lmd_bot.scenes.models import EditorsPolicy, SafetyPolicy, SceneRecord, ServerSettings
-from lmd_bot.services.errors import EmptyTextError, NotAdminError, TextTooLongError
+from lmd_bot.rendering import Refine, RenderMode
+from lmd_bot.scenes.models import EditorsPolicy, JobRecord, SafetyPolicy, SceneRecord, ServerSettings
+from lmd_bot.services.errors import EmptyTextError, NotAdminError, RefineOffError, TextTooLongError
 from lmd_bot.services.views import Actor, SettingsChange, SettingsView
 
 log = logging.getLogger(__name__)
 
-_FIELDS = {"mode", "steps", "editors", "safety", "per_user_cap"}
+_FIELDS = {"mode", "steps", "editors", "safety", "per_user_cap", "refine"}
 
 
 def cap_reached(user_id: int, active: int) -> QueueFullError:
@@ -55,6 +55,18 @@ class ServerPolicy:
 
     def cap(self, server: ServerSettings | None) -> int:
         return (server.per_user_cap if server else None) or self.settings.queue.per_user_cap
+
+    def refine(self, server: ServerSettings | None) -> Refine:
+        """The server's choice over the bot's; always off where the bot loads no refiner."""
+        bot = self.settings.diffusion.refine
+        if bot is Refine.OFF:
+            return Refine.OFF
+        return (server.refine if server else None) or bot
+
+    async def offers_refine(self, guild_id: int | None, job: JobRecord) -> bool:
+        """Whether ``job``'s result gets a ✨ Refine button: its server refines on request, and
+        its image is not refined already."""
+        return not job.refine and self.refine(await self.server(guild_id)) is Refine.BUTTON
 
     # --- checks --------------------------------------------------------------------------------
 
@@ -103,12 +115,15 @@ class ServerPolicy:
             safety=stored.safety or self.settings.guard.safety_policy,
             allowed_channel_ids=stored.allowed_channel_ids or list(self.settings.discord.allowed_channel_ids),
             per_user_cap=self.cap(stored),
+            refine=self.refine(stored),
         )
 
     async def update(self, actor: Actor, change: SettingsChange) -> SettingsView:
         """Admins only: apply ``change`` to the server's stored settings."""
         if not actor.is_admin or actor.guild_id is None:
             raise NotAdminError("not an admin")
+        if change.refine not in (None, Refine.OFF) and self.settings.diffusion.refine is Refine.OFF:
+            raise RefineOffError("refinement asked of a bot without a refiner")
         current = (
             ServerSettings() if change.reset else (await self.server(actor.guild_id) or ServerSettings())
         )

@@ -26,7 +26,7 @@ from lmd_bot.jobs.models import CancelOutcome
 from lmd_bot.layout.canvas import SQUARE_512, Aspect, Canvas, canvas_for, requested_aspect
 from lmd_bot.planner.base import Planner
 from lmd_bot.planner.manual import edit_box_text, editable_json, read_user_layout
-from lmd_bot.rendering import RenderMode
+from lmd_bot.rendering import Refine, RenderMode
 from lmd_bot.scenes.diff import describe_changes
 from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundKind, RoundRecord, SceneRecord
 from lmd_bot.scenes.tree import branch_path, planner_history
@@ -195,6 +195,7 @@ class SceneService:
             mode=scene.mode,
             steps=scene.steps,
             cap=self._policy.cap(server),
+            refine=self._policy.refine(server) is Refine.ON,
         )
 
     # --- follow-up rounds ----------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 
 from lmd_bot.config import Settings
 from lmd_bot.db.repository import NotFoundError, Repository
-from lmd_bot.errors import StorageError
+from lmd_bot.errors import LmdError, StorageError
 from lmd_bot.jobs.base import JobQueue
 from lmd_bot.jobs.models import (
     CancelOutcome,
@@ -34,15 +34,14 @@ from lmd_bot.jobs.models import (
     JobFailed,
     JobProgress,
     JobRetrying,
-    JobSpec,
     JobStarted,
     QueueChanged,
     QueueFullError,
     QueueSnapshot,
 )
-from lmd_bot.rendering import RenderRequest
 from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundRecord, SceneRecord
 from lmd_bot.services.images import ImageStore
+from lmd_bot.services.job_specs import job_spec
 from lmd_bot.services.notifier import DestinationGoneError, Notifier
 from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.retry import retrying
@@ -151,7 +150,8 @@ class RenderTracker:
         """Queue ``job``; if the queue refuses it, the job is marked failed and the error raised."""
         self._live[job.id] = _Live(job=job, scene=scene, round=round_, queued_at=self._clock())
         try:
-            await self.queue.submit(self._spec(scene, round_, job, attempt))
+            spec = await job_spec(self.settings, self._repo, self._images, scene, round_, job, attempt)
+            await self.queue.submit(spec)
         except Exception as exc:
             del self._live[job.id]
             await self._record_end(job.id, JobStatus.FAILED, error=getattr(exc, "user_message", "queue"))
@@ -208,19 +208,6 @@ class RenderTracker:
 
     # --- internals: queueing -------------------------------------------------------------------
 
-    def _spec(self, scene: SceneRecord, round_: RoundRecord, job: JobRecord, attempt: int) -> JobSpec:
-        request = RenderRequest(
-            layout=round_.layout,
-            prompt=scene.prompt,
-            mode=job.mode,
-            seed=job.seed,
-            steps=job.steps,
-            guidance_scale=self.settings.diffusion.guidance_scale,
-        )
-        return JobSpec(
-            job_id=job.id, user_id=job.user_id, guild_id=job.guild_id, request=request, attempt=attempt
-        )
-
     async def _resume(self) -> None:
         known = await self.queue.known_jobs()
         max_attempts = self.settings.queue.max_attempts
@@ -252,11 +239,12 @@ class RenderTracker:
                 job = await self._repo.update_job(job.id, status=JobStatus.QUEUED)
             try:
                 await self.submit(scene, round_, job, attempt)
-            except QueueFullError as exc:
+            except LmdError as exc:  # the queue shrank, or a refine job's image is gone
                 log.warning("job %s could not be resumed: %s", job.id, exc)
-                failed = job.model_copy(update={"status": JobStatus.FAILED, "error": QUEUE_SHRUNK})
+                said = QUEUE_SHRUNK if isinstance(exc, QueueFullError) else exc.user_message
+                failed = job.model_copy(update={"status": JobStatus.FAILED, "error": said})
                 self._push_final(
-                    FailureView(scene=scene, job=failed, round_number=round_.number, message=QUEUE_SHRUNK)
+                    FailureView(scene=scene, job=failed, round_number=round_.number, message=said)
                 )
             else:
                 if attempt > 1:
@@ -399,6 +387,7 @@ class RenderTracker:
                 total_s=self._clock() - live.queued_at,
                 check=event.check,
                 guidance_nonfinite=int(event.stats.get("guidance_nonfinite", 0)),
+                refinable=not withheld and await self._policy.offers_refine(live.scene.guild_id, job),
             )
         )
 

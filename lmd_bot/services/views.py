@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from lmd_bot.rendering import RenderMode
+from lmd_bot.rendering import Refine, RenderMode
 from lmd_bot.scenes.models import (
     EditorsPolicy,
     JobRecord,
@@ -104,6 +104,8 @@ class ResultView(BaseModel):
     # Guidance passes whose loss or gradient was NaN/inf: guidance stopped for those samples, so
     # the layout may be followed less closely (docs/method.md, "Numerics"). Never silent.
     guidance_nonfinite: int = 0
+    # Offer a ✨ Refine button: the server refines on request and this image is not refined yet.
+    refinable: bool = False
 
     def guidance_warning(self) -> str | None:
         if not self.guidance_nonfinite:
@@ -167,6 +169,7 @@ class SettingsChange(BaseModel):
     editors: EditorsPolicy | None = None
     safety: SafetyPolicy | None = None
     per_user_cap: int | None = None
+    refine: Refine | None = None
     allow_channel_id: int | None = None  # add to the channels where /imagine works
     disallow_channel_id: int | None = None  # remove from them
     reset: bool = False
@@ -182,4 +185,5 @@ class SettingsView(BaseModel):
     safety: SafetyPolicy
     allowed_channel_ids: list[int]
     per_user_cap: int
+    refine: Refine = Refine.OFF
     updated: datetime | None = None
