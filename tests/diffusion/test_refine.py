@@ -6,7 +6,7 @@ import pytest
 from lmd_bot.config import DiffusionSettings
 from lmd_bot.diffusion.loading import load_refiner
 from lmd_bot.diffusion.refine import REFINE_NEGATIVE, Refiner, refine_negative
-from lmd_bot.diffusion.renderer import DiffusionRenderer, build_renderer
+from lmd_bot.diffusion.renderer import DiffusionRenderer, RefineUnavailableError, build_renderer
 from lmd_bot.diffusion.tiny import tiny_refiner_pipeline
 from lmd_bot.errors import CancelledError, ConfigError
 from lmd_bot.layout.schema import SceneLayout
@@ -28,8 +28,10 @@ def refined():
     return build_renderer(settings, tiny=True)
 
 
-def _request(seed=3):
-    return RenderRequest(layout=WIDE, prompt="a cat in a garden", mode=RenderMode.LMD, seed=seed, steps=4)
+def _request(seed=3, refine=True):
+    return RenderRequest(
+        layout=WIDE, prompt="a cat in a garden", mode=RenderMode.LMD, seed=seed, steps=4, refine=refine
+    )
 
 
 def test_the_refined_image_is_the_scene_upscaled_to_the_refine_size_and_reproducible(refined):
@@ -46,11 +48,36 @@ def test_the_refined_image_is_the_scene_upscaled_to_the_refine_size_and_reproduc
     assert not np.array_equal(np.asarray(other.image), np.asarray(out.image))
 
 
-def test_refinement_changes_the_image_and_off_leaves_the_render_as_it_was(refined):
-    plain = DiffusionRenderer(refined.pipeline, size=128).render(_request())
+def test_refinement_changes_the_image_and_a_request_without_it_is_the_render_as_it_was(refined):
+    plain = refined.render(_request(refine=False))  # the worker has a refiner; this job asks none
     assert plain.image.size == (128, 64) and "refine_seconds" not in plain.stats
+    alone = DiffusionRenderer(refined.pipeline, size=128).render(_request(refine=False))
+    assert np.array_equal(np.asarray(alone.image), np.asarray(plain.image))
     upscaled = np.asarray(plain.image.resize((256, 128)))
     assert not np.array_equal(np.asarray(refined.render(_request()).image), upscaled)
+    with pytest.raises(RefineUnavailableError) as err:  # a worker without a refiner says so
+        DiffusionRenderer(refined.pipeline, size=128).render(_request())
+    assert "diffusion.refine" in err.value.user_message
+
+
+def test_refining_a_finished_image_later_is_what_refining_it_at_once_gives(refined):
+    """The ✨ Refine job: the round's image refined alone, nothing rendered again."""
+    import io
+
+    buf = io.BytesIO()
+    refined.render(_request(refine=False)).image.save(buf, format="PNG")
+    events = []
+    later = refined.render(
+        RenderRequest.model_validate_json(
+            _request().model_copy(update={"source_png": buf.getvalue()}).model_dump_json()
+        ),
+        progress=events.append,
+    )
+    assert later.image.size == (256, 128)
+    assert {e.stage for e in events} == {"refine"} and "unet_forwards" not in later.stats
+    assert np.array_equal(np.asarray(later.image), np.asarray(refined.render(_request()).image))
+    with pytest.raises(ValueError, match="refine=True"):  # an image to refine is refined
+        RenderRequest.model_validate({**_request(refine=False).model_dump(), "source_png": b"x"})
 
 
 def test_a_cancel_while_refining_stops_the_render(refined):
