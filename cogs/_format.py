@@ -160,7 +160,8 @@ def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discor
 
 def image_name(view: ResultView, kind: str, ext: str = "png") -> str:
     """The upload's name (without the ``SPOILER_`` prefix, which discord.py adds to spoilers)."""
-    return f"round{view.round.number}-seed{view.job.seed}-{kind}.{ext}"
+    refined = "-refined" if view.job.refine else ""
+    return f"round{view.round.number}-seed{view.job.seed}{refined}-{kind}.{ext}"
 
 
 def ready_content(view: ResultView) -> str:
@@ -176,8 +177,19 @@ def done_content(view: ResultView) -> str:
 
 
 def failure_content(view: FailureView) -> str:
-    hint = " Press **Retry** to try again." if view.retryable else ""
-    return f"⚠️ Round {view.round_number}: {view.message}{hint}"
+    """A failure's own message: it pings the owner (a new message, as a result is)."""
+    if not view.retryable:
+        hint = ""
+    elif view.job.refine_of is not None:
+        hint = " Press **Refine** to try again."
+    else:
+        hint = " Press **Retry** to try again."
+    return f"<@{view.scene.owner_id}> ⚠️ Round {view.round_number}: {view.message}{hint}"
+
+
+def failed_content(view: FailureView) -> str:
+    """What the status message shrinks to once the failure is posted."""
+    return f"⚠️ Round {view.round_number}: failed, see below."
 
 
 def queue_embed(view: QueueView) -> discord.Embed:

@@ -14,6 +14,7 @@ import discord
 from cogs._common import missing_permissions, permission_message
 from cogs._format import (
     done_content,
+    failed_content,
     failure_content,
     file,
     image_name,
@@ -56,6 +57,33 @@ async def result_message(
     return result_embeds(view, [f.filename for f in files]), files
 
 
+async def reopening(thread, call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call`` (a write in ``thread``); an archived thread, which refuses edits, reactions and
+    posts, is reopened and the call made again. DestinationGoneError when it is locked (only
+    moderators reopen those) or cannot be reopened."""
+    try:
+        return await call()
+    except discord.HTTPException as exc:
+        if exc.code != ARCHIVED_THREAD:
+            raise
+    if getattr(thread, "locked", False):
+        raise DestinationGoneError(f"thread {thread.id} is archived and locked")
+    try:
+        await thread.edit(archived=False)
+    except (discord.Forbidden, discord.NotFound) as exc:
+        # Locked meanwhile (only moderators may reopen it), or deleted.
+        raise DestinationGoneError(f"thread {thread.id} is archived and cannot be reopened") from exc
+    log.info("reopened the archived thread %s to write in it", thread.id)
+    return await call()
+
+
+def pinging(user_id: int) -> discord.AllowedMentions:
+    """Mentions that notify ``user_id`` and nobody else."""
+    return discord.AllowedMentions(
+        users=[discord.Object(user_id)], everyone=False, roles=False, replied_user=False
+    )
+
+
 class DiscordNotifier:
     def __init__(self, bot: discord.Client) -> None:
         self.bot = bot
@@ -73,32 +101,15 @@ class DiscordNotifier:
         return channel
 
     async def _in_thread(self, thread, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` (a request in ``thread``) as Discord allows: an archived thread (which
-        refuses edits, reactions and posts) is reopened and the call made again; a locked one,
-        a deleted one or one the bot lost is gone; a refusal tells the channel's admins."""
+        """Run ``call`` (a request in ``thread``) as Discord allows (:func:`reopening`); a deleted
+        thread or one the bot lost is gone; a refusal tells the channel's admins."""
         try:
-            try:
-                return await call()
-            except discord.HTTPException as exc:
-                if exc.code != ARCHIVED_THREAD:
-                    raise
-            await self._reopen(thread)
-            return await call()
+            return await reopening(thread, call)
         except discord.NotFound as exc:
             raise DestinationGoneError(thread.id) from exc
         except discord.Forbidden:
             await self._warn_missing_permissions(thread)
             raise
-
-    async def _reopen(self, thread) -> None:
-        if getattr(thread, "locked", False):
-            raise DestinationGoneError(f"thread {thread.id} is archived and locked")
-        try:
-            await thread.edit(archived=False)
-        except (discord.Forbidden, discord.NotFound) as exc:
-            # Locked meanwhile (only moderators may reopen it), or deleted.
-            raise DestinationGoneError(f"thread {thread.id} is archived and cannot be reopened") from exc
-        log.info("reopened the archived thread %s to deliver to it", thread.id)
 
     async def _post(self, thread, message_id: int | None, **fields) -> int:
         """Edit ``message_id`` in ``thread``, or post a new message if there is none (or it was
@@ -145,7 +156,6 @@ class DiscordNotifier:
         thread = await self._thread(view.scene.thread_id)
         limit = thread.guild.filesize_limit if getattr(thread, "guild", None) else None
         embeds, files = await result_message(view, limit)
-        owner = view.scene.owner_id
         sent = await self._in_thread(
             thread,
             lambda: thread.send(
@@ -153,36 +163,42 @@ class DiscordNotifier:
                 embeds=embeds,
                 files=files,
                 view=result_buttons(view.round.id, view.job.id if view.refinable else None),
-                allowed_mentions=discord.AllowedMentions(
-                    users=[discord.Object(owner)], everyone=False, roles=False, replied_user=False
-                ),
+                allowed_mentions=pinging(view.scene.owner_id),
             ),
         )
         try:
             await self._in_thread(thread, lambda: sent.add_reaction(REROLL_EMOJI))
         except (discord.HTTPException, DestinationGoneError):
             log.info("could not add the reroll reaction in %s", thread.id)
-        if view.job.status_message_id is not None:
-            status = thread.get_partial_message(view.job.status_message_id)
-            try:
-                await self._in_thread(
-                    thread,
-                    lambda: status.edit(content=done_content(view), embeds=[], attachments=[], view=None),
-                )
-            except (discord.HTTPException, DestinationGoneError):
-                log.info("could not shrink the status message of job %s", view.job.id)
+        await self._shrink_status(thread, view.job.id, view.job.status_message_id, done_content(view))
         return sent.id
 
+    async def _shrink_status(self, thread, job_id: int, message_id: int | None, line: str) -> None:
+        """The job's status message, once its end is posted below it: one line, no buttons."""
+        if message_id is None:
+            return
+        status = thread.get_partial_message(message_id)
+        try:
+            await self._in_thread(
+                thread, lambda: status.edit(content=line, embeds=[], attachments=[], view=None)
+            )
+        except (discord.HTTPException, DestinationGoneError):
+            log.info("could not shrink the status message of job %s", job_id)
+
     async def show_failure(self, view: FailureView) -> int | None:
+        """A new message that pings the owner with what failed and what to do (an edit of the
+        status message would notify nobody); the status message shrinks to a line."""
         thread = await self._thread(view.scene.thread_id)
-        return await self._post(
+        sent = await self._in_thread(
             thread,
-            view.job.status_message_id,
-            content=failure_content(view),
-            embeds=[],
-            attachments=[],
-            view=failure_buttons(view.job.id, view.job.round_id, view.retryable, view.job.refine_of),
+            lambda: thread.send(
+                content=failure_content(view),
+                view=failure_buttons(view.job.id, view.job.round_id, view.retryable, view.job.refine_of),
+                allowed_mentions=pinging(view.scene.owner_id),
+            ),
         )
+        await self._shrink_status(thread, view.job.id, view.job.status_message_id, failed_content(view))
+        return sent.id
 
 
 def _unknown_message(exc: BaseException | None) -> bool:

@@ -17,11 +17,12 @@ from cogs._common import (
     strip_mention,
 )
 from cogs._format import HELP_TEXT
+from cogs._notifier import reopening
 from cogs._presenters import CommandPresenter, ThreadPresenter
 from lmd_bot.errors import LmdError
 from lmd_bot.layout.canvas import Aspect
 from lmd_bot.rendering import RenderMode
-from lmd_bot.services import Actor, AttachedFile, SceneService
+from lmd_bot.services import Actor, AttachedFile, DestinationGoneError, SceneService
 
 log = logging.getLogger(__name__)
 
@@ -206,12 +207,19 @@ class ImagineCog(commands.Cog):
             job = await self.scenes.reroll_message(actor, payload.message_id)
         except LmdError as exc:
             channel = await self._channel(payload.channel_id)
-            await channel.send(
-                f"<@{payload.user_id}> {exc.user_message}",
-                allowed_mentions=discord.AllowedMentions(users=True),
-                silent=True,
-                delete_after=20,
-            )
+            said = f"<@{payload.user_id}> {exc.user_message}"
+            try:  # in the thread, reopened if archived (as the notifier's posts are)
+                await reopening(
+                    channel,
+                    lambda: channel.send(
+                        said,
+                        allowed_mentions=discord.AllowedMentions(users=True),
+                        silent=True,
+                        delete_after=20,
+                    ),
+                )
+            except (discord.HTTPException, DestinationGoneError):
+                log.info("cannot say why a 🔄 was refused in %s", payload.channel_id)
         else:
             if job is None:
                 return  # not a message of a scene

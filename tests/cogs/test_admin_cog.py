@@ -7,6 +7,7 @@ import discord
 
 from bot import build_bot
 from cogs._common import GENERIC_ERROR, on_app_command_error
+from cogs._views import DYNAMIC_ITEMS
 from cogs.admin import AdminCog
 from lmd_bot.errors import PlannerBusyError
 from tests.cogs.conftest import eventually
@@ -98,6 +99,6 @@ async def test_bot_setup_loads_cogs_registers_buttons_and_closes_the_core(tmp_pa
     await bot.setup_hook()
     names = sorted(c.name for c in bot.tree.get_commands())
     assert names == ["imagine", "info", "queue", "settings", "share"]
-    assert len(bot._connection._view_store._dynamic_items) == 7
+    assert len(bot._connection._view_store._dynamic_items) == len(DYNAMIC_ITEMS) == 8
     await bot.close()
     assert core.closed

@@ -1,0 +1,105 @@
+"""✨ Refine in Discord: the button on results, the refined result as a new message of the same
+round, one job however often it is pressed, and ``/settings refine`` (the real bot against the
+fake REST API; the worker runs the tiny random SDXL-refiner-shaped model)."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+
+from lmd_bot.config import DiffusionSettings
+from lmd_bot.jobs.renderers import RendererSpec
+from tests.cogs.conftest import recorded
+from tests.cogs.world import OTHER, OWNER, discord_world, eventually, field, first_result, imagine, results_in
+
+RENDER_S = 240  # tiny models in a spawned worker on a loaded 2-core machine
+DIFFUSION = {
+    "mode": "lmd",
+    "steps": 4,
+    "size": 128,
+    "refine": "button",
+    "refine_size": 256,
+    "use_sam": False,
+    "gligen_model": "",
+    "self_check": False,
+}
+TINY = RendererSpec(
+    factory="lmd_bot.jobs.renderers:diffusion_renderer",
+    kwargs={"diffusion": DiffusionSettings(**DIFFUSION).model_dump(mode="json"), "tiny": True},
+)
+
+
+def _buttons(message) -> list[str]:
+    return [c["custom_id"] for row in message["components"] for c in row["components"]]
+
+
+async def test_the_refine_button_posts_the_refined_image_as_a_new_result_once(tmp_path):
+    async with discord_world(
+        tmp_path,
+        renderer=TINY,
+        diffusion=DIFFUSION,
+        queue={"job_timeout_s": RENDER_S, "worker_start_timeout_s": RENDER_S},
+    ) as world:
+        token = await imagine(world, seed=21)
+        thread_id = int(world.original(token)["thread"]["id"])
+        [result] = await eventually(lambda: results_in(world, thread_id), RENDER_S)
+        await recorded(world.core, int(result["id"]))
+        scene = await world.core.repo.scene_by_thread(thread_id)
+        [job] = await world.core.repo.recent_jobs_of_user(OWNER)
+        rid = scene.head_round_id
+        assert _buttons(result) == [
+            f"lmd:reroll:{rid}",
+            f"lmd:undo:{rid}",
+            f"lmd:edit:{rid}",
+            f"lmd:layout:{rid}",
+            f"lmd:refine:{job.id}",
+        ]
+        refine = f"lmd:refine:{job.id}"
+
+        denied = world.click(refine, OTHER, int(result["id"]))  # not the scene's editor
+        pressed = world.click(refine, OWNER, int(result["id"]))
+        twice = world.click(refine, OWNER, int(result["id"]))
+        await world.settle()
+        assert "Only the person who started" in str(world.followups(denied))
+        said = str(world.followups(pressed)) + str(world.followups(twice))
+        assert "Refining this image" in said and "being refined already" in said
+
+        results = await eventually(
+            lambda: len(results_in(world, thread_id)) == 2 and results_in(world, thread_id), RENDER_S
+        )
+        refined = results[1]
+        await recorded(world.core, int(refined["id"]))
+        assert refined["embeds"][0]["title"] == "Round 1 · refined ✨" and field(refined, "Seed") == "`21`"
+        assert refined["content"] == f"<@{OWNER}> round 1 refined is ready."
+        assert [u["id"] for u in refined["mentions"]] == [str(OWNER)]
+        assert not any(b.startswith("lmd:refine") for b in _buttons(refined))  # refined: no ✨
+        assert _buttons(refined)[0] == f"lmd:reroll:{rid}"  # the same round: the scene did not move
+        assert (await world.core.repo.scene_by_thread(thread_id)).head_round_id == rid
+        names = [a["filename"] for a in refined["attachments"]]
+        assert names == ["round1-seed21-refined-image.png", "round1-seed21-refined-overlay.png"]
+        [upload] = [
+            f
+            for r in world.api.requests_to("POST", f"/channels/{thread_id}/messages")
+            for f in r.files
+            if f.filename == names[0]
+        ]
+        assert Image.open(io.BytesIO(upload.data)).size == (256, 256)  # refine_size
+        jobs = await world.core.repo.recent_jobs_of_user(OWNER)
+        assert len(jobs) == 2 and jobs[0].refine_of == job.id  # pressed twice, refined once
+
+        late = world.click(refine, OWNER, int(result["id"]))  # pressed again once it is done
+        await world.settle()
+        assert "refined already" in str(world.followups(late))
+        assert len(await world.core.repo.recent_jobs_of_user(OWNER)) == 2
+
+
+async def test_settings_refine_is_shown_and_changed_by_admins(tmp_path):
+    async with discord_world(tmp_path, diffusion={"refine": "button"}) as world:
+        token = world.slash("settings", OWNER, world.text_id, admin=True, refine="off")
+        await world.settle()
+        [embed] = world.callback(token)["data"]["embeds"]
+        [row] = [f["value"] for f in embed["fields"] if f["name"] == "Refine"]
+        assert row.startswith("`off`") and "default" not in row
+        _, _, result = await first_result(world)
+        assert not any(b.startswith("lmd:refine") for b in _buttons(result))
