@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tests.cogs.world import OWNER, discord_world, eventually, field, first_result, imagine, results_in
+from tests.cogs.world import OTHER, OWNER, discord_world, eventually, field, first_result, imagine, results_in
 from tests.fakes.fake_discord import DM, EPHEMERAL, FORUM, STAGE, VOICE
 from tests.jobs.renderers import spec
 
@@ -134,4 +134,41 @@ async def test_a_thread_deleted_while_rendering_ends_the_scene_without_errors(tm
         assert any(
             r.status == 404 for r in world.api.requests if r.path.startswith(f"/channels/{thread_id}/")
         )
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+# --- failures notify, refusals reach archived threads ----------------------------------------------
+
+
+async def test_a_failed_render_pings_its_owner_in_a_new_message_saying_what_to_do(tmp_path):
+    async with discord_world(tmp_path, renderer=spec("broken")) as world:  # the GPU worker can't start
+        token = await imagine(world)
+        thread_id = int(world.original(token)["thread"]["id"])
+
+        def failure():
+            return [m for m in world.api.messages_in(thread_id) if "⚠️" in m["content"] and m["mentions"]]
+
+        [said] = await eventually(failure)
+        assert [u["id"] for u in said["mentions"]] == [str(OWNER)]
+        assert [str(u) for u in said["allowed_mentions"]["users"]] == [str(OWNER)]
+        assert "renderer could not start" in said["content"] and "Retry" in said["content"]
+        assert said["components"][0]["components"][0]["custom_id"].startswith("lmd:retry:")
+        # The status message went first and shrinks to one line; the failure is the newest message.
+        [status, last] = world.api.messages_in(thread_id)
+        assert last["id"] == said["id"]
+        await eventually(lambda: status["content"].startswith("⚠️") and "see below" in status["content"])
+        assert not status["components"] and status["mentions"] == []
+
+
+async def test_a_refused_reroll_reaction_in_an_archived_thread_reopens_it_to_say_why(tmp_path, caplog):
+    async with discord_world(tmp_path) as world:
+        _, thread_id, result = await first_result(world)
+        world.api.archive(thread_id)  # Discord archived it; someone still reacts 🔄 on the result
+        await world.settle()
+        with caplog.at_level(logging.INFO):
+            world.react(OTHER, thread_id, int(result["id"]))  # not the scene's editor: refused
+            await world.settle()
+        [said] = [m for m in world.api.messages_in(thread_id) if m["content"].startswith(f"<@{OTHER}>")]
+        assert "Only the person who started" in said["content"]
+        assert not world.api.channels[thread_id]["thread_metadata"]["archived"]
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
