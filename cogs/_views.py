@@ -1,5 +1,6 @@
 """Buttons that survive restarts: each is a ``DynamicItem`` whose custom id carries the round or
-job it acts on (``lmd:<action>:<id>``); the database holds the rest. And the Edit modal."""
+job it acts on (``lmd:<action>:<id>``); the database holds the rest. And the Edit and Edit-layout
+boxes (modals), whose submits are answered from their custom ids in the same way."""
 
 from __future__ import annotations
 
@@ -14,9 +15,6 @@ from lmd_bot.planner.manual import EDIT_BOX_CHARS
 from lmd_bot.services import PlanView, UndoView
 
 LAYOUT_CHARS = 1900  # what fits a message with its code fence
-# A modal the user closed never reports it, so an open-ended one would stay in discord.py's store
-# forever; after this long an unsent edit is dropped (Discord then says the interaction failed).
-EDIT_MODAL_TIMEOUT_S = 15 * 60
 
 
 class _RoundButton(ui.DynamicItem[ui.Button], template=r"lmd:_:(?P<id>\d+)"):
@@ -203,73 +201,120 @@ class EditModal(ui.Modal):
     """ "Describe the change": the instruction goes to the planner, branching from the round."""
 
     def __init__(self, round_id: int, round_number: int) -> None:
-        super().__init__(title=f"Edit round {round_number}", timeout=EDIT_MODAL_TIMEOUT_S)
+        super().__init__(title=f"Edit round {round_number}", custom_id=f"lmd:instruct:{round_id}")
         self.round_id = round_id
         self.instruction = ui.TextInput(
             label="What should change?",
             style=discord.TextStyle.paragraph,
             placeholder="move the cup to the right and make the apples green",
             max_length=1500,
+            custom_id="instruction",
         )
         self.add_item(self.instruction)
+        _unstored(self)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        from cogs._presenters import ThreadPresenter
-
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        scenes = scenes_of(interaction)
-        round_ = await scenes.round_record(self.round_id)
-        presenter = ThreadPresenter(interaction.channel, interaction=interaction)
-        outcome = await scenes.instruct(
-            actor_from_interaction(interaction),
-            round_.scene_id,
-            self.instruction.value,
-            presenter,
-            base_round_id=round_.id,
-        )
-        # A reply in words, or why the plan will not render, was the presenter's answer already.
-        if isinstance(outcome, UndoView) or (isinstance(outcome, PlanView) and outcome.job is not None):
-            await reply(interaction, "Done: see the thread.")
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        await item_error(interaction, error)
+        await submit_instruction(interaction, self.round_id, self.instruction.value)
 
 
 class EditLayoutModal(ui.Modal):
     """The layout itself, as JSON or LMD text: read like a planner answer, no planner call."""
 
     def __init__(self, round_id: int, round_number: int, text: str) -> None:
-        super().__init__(title=f"Edit the layout of round {round_number}", timeout=EDIT_MODAL_TIMEOUT_S)
+        super().__init__(
+            title=f"Edit the layout of round {round_number}", custom_id=f"lmd:layoutform:{round_id}"
+        )
         self.round_id = round_id
         self.layout = ui.TextInput(
             label="Layout (JSON or LMD text; boxes x, y, w, h)",
             style=discord.TextStyle.paragraph,
             default=text,
             max_length=EDIT_BOX_CHARS,
+            custom_id="layout",
         )
         self.add_item(self.layout)
+        _unstored(self)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        from cogs._presenters import ThreadPresenter
+        await submit_layout(interaction, self.round_id, self.layout.value)
 
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        presenter = ThreadPresenter(interaction.channel, interaction=interaction)
+
+def _unstored(modal: ui.Modal) -> None:
+    """Keep ``modal`` out of discord.py's store: its submit is answered from the custom id
+    (:func:`submit_form`). A stored modal is forgotten after a timeout or a restart, and a box
+    sent later got no answer at all; an unstored one that is never sent costs nothing."""
+    modal.stop()
+
+
+async def submit_instruction(interaction: discord.Interaction, round_id: int, text: str) -> None:
+    from cogs._presenters import ThreadPresenter
+
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    scenes = scenes_of(interaction)
+    round_ = await scenes.round_record(round_id)
+    presenter = ThreadPresenter(interaction.channel, interaction=interaction)
+    outcome = await scenes.instruct(
+        actor_from_interaction(interaction), round_.scene_id, text, presenter, base_round_id=round_.id
+    )
+    # A reply in words, or why the plan will not render, was the presenter's answer already.
+    if isinstance(outcome, UndoView) or (isinstance(outcome, PlanView) and outcome.job is not None):
+        await reply(interaction, "Done: see the thread.")
+
+
+async def submit_layout(interaction: discord.Interaction, round_id: int, text: str) -> None:
+    from cogs._presenters import ThreadPresenter
+
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    presenter = ThreadPresenter(interaction.channel, interaction=interaction)
+    try:
+        outcome = await scenes_of(interaction).edit_layout(
+            actor_from_interaction(interaction), round_id, text, presenter
+        )
+    except LayoutError as exc:
+        # A modal's text is gone once it closes: hand it back with what to fix.
+        from cogs._format import file
+
+        await interaction.followup.send(
+            f"{exc.user_message}\nYour text is attached: fix it and paste it into Edit layout again.",
+            file=file(text.encode(), "layout.txt"),
+            ephemeral=True,
+        )
+        return
+    if outcome.job is not None:  # otherwise the presenter said why it will not render
+        await reply(interaction, "Done: see the thread.")
+
+
+FORMS = {
+    re.compile(r"lmd:instruct:(?P<id>\d+)"): ("instruction", submit_instruction),
+    re.compile(r"lmd:layoutform:(?P<id>\d+)"): ("layout", submit_layout),
+}
+
+
+def _form_values(components: list[dict]) -> dict[str, str]:
+    """A submitted modal's text inputs by custom id (in action rows, or in labels)."""
+    values: dict[str, str] = {}
+    for component in components:
+        if "value" in component and "custom_id" in component:
+            values[component["custom_id"]] = component["value"]
+        inner = list(component.get("components", []))
+        if "component" in component:
+            inner.append(component["component"])
+        values.update(_form_values(inner))
+    return values
+
+
+async def submit_form(interaction: discord.Interaction) -> None:
+    """A submitted Edit or Edit-layout box, however long ago it was opened, even across a
+    restart: the round is in its custom id, the text in its inputs."""
+    data = interaction.data or {}
+    for template, (name, submit) in FORMS.items():
+        match = template.fullmatch(str(data.get("custom_id", "")))
+        if match is None:
+            continue
         try:
-            outcome = await scenes_of(interaction).edit_layout(
-                actor_from_interaction(interaction), self.round_id, self.layout.value, presenter
+            await submit(
+                interaction, int(match["id"]), _form_values(data.get("components", [])).get(name, "")
             )
-        except LayoutError as exc:
-            # A modal's text is gone once it closes: hand it back with what to fix.
-            from cogs._format import file
-
-            await interaction.followup.send(
-                f"{exc.user_message}\nYour text is attached: fix it and paste it into Edit layout again.",
-                file=file(self.layout.value.encode(), "layout.txt"),
-                ephemeral=True,
-            )
-            return
-        if outcome.job is not None:  # otherwise the presenter said why it will not render
-            await reply(interaction, "Done: see the thread.")
-
-    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        await item_error(interaction, error)
+        except Exception as exc:  # every failure gets a reply; item_error logs the unexpected ones
+            await item_error(interaction, exc)
+        return

@@ -19,6 +19,7 @@ from cogs._common import (
 from cogs._format import HELP_TEXT
 from cogs._notifier import reopening
 from cogs._presenters import CommandPresenter, ThreadPresenter
+from cogs._views import submit_form
 from lmd_bot.errors import LmdError
 from lmd_bot.layout.canvas import Aspect
 from lmd_bot.rendering import RenderMode
@@ -185,6 +186,13 @@ class ImagineCog(commands.Cog):
             await message.add_reaction(emoji)
         except discord.HTTPException:
             log.info("cannot react in %s", message.channel.id)
+
+    # --- ✏️ Edit and 📝 Edit-layout boxes, however long they stayed open ------------------------
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        if interaction.type is discord.InteractionType.modal_submit:
+            await submit_form(interaction)
 
     # --- 🔄 on any result, even old ones, even after a restart ----------------------------------
 

@@ -193,12 +193,9 @@ async def test_the_settings_channels_field_fits_discord_s_limit(tmp_path):
         assert len(channels) <= 1024 and "more" in channels
 
 
-async def test_dismissed_edit_modals_do_not_pile_up(tmp_path, monkeypatch):
-    import cogs._views
-
-    monkeypatch.setattr(cogs._views, "EDIT_MODAL_TIMEOUT_S", 0.2)
+async def test_dismissed_edit_modals_do_not_pile_up(tmp_path):
     async with discord_world(tmp_path) as world:
-        _, _, result = await first_result(world)
+        _, thread_id, result = await first_result(world)
         edit = next(
             c["custom_id"]
             for c in result["components"][0]["components"]
@@ -210,6 +207,13 @@ async def test_dismissed_edit_modals_do_not_pile_up(tmp_path, monkeypatch):
             assert world.callback(token)["type"] == 9  # the modal; the user closes it
         store = world.state._view_store
         await eventually(lambda: not store._modals, timeout=5)
+        # The last one is sent after all: it is answered from its custom id.
+        modal = world.api.interactions[token]["modal"]
+        [box] = _inputs(modal["components"])
+        sent = world.submit(modal["custom_id"], OWNER, thread_id, {box["custom_id"]: "move a blue cup right"})
+        await world.settle()
+        assert "Done" in str(world.followups(sent))
+        await eventually(lambda: len(results_in(world, thread_id)) == 2)
 
 
 # --- Discord's other answers ----------------------------------------------------------------------
@@ -224,3 +228,50 @@ async def test_a_rate_limited_post_is_waited_out_and_the_result_still_arrives(tm
             r for r in world.api.requests_to("POST", rf"/channels/{thread_id}/messages") if r.status == 429
         ]
         assert len(limited) == 2
+
+
+def _inputs(components) -> list[dict]:
+    """The text inputs of a modal as sent (in action rows or labels)."""
+    found = []
+    for c in components:
+        if c.get("type") == 4:
+            found.append(c)
+        found += _inputs(c.get("components", []) + ([c["component"]] if "component" in c else []))
+    return found
+
+
+async def test_an_edit_layout_box_sent_long_after_it_opened_still_makes_the_round(tmp_path):
+    """People type as long as they like, and Discord keeps the box open; the bot forgot a box
+    after 15 minutes and left its submit unanswered. Now nothing is kept: the box carries all."""
+    import asyncio
+
+    async with discord_world(tmp_path) as world:
+        _, thread_id, result = await first_result(world)
+        layout = next(
+            c["custom_id"]
+            for c in result["components"][0]["components"]
+            if c["custom_id"].startswith("lmd:layout")
+        )
+        shown = world.click(layout, OWNER, int(result["id"]))
+        await world.settle()
+        message = world.original(shown)
+        opened = world.click(
+            message["components"][0]["components"][0]["custom_id"], OWNER, int(message["id"])
+        )
+        await world.settle()
+        modal = world.api.interactions[opened]["modal"]
+        [box] = _inputs(modal["components"])
+        assert not world.state._view_store._modals  # nothing to forget
+        await asyncio.sleep(0.5)  # typing...
+        edited = box["value"].replace('"a blue cup"', '"a green cup"')
+        token = world.submit(modal["custom_id"], OWNER, thread_id, {box["custom_id"]: edited})
+        await world.settle()
+        assert world.callback(token) == {"type": 5, "data": {"flags": EPHEMERAL}}
+        assert "Done" in str(world.followups(token))
+        results = await eventually(
+            lambda: len(results_in(world, thread_id)) == 2 and results_in(world, thread_id)
+        )
+        assert (
+            results[1]["embeds"][0]["title"] == "Round 2"
+            and "a green cup" in results[1]["embeds"][0]["description"]
+        )
