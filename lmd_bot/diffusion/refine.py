@@ -58,13 +58,18 @@ class Refiner:
     ) -> Image.Image:
         """``image`` at the refine size, refined. ``steps`` is the full schedule's length: the
         refiner runs ``round(steps * strength)`` of them. ``on_step(step, total)`` reports progress;
-        ``should_cancel()`` stops it between steps (:class:`CancelledError`)."""
+        ``should_cancel()`` stops it between steps (:class:`CancelledError`). It always redoes at
+        least one step."""
         import torch
         from PIL import Image
 
         canvas = fit(image.width, image.height, self.size)
         upscaled = image.convert("RGB").resize((canvas.width, canvas.height), Image.Resampling.LANCZOS)
-        total = max(1, int(steps * self.strength))
+        # img2img redoes int(steps * strength) of the schedule; a short schedule would redo none
+        # (and diffusers fails on an empty one): lengthen it until one step is redone.
+        while int(steps * self.strength) < 1:
+            steps += 1
+        total = int(steps * self.strength)
         cancelled = False
 
         def step_end(pipe, step: int, timestep, kwargs):

@@ -173,3 +173,21 @@ def test_eval_generate_sd_runs_the_reference_sd_baseline_by_default(tmp_path, mo
     args = ["eval", "generate", "--mode", "sd", "--indexes", "3", "--out", str(tmp_path / "ddim"), "--tiny"]
     assert main([*args, "--sd-baseline", "controller"]) == 0
     assert built[-1] == ("bfloat16", SdBaseline.CONTROLLER)
+
+
+def test_eval_generate_refine_scores_refined_images_and_records_it(tmp_path, monkeypatch, capsys):
+    """``--refine on``: every benchmark image goes through the (tiny random) SDXL refiner, at the
+    refine size; the folder records it, so refined and plain images are never mixed."""
+    from lmd_bot.cli import main
+
+    for key, value in {"SIZE": "128", "REFINE_SIZE": "256", "USE_SAM": "false", "GLIGEN_MODEL": ""}.items():
+        monkeypatch.setenv(f"LMD_DIFFUSION__{key}", value)
+    out = tmp_path / "refined"
+    args = ["eval", "generate", "--mode", "sd", "--indexes", "3", "--out", str(out), "--tiny", "--steps", "2"]
+    assert main([*args, "--refine", "on"]) == 0
+    assert Image.open(image_path(out, 3)).size == (256, 256)
+    assert json.loads((out / "3" / "render.json").read_text())["stats"]["refine_seconds"] > 0
+    assert json.loads((out / "settings.json").read_text())["renderer"]["refine"] == "on"
+    assert main(args) == 2  # the configured default (off) into the refined folder: refused
+    said = capsys.readouterr().err
+    assert "other settings" in said and "'refine': 'on'" in said and "'refine': 'off'" in said
