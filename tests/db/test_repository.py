@@ -3,6 +3,8 @@ transactions."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -195,3 +197,24 @@ def test_database_urls_need_an_async_driver_and_do_not_leak_passwords():
     with pytest.raises(ConfigError) as err:
         open_database("not a url at all :: hunter2")
     assert "hunter2" not in str(err.value)
+
+
+async def test_a_refine_job_is_made_once_per_image_until_one_fails(repo):
+    _, first = await _scene(repo)
+    new = NewJob(user_id=BIG_ID, guild_id=BIG_ID, mode=RenderMode.LMD, steps=20, cap=5)
+    _, _, source = await repo.start_render(round_id=first.id, job=new)
+    refine = NewJob(user_id=BIG_ID, guild_id=BIG_ID, mode=RenderMode.LMD, steps=20, cap=5, refine=True)
+    job, created = await repo.start_refine(source.id, refine)
+    assert created and job.refine and job.refine_of == source.id
+    assert (job.round_id, job.seed, job.status) == (first.id, source.seed, JobStatus.QUEUED)
+    assert await repo.start_refine(source.id, refine) == (job, False)  # queued: the same job
+    await repo.finish_job_if_active(job.id, JobStatus.DONE)
+    assert (await repo.start_refine(source.id, refine))[0].id == job.id  # done: still the same
+    await repo.update_job(job.id, status=JobStatus.FAILED)
+    again, created = await repo.start_refine(source.id, refine)  # failed: pressed again, a new one
+    assert created and again.id != job.id
+    _, _, other = await repo.start_render(round_id=first.id, job=new)
+    with pytest.raises(CapReachedError):  # the source, the refinement and the other are queued
+        await repo.start_refine(other.id, dataclasses.replace(refine, cap=3))
+    with pytest.raises(NotFoundError):
+        await repo.start_refine(10**6, refine)
