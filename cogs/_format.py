@@ -105,9 +105,10 @@ def status_content(view: StatusView, now: float | None = None) -> str:
         return f"⏳ {round_}: queued, {where}{eta}."
     if view.state == "running":
         icon, doing = ("✨", "refining") if view.job.refine_of is not None else ("🎨", "rendering")
+        again = f"\n♻️ {view.note}" if view.note else ""  # why this is another try
         if view.step and view.total_steps:
-            return f"{icon} {round_}: {doing}, step {view.step}/{view.total_steps}."
-        return f"{icon} {round_}: {doing}…"
+            return f"{icon} {round_}: {doing}, step {view.step}/{view.total_steps}.{again}"
+        return f"{icon} {round_}: {doing}…{again}"
     if view.state == "retrying":
         return f"♻️ {round_}: {view.note}"
     return f"❌ {round_}: cancelled{f' ({view.note})' if view.note else ''}."

@@ -82,6 +82,8 @@ class ConsoleNotifier:
             line = f"queued, position {view.position} of {view.waiting}"
         elif view.state == "running":
             line = f"rendering, step {view.step}/{view.total_steps}" if view.step else "rendering…"
+            if view.note:  # another try: why
+                line = f"{line} ({view.note})"
         elif view.state == "retrying":
             line = view.note or "retrying"
         else:

@@ -8,24 +8,23 @@ A database that cannot be used right now (locked past its busy timeout, a full d
 server) raises :class:`~lmd_bot.errors.StorageError`, which says so to the user; the transaction
 is rolled back, so nothing is half-written.
 
-On SQLite, writes in this process take turns on an asyncio lock: SQLite has one writer at a time
-anyway, and a transaction that read before writing would otherwise fail at once (a busy snapshot,
-which ``busy_timeout`` does not wait out) when another of our writers committed meanwhile.
+Each method's transaction is one plain function of a session, which the
+:class:`~lmd_bot.db.engine.Database` runs whole: on SQLite by its single writer thread (or a
+reader thread), so our own writers never wait on each other's locks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
+from lmd_bot.db.engine import Database
 from lmd_bot.db.models import GuildConfig, Job, MessageLink, Round, Scene, utcnow
 from lmd_bot.errors import StorageError
 from lmd_bot.layout.schema import SceneLayout
@@ -40,6 +39,8 @@ from lmd_bot.scenes.models import (
     SceneRecord,
     ServerSettings,
 )
+
+T = TypeVar("T")
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
@@ -136,26 +137,19 @@ class NewJob:
 
 
 class Repository:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, serialize_writes: bool = True) -> None:
-        self._sessions = sessions
-        self._write_lock = asyncio.Lock() if serialize_writes else None
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncSession]:
-        """One write transaction (taking its turn on SQLite)."""
+    async def _write(self, work: Callable[[Session], T]) -> T:
+        """``work`` in one write transaction (see :class:`~lmd_bot.db.engine.Database`)."""
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                if self._write_lock is not None:
-                    await stack.enter_async_context(self._write_lock)
-                yield await stack.enter_async_context(self._sessions.begin())
+            return await self._db.write(work)
         except OperationalError as exc:
             raise StorageError(f"database write failed: {exc.orig}") from exc
 
-    @contextlib.asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncSession]:
+    async def _read(self, work: Callable[[Session], T]) -> T:
         try:
-            async with self._sessions() as session:
-                yield session
+            return await self._db.read(work)
         except OperationalError as exc:
             raise StorageError(f"database read failed: {exc.orig}") from exc
 
@@ -176,7 +170,8 @@ class Repository:
         notes: Iterable[str] = (),
     ) -> tuple[SceneRecord, RoundRecord]:
         """A new scene with its first round (the plan) as its head, in one transaction."""
-        async with self._write() as s:
+
+        def work(s: Session) -> tuple[SceneRecord, RoundRecord]:
             scene = Scene(
                 owner_id=owner_id,
                 guild_id=guild_id,
@@ -190,7 +185,7 @@ class Repository:
                 created_at=utcnow(),
             )
             s.add(scene)
-            await s.flush()
+            s.flush()
             first = Round(
                 scene_id=scene.id,
                 parent_id=None,
@@ -203,9 +198,11 @@ class Repository:
                 created_at=utcnow(),
             )
             s.add(first)
-            await s.flush()
+            s.flush()
             scene.head_round_id = first.id
             return _scene(scene), _round(first)
+
+        return await self._write(work)
 
     async def add_round(
         self,
@@ -222,17 +219,16 @@ class Repository:
         """A new round under ``parent_id``; it becomes the scene's head and its seed the scene's
         seed. With ``job``, its render job is created in the same transaction (or, with the user's
         cap reached, nothing is written: CapReachedError). Returns the updated scene too."""
-        async with self._write() as s:
-            scene = await s.get(Scene, scene_id, with_for_update=True)
-            parent = await s.get(Round, parent_id)
+
+        def work(s: Session) -> tuple[SceneRecord, RoundRecord, JobRecord | None]:
+            scene = s.get(Scene, scene_id, with_for_update=True)
+            parent = s.get(Round, parent_id)
             if scene is None or parent is None or parent.scene_id != scene_id:
                 raise NotFoundError(f"round {parent_id} of scene {scene_id}")
             if job is not None:
-                await self._check_cap(s, job)
+                self._check_cap(s, job)
             number = (
-                await s.scalar(
-                    select(func.coalesce(func.max(Round.number), 0)).where(Round.scene_id == scene_id)
-                )
+                s.scalar(select(func.coalesce(func.max(Round.number), 0)).where(Round.scene_id == scene_id))
             ) + 1
             row = Round(
                 scene_id=scene_id,
@@ -246,15 +242,17 @@ class Repository:
                 created_at=utcnow(),
             )
             s.add(row)
-            await s.flush()
+            s.flush()
             scene.head_round_id = row.id
             scene.seed = seed
             job_row = None
             if job is not None:
                 job_row = self._new_job(scene_id=scene_id, round_id=row.id, seed=seed, job=job)
                 s.add(job_row)
-                await s.flush()
+                s.flush()
             return _scene(scene), _round(row), (_job(job_row) if job_row is not None else None)
+
+        return await self._write(work)
 
     async def start_render(
         self,
@@ -268,76 +266,94 @@ class Repository:
         """Everything starting a round's render writes, in one transaction: the thread the plan
         opened (a new scene's home), the plan message's link to the round, and the job (with the
         round's seed unless ``seed``). CapReachedError, and nothing written, at the user's cap."""
-        async with self._write() as s:
-            round_row = await s.get(Round, round_id)
+
+        def work(s: Session) -> tuple[SceneRecord, RoundRecord, JobRecord]:
+            round_row = s.get(Round, round_id)
             if round_row is None:
                 raise NotFoundError(f"round {round_id}")
-            scene = await s.get(Scene, round_row.scene_id, with_for_update=True)
-            await self._check_cap(s, job)
+            scene = s.get(Scene, round_row.scene_id, with_for_update=True)
+            self._check_cap(s, job)
             if thread_id is not None and scene.thread_id is None:
                 scene.thread_id, scene.plan_message_id = thread_id, plan_message_id
             if plan_message_id is not None:
-                await self._link(s, plan_message_id, scene.id, round_id, None, MessageKind.PLAN)
+                self._link(s, plan_message_id, scene.id, round_id, None, MessageKind.PLAN)
             job_row = self._new_job(
                 scene_id=scene.id, round_id=round_id, seed=round_row.seed if seed is None else seed, job=job
             )
             s.add(job_row)
-            await s.flush()
+            s.flush()
             return _scene(scene), _round(round_row), _job(job_row)
 
+        return await self._write(work)
+
     @staticmethod
-    async def _check_cap(s: AsyncSession, job: NewJob) -> None:
-        active = await s.scalar(
+    def _check_cap(s: Session, job: NewJob) -> None:
+        active = s.scalar(
             select(func.count()).select_from(Job).where(Job.user_id == job.user_id, Job.status.in_(_ACTIVE))
         )
         if active >= job.cap:
             raise CapReachedError(active)
 
     async def set_head(self, scene_id: int, round_id: int, seed: int) -> SceneRecord:
-        async with self._write() as s:
-            row = await s.get(Scene, scene_id)
+        def work(s: Session) -> SceneRecord:
+            row = s.get(Scene, scene_id)
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
             row.head_round_id, row.seed = round_id, seed
-            await s.flush()
+            s.flush()
             return _scene(row)
 
+        return await self._write(work)
+
     async def set_allow_everyone(self, scene_id: int, allow: bool) -> None:
-        async with self._write() as s:
-            await s.execute(update(Scene).where(Scene.id == scene_id).values(allow_everyone=allow))
+        def work(s: Session) -> None:
+            s.execute(update(Scene).where(Scene.id == scene_id).values(allow_everyone=allow))
+
+        await self._write(work)
 
     async def scene(self, scene_id: int) -> SceneRecord:
-        async with self._read() as s:
-            row = await s.get(Scene, scene_id)
+        def work(s: Session) -> SceneRecord:
+            row = s.get(Scene, scene_id)
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
             return _scene(row)
 
+        return await self._read(work)
+
     async def scene_by_thread(self, thread_id: int) -> SceneRecord | None:
-        async with self._read() as s:
-            row = await s.scalar(select(Scene).where(Scene.thread_id == thread_id))
+        def work(s: Session) -> SceneRecord | None:
+            row = s.scalar(select(Scene).where(Scene.thread_id == thread_id))
             return _scene(row) if row is not None else None
 
+        return await self._read(work)
+
     async def round(self, round_id: int) -> RoundRecord:
-        async with self._read() as s:
-            row = await s.get(Round, round_id)
+        def work(s: Session) -> RoundRecord:
+            row = s.get(Round, round_id)
             if row is None:
                 raise NotFoundError(f"round {round_id}")
             return _round(row)
 
+        return await self._read(work)
+
     async def scene_tree(self, scene_id: int) -> tuple[SceneRecord, dict[int, RoundRecord]]:
         """A scene and all its rounds by id, in one read."""
-        async with self._read() as s:
-            row = await s.get(Scene, scene_id)
+
+        def work(s: Session) -> tuple[SceneRecord, dict[int, RoundRecord]]:
+            row = s.get(Scene, scene_id)
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
-            rounds = await s.scalars(select(Round).where(Round.scene_id == scene_id))
+            rounds = s.scalars(select(Round).where(Round.scene_id == scene_id))
             return _scene(row), {r.id: _round(r) for r in rounds}
 
+        return await self._read(work)
+
     async def rounds(self, scene_id: int) -> dict[int, RoundRecord]:
-        async with self._read() as s:
-            rows = await s.scalars(select(Round).where(Round.scene_id == scene_id))
+        def work(s: Session) -> dict[int, RoundRecord]:
+            rows = s.scalars(select(Round).where(Round.scene_id == scene_id))
             return {r.id: _round(r) for r in rows}
+
+        return await self._read(work)
 
     # --- jobs ----------------------------------------------------------------------------------
 
@@ -371,23 +387,27 @@ class Repository:
     ) -> JobRecord:
         """A queued job, with no cap check (for tools and tests; the services use
         :meth:`start_render`)."""
-        async with self._write() as s:
+
+        def work(s: Session) -> JobRecord:
             new = NewJob(user_id=user_id, guild_id=guild_id, mode=mode, steps=steps, cap=0)
             row = self._new_job(scene_id=scene_id, round_id=round_id, seed=seed, job=new)
             s.add(row)
-            await s.flush()
+            s.flush()
             return _job(row)
+
+        return await self._write(work)
 
     async def start_refine(self, source_id: int, job: NewJob) -> tuple[JobRecord, bool]:
         """A ✨ Refine job for ``source_id``'s image (same round, seed, steps and mode), unless one
         is queued, running or done already: that one is returned instead, so a second press
         queues nothing. ``(job, created)``; CapReachedError, and nothing written, at the cap."""
-        async with self._write() as s:
+
+        def work(s: Session) -> tuple[JobRecord, bool]:
             # The source's row lock makes two presses at once take turns (PostgreSQL).
-            source = await s.get(Job, source_id, with_for_update=True)
+            source = s.get(Job, source_id, with_for_update=True)
             if source is None:
                 raise NotFoundError(f"job {source_id}")
-            existing = await s.scalar(
+            existing = s.scalar(
                 select(Job)
                 .where(
                     Job.refine_of == source_id,
@@ -398,78 +418,94 @@ class Repository:
             )
             if existing is not None:
                 return _job(existing), False
-            await self._check_cap(s, job)
+            self._check_cap(s, job)
             row = self._new_job(scene_id=source.scene_id, round_id=source.round_id, seed=source.seed, job=job)
             row.refine, row.refine_of = True, source_id
             s.add(row)
-            await s.flush()
+            s.flush()
             return _job(row), True
 
+        return await self._write(work)
+
     async def job(self, job_id: int) -> JobRecord:
-        async with self._read() as s:
-            row = await s.get(Job, job_id)
+        def work(s: Session) -> JobRecord:
+            row = s.get(Job, job_id)
             if row is None:
                 raise NotFoundError(f"job {job_id}")
             return _job(row)
+
+        return await self._read(work)
 
     async def update_job(self, job_id: int, **values: Any) -> JobRecord:
         for key in ("status",):
             if key in values and isinstance(values[key], JobStatus):
                 values[key] = values[key].value
-        async with self._write() as s:
-            row = await s.get(Job, job_id)
+
+        def work(s: Session) -> JobRecord:
+            row = s.get(Job, job_id)
             if row is None:
                 raise NotFoundError(f"job {job_id}")
             for key, value in values.items():
                 setattr(row, key, value)
-            await s.flush()
+            s.flush()
             return _job(row)
+
+        return await self._write(work)
 
     async def finish_job_if_active(self, job_id: int, status: JobStatus, **values: Any) -> JobRecord | None:
         """Set a final status only if the job is still queued or running (events can race a cancel)."""
-        async with self._write() as s:
-            row = await s.get(Job, job_id, with_for_update=True)
+
+        def work(s: Session) -> JobRecord | None:
+            row = s.get(Job, job_id, with_for_update=True)
             if row is None or row.status not in _ACTIVE:
                 return None
             row.status = status.value
             row.finished_at = utcnow()
             for key, value in values.items():
                 setattr(row, key, value)
-            await s.flush()
+            s.flush()
             return _job(row)
 
+        return await self._write(work)
+
     async def count_active_jobs(self, user_id: int) -> int:
-        async with self._read() as s:
-            return await s.scalar(
+        def work(s: Session) -> int:
+            return s.scalar(
                 select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.status.in_(_ACTIVE))
             )
 
+        return await self._read(work)
+
     async def jobs_with_status(self, *statuses: JobStatus) -> list[JobRecord]:
-        async with self._read() as s:
-            rows = await s.scalars(
+        def work(s: Session) -> list[JobRecord]:
+            rows = s.scalars(
                 select(Job)
                 .where(Job.status.in_([st.value for st in statuses]))
                 .order_by(Job.queued_at, Job.id)
             )
             return [_job(r) for r in rows]
 
+        return await self._read(work)
+
     async def active_jobs_of_scene(self, scene_id: int) -> list[JobRecord]:
-        async with self._read() as s:
-            rows = await s.scalars(
+        def work(s: Session) -> list[JobRecord]:
+            rows = s.scalars(
                 select(Job).where(Job.scene_id == scene_id, Job.status.in_(_ACTIVE)).order_by(Job.id)
             )
             return [_job(r) for r in rows]
 
+        return await self._read(work)
+
     async def recent_jobs_of_user(self, user_id: int, limit: int = 10) -> list[JobRecord]:
-        async with self._read() as s:
-            rows = await s.scalars(
-                select(Job).where(Job.user_id == user_id).order_by(Job.id.desc()).limit(limit)
-            )
+        def work(s: Session) -> list[JobRecord]:
+            rows = s.scalars(select(Job).where(Job.user_id == user_id).order_by(Job.id.desc()).limit(limit))
             return [_job(r) for r in rows]
 
+        return await self._read(work)
+
     async def latest_done_job(self, round_id: int) -> JobRecord | None:
-        async with self._read() as s:
-            row = await s.scalar(
+        def work(s: Session) -> JobRecord | None:
+            row = s.scalar(
                 select(Job)
                 .where(Job.round_id == round_id, Job.status == JobStatus.DONE.value)
                 .order_by(Job.id.desc())
@@ -477,29 +513,36 @@ class Repository:
             )
             return _job(row) if row is not None else None
 
+        return await self._read(work)
+
     # --- messages ------------------------------------------------------------------------------
 
     async def link_message(
         self, message_id: int, *, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
     ) -> None:
-        async with self._write() as s:
-            await self._link(s, message_id, scene_id, round_id, job_id, kind)
+        def work(s: Session) -> None:
+            self._link(s, message_id, scene_id, round_id, job_id, kind)
+
+        await self._write(work)
 
     async def remember_status_message(self, job_id: int, message_id: int) -> None:
         """The job's status message is ``message_id`` now: stored on the job, and linked to its
         round (so a reaction or button on it finds the scene), in one transaction."""
-        async with self._write() as s:
-            row = await s.get(Job, job_id)
+
+        def work(s: Session) -> None:
+            row = s.get(Job, job_id)
             if row is None:
                 raise NotFoundError(f"job {job_id}")
             row.status_message_id = message_id
-            await self._link(s, message_id, row.scene_id, row.round_id, job_id, MessageKind.STATUS)
+            self._link(s, message_id, row.scene_id, row.round_id, job_id, MessageKind.STATUS)
+
+        await self._write(work)
 
     @staticmethod
-    async def _link(
-        s: AsyncSession, message_id: int, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
+    def _link(
+        s: Session, message_id: int, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
     ) -> None:
-        row = await s.get(MessageLink, message_id)
+        row = s.get(MessageLink, message_id)
         if row is None:
             s.add(
                 MessageLink(
@@ -514,8 +557,8 @@ class Repository:
             row.scene_id, row.round_id, row.job_id, row.kind = scene_id, round_id, job_id, kind.value
 
     async def message(self, message_id: int) -> MessageRef | None:
-        async with self._read() as s:
-            row = await s.get(MessageLink, message_id)
+        def work(s: Session) -> MessageRef | None:
+            row = s.get(MessageLink, message_id)
             if row is None:
                 return None
             return MessageRef(
@@ -526,18 +569,25 @@ class Repository:
                 kind=MessageKind(row.kind),
             )
 
+        return await self._read(work)
+
     # --- server settings -----------------------------------------------------------------------
 
     async def server_settings(self, guild_id: int) -> ServerSettings:
-        async with self._read() as s:
-            row = await s.get(GuildConfig, guild_id)
+        def work(s: Session) -> ServerSettings:
+            row = s.get(GuildConfig, guild_id)
             return ServerSettings.model_validate(row.data) if row is not None else ServerSettings()
+
+        return await self._read(work)
 
     async def save_server_settings(self, guild_id: int, value: ServerSettings, *, by: int | None) -> None:
         data = value.model_dump(mode="json")
-        async with self._write() as s:
-            row = await s.get(GuildConfig, guild_id)
+
+        def work(s: Session) -> None:
+            row = s.get(GuildConfig, guild_id)
             if row is None:
                 s.add(GuildConfig(guild_id=guild_id, data=data, updated_by=by, updated_at=utcnow()))
             else:
                 row.data, row.updated_by, row.updated_at = data, by, utcnow()
+
+        await self._write(work)

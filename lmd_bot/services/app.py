@@ -75,7 +75,7 @@ async def open_core(
 
             planner = build_planner(settings)
         queue = queue or build_queue(settings, renderer)
-        repo = Repository(db.sessions)
+        repo = Repository(db)
         guard = Guard(settings.guard, settings.discord)
         policy = ServerPolicy(settings=settings, repo=repo, guard=guard)
         tracker = RenderTracker(settings=settings, repo=repo, queue=queue, images=images, policy=policy)

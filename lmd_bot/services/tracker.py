@@ -74,6 +74,9 @@ class _Live:
     round: RoundRecord
     queued_at: float  # monotonic
     position: int | None = None
+    # Why the job is on another try: kept on its running statuses, which follow within moments
+    # and would otherwise replace the "retrying" status before anyone saw it.
+    retry_note: str | None = None
 
 
 class RenderTracker:
@@ -296,12 +299,18 @@ class RenderTracker:
                     started_at=datetime.now(UTC),
                 )
                 live.position = None
-                self._push_status(live, "running", step=0, total=live.job.steps)
+                self._push_status(live, "running", step=0, total=live.job.steps, note=live.retry_note)
             case JobProgress():
                 self._push_status(
-                    live, "running", step=event.step, total=event.total, preview=event.preview_png
+                    live,
+                    "running",
+                    step=event.step,
+                    total=event.total,
+                    preview=event.preview_png,
+                    note=live.retry_note,
                 )
             case JobRetrying():
+                live.retry_note = event.user_message
                 self._push_status(live, "retrying", note=event.user_message)
             case JobDone():
                 try:

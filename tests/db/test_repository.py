@@ -29,7 +29,7 @@ BIG_ID = 1_234_567_890_123_456_789  # Discord snowflakes need 64-bit columns
 async def repo(db_url):
     db = open_database(db_url)
     await db.migrate()
-    yield Repository(db.sessions)
+    yield Repository(db)
     await db.close()
 
 
@@ -52,8 +52,7 @@ async def test_migrations_build_exactly_the_models_schema_and_run_twice(db_url):
     db = open_database(db_url)
     await db.migrate()
     await db.migrate()  # idempotent: already at head
-    async with db.engine.connect() as conn:
-        diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
+    diff = await db.run(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
     await db.close()
     assert diff == []
 
@@ -67,9 +66,8 @@ async def test_migrations_downgrade_to_nothing_and_back(sqlite_url):
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, "base")
 
-    async with db.engine.begin() as conn:
-        await conn.run_sync(down)
-        tables = await conn.run_sync(lambda c: c.dialect.get_table_names(c))
+    await db.run(down)
+    tables = await db.run(lambda c: c.dialect.get_table_names(c))
     assert set(tables) <= {"alembic_version"}
     await db.migrate()
     await db.close()
