@@ -90,7 +90,8 @@ def plan_embed(plan: PlanView | UndoView, *, title: str | None = None) -> discor
         embed.add_field(name="Changed", value=plan.changes[:1024], inline=False)
     if isinstance(plan, PlanView) and plan.notes:
         embed.set_footer(text="Adjusted: " + "; ".join(plan.notes)[:2000])
-    embed.set_image(url="attachment://plan.png")
+    if plan.overlay_png is not None:  # a new plan's picture follows its words
+        embed.set_image(url="attachment://plan.png")
     return embed
 
 

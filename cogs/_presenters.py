@@ -27,13 +27,19 @@ class CommandPresenter:
         message = await self.interaction.edit_original_response(
             content=f"**{discord.utils.escape_markdown(view.scene.prompt)[:1800]}**",
             embed=plan_embed(view),
-            attachments=[file(view.overlay_png, "plan.png")],
             allowed_mentions=NO_PINGS,  # the prompt echoed: "<@id>" in it pings nobody
         )
         self.thread = await message.create_thread(
             name=thread_name(view.scene.prompt), auto_archive_duration=self.archive_minutes
         )
         return PlanShown(message_id=message.id, thread_id=self.thread.id)
+
+    async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
+        await self.interaction.edit_original_response(
+            embed=plan_embed(view),
+            attachments=[file(view.overlay_png, "plan.png")],
+            allowed_mentions=NO_PINGS,  # the prompt shown above: still pinging nobody
+        )
 
     async def show_reply(self, view: ReplyView) -> None:
         if self.thread is not None:  # the plan is shown: the reply goes under it, in the thread
@@ -61,12 +67,16 @@ class ThreadPresenter:
         self.interaction = interaction
 
     async def show_plan(self, view: PlanView) -> PlanShown:
-        fields = {"embed": plan_embed(view), "file": file(view.overlay_png, "plan.png")}
         if self.reply_to is not None:
-            message = await self.reply_to.reply(mention_author=False, **fields)
+            message = await self.reply_to.reply(mention_author=False, embed=plan_embed(view))
         else:
-            message = await self.channel.send(**fields)
+            message = await self.channel.send(embed=plan_embed(view))
         return PlanShown(message_id=message.id)
+
+    async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
+        await self.channel.get_partial_message(shown.message_id).edit(
+            embed=plan_embed(view), attachments=[file(view.overlay_png, "plan.png")]
+        )
 
     async def show_reply(self, view: ReplyView) -> None:
         if self.reply_to is not None:

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from lmd_bot.errors import PlannerBusyError, PlannerError
 from lmd_bot.layout.canvas import SQUARE_512, Canvas
@@ -137,8 +138,16 @@ class ScriptedPlanner:
         pass
 
 
+@dataclass(frozen=True)
+class PlanPicture:
+    """A plan's picture, added to its message (``shown``) after the plan's words."""
+
+    plan: PlanView
+    shown: PlanShown
+
+
 JobUpdate = StatusView | ResultView | FailureView
-Shown = PlanView | ReplyView | UndoView | JobUpdate
+Shown = PlanView | PlanPicture | ReplyView | UndoView | JobUpdate
 
 
 class RecordingNotifier:
@@ -170,6 +179,10 @@ class RecordingNotifier:
         await self._record(view)
         thread = next(self._threads) if view.scene.thread_id is None else None
         return PlanShown(message_id=next(self._ids), thread_id=thread)
+
+    async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
+        """Recorded as a :class:`PlanPicture` after the plan it belongs to."""
+        await self._record(PlanPicture(plan=view, shown=shown))
 
     async def show_reply(self, view: ReplyView) -> None:
         await self._record(view)

@@ -120,15 +120,17 @@ class ConsoleNotifier:
     async def show_plan(self, view: PlanView) -> PlanShown:
         from lmd_bot.services import PlanShown
 
-        path = self.out / f"scene{view.scene.id}-round{view.round.number}-plan.png"
-        await asyncio.to_thread(_write_file, path, view.overlay_png)
         layout = view.round.layout
         objects = ", ".join(o.caption for o in layout.objects) or "no objects"
         self.say(f"round {view.round.number}: {objects}; background: {layout.background}")
         if view.changes:
             self.say(f"  changed: {view.changes}")
-        self.say(f"  plan: {path}")
         return PlanShown()
+
+    async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
+        path = self.out / f"scene{view.scene.id}-round{view.round.number}-plan.png"
+        await asyncio.to_thread(_write_file, path, view.overlay_png)
+        self.say(f"  plan: {path}")
 
     async def show_reply(self, view: ReplyView) -> None:
         self.say(view.text)

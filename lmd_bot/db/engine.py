@@ -100,7 +100,8 @@ def _check_writable(connection: Connection) -> None:
 
 class Database(ABC):
     """Where the repository's transactions run. ``writes`` and ``reads`` count them (the bot
-    benchmark reports them per instruction)."""
+    benchmark reports them per instruction); ``waits``, those that found SQLite locked by
+    another process and waited for it in a thread."""
 
     where: str  # for messages: the SQLite file or the server, no password
     engine: Engine  # the synchronous face, for event listeners (tools, tests)
@@ -108,6 +109,7 @@ class Database(ABC):
     def __init__(self) -> None:
         self.writes = 0
         self.reads = 0
+        self.waits = 0
 
     async def write(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one write transaction, committed if it returns, rolled back if it raises."""
@@ -194,6 +196,7 @@ class SqliteDatabase(Database):
         except OperationalError as exc:
             if not _busy(exc):
                 raise
+        self.waits += 1
         log.info("%s is locked by another process: waiting in a thread", self.where)
         return await asyncio.get_running_loop().run_in_executor(self._thread, run, self._waiting, work)
 

@@ -29,7 +29,11 @@ class DestinationGoneError(Exception):
 
 class Presenter(Protocol):
     async def show_plan(self, view: PlanView) -> PlanShown:
-        """Show a new round's plan; say where (a new scene's thread is opened from it)."""
+        """Show a new round's plan in words; say where (a new scene's thread is opened from it)."""
+
+    async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
+        """Add the plan's picture (``view.overlay_png``, drawn after its render was queued) to
+        the plan shown at ``shown``."""
 
     async def show_reply(self, view: ReplyView) -> None:
         """Answer in words: the planner's reply, or why a shown plan could not be queued."""

@@ -8,7 +8,9 @@ adapter's :class:`~lmd_bot.services.notifier.Presenter`, and hands the render to
 
 ``/imagine`` in full: plan → store the scene → show the plan (the adapter opens the scene's
 thread from it) → one transaction records the thread, links the plan message and creates the
-job (refused at the user's cap) → submit.
+job (refused at the user's cap) → submit → draw the plan's picture and add it. An instruction:
+plan → one transaction writes the round and its job → submit → show the plan → its picture
+(:mod:`~lmd_bot.services.plans`).
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from lmd_bot.planner.base import Planner
 from lmd_bot.planner.manual import edit_box_text, editable_json, read_user_layout
 from lmd_bot.rendering import Refine, RenderMode
 from lmd_bot.scenes.diff import describe_changes
-from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundKind, RoundRecord, SceneRecord
+from lmd_bot.scenes.models import JobRecord, MessageKind, RoundKind, RoundRecord, SceneRecord
 from lmd_bot.scenes.tree import branch_path, planner_history
 from lmd_bot.services.errors import NothingToUndoError, NotOwnerError, SceneNotFoundError
 from lmd_bot.services.images import ImageStore
 from lmd_bot.services.layout_files import AttachedFile, layout_text
 from lmd_bot.services.notifier import Notifier, Presenter
+from lmd_bot.services.plans import PlanPresenter
 from lmd_bot.services.policy import ServerPolicy, cap_reached
 from lmd_bot.services.tracker import RenderTracker
 from lmd_bot.services.views import (
@@ -76,6 +79,7 @@ class SceneService:
         self._policy = policy
         self._tracker = tracker
         self._new_seed = new_seed
+        self._plans = PlanPresenter(repo=repo, images=images, tracker=tracker)
         # A scene's rounds change one instruction at a time (a second one waits for the first).
         self._scene_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -139,15 +143,8 @@ class SceneService:
             layout=result.layout,
             notes=result.notes,
         )
-        plan = PlanView(
-            scene=scene,
-            round=first,
-            overlay_png=await self._images.plan_picture(result.layout),
-            notes=result.notes,
-        )
-        return await self._show_and_render(actor, plan, presenter)
-
-    async def _show_and_render(self, actor: Actor, plan: PlanView, presenter: Presenter) -> PlanView:
+        plan = PlanView(scene=scene, round=first, notes=result.notes)
+        # The plan opens the scene's thread, where the job reports: shown before the job exists.
         shown = await presenter.show_plan(plan)
         try:
             scene, round_, job = await self._start_render(
@@ -161,8 +158,9 @@ class SceneService:
             # The plan is shown already: say why it will not render, where the plan is.
             log.info("scene %s round %s not queued: %s", plan.scene.id, plan.round.number, exc)
             await presenter.show_reply(ReplyView(scene=plan.scene, text=exc.user_message))
-            return plan
-        return plan.model_copy(update={"scene": scene, "round": round_, "job": job})
+        else:
+            plan = plan.model_copy(update={"scene": scene, "round": round_, "job": job})
+        return await self._plans.add_picture(plan, shown, presenter)
 
     async def _start_render(
         self,
@@ -266,45 +264,11 @@ class SceneService:
         plan = PlanView(
             scene=scene,
             round=new_round,
-            overlay_png=await self._images.plan_picture(layout),
             changes=describe_changes(base.layout, layout),
             notes=result.notes,
             job=job,
         )
-        return await self._show_and_submit(plan, presenter)
-
-    async def _show_and_submit(self, plan: PlanView, presenter: Presenter) -> PlanView:
-        """Show a plan whose job is stored already, then queue the job and link the message."""
-        job = plan.job
-        assert job is not None
-        try:
-            shown = await presenter.show_plan(plan)
-        except BaseException:
-            # Not shown, not queued: the job must not wait forever (or render after a restart).
-            await self._repo.finish_job_if_active(
-                job.id, JobStatus.CANCELLED, error="the plan could not be shown"
-            )
-            raise
-        try:
-            await self._tracker.submit(plan.scene, plan.round, job)
-        except LmdError as exc:  # the tracker marked the job failed
-            log.info("scene %s round %s not queued: %s", plan.scene.id, plan.round.number, exc)
-            await presenter.show_reply(ReplyView(scene=plan.scene, text=exc.user_message))
-            return plan.model_copy(update={"job": None})
-        if shown.message_id is not None:
-            try:
-                await self._repo.link_message(
-                    shown.message_id,
-                    scene_id=plan.scene.id,
-                    round_id=plan.round.id,
-                    job_id=None,
-                    kind=MessageKind.PLAN,
-                )
-            except LmdError as exc:  # the job runs; only a reaction on the plan message will find nothing
-                log.warning(
-                    "plan message %s of scene %s not linked: %s", shown.message_id, plan.scene.id, exc
-                )
-        return plan
+        return await self._plans.queue_and_show(plan, presenter)
 
     async def edit_layout(self, actor: Actor, round_id: int, text: str, presenter: Presenter) -> PlanView:
         """Make the user's own layout (JSON or LMD text: an edited copy of ``round_id``'s, typed in
@@ -342,23 +306,27 @@ class SceneService:
                 layout.summary(),
                 read.notes,
             )
-            scene, new_round, _ = await self._repo.add_round(
-                scene_id=scene.id,
-                parent_id=base.id,
-                kind=RoundKind.LAYOUT,
-                instruction=LAYOUT_INSTRUCTION,
-                layout=layout,
-                seed=base.seed,
-                notes=read.notes,
-            )
+            try:
+                scene, new_round, job = await self._repo.add_round(
+                    scene_id=scene.id,
+                    parent_id=base.id,
+                    kind=RoundKind.LAYOUT,
+                    instruction=LAYOUT_INSTRUCTION,
+                    layout=layout,
+                    seed=base.seed,
+                    notes=read.notes,
+                    job=self._new_job(actor, scene, server),
+                )
+            except CapReachedError as exc:
+                raise cap_reached(actor.user_id, exc.active) from None
         plan = PlanView(
             scene=scene,
             round=new_round,
-            overlay_png=await self._images.plan_picture(layout),
             changes=describe_changes(base.layout, layout),
             notes=read.notes,
+            job=job,
         )
-        return await self._show_and_render(actor, plan, presenter)
+        return await self._plans.queue_and_show(plan, presenter)
 
     async def edit_layout_file(
         self,

@@ -162,13 +162,14 @@ class RenderTracker:
         log.info("job %s queued (scene %s round %s seed %s)", job.id, scene.id, round_.number, job.seed)
         self._refresh_positions_soon()
 
-    async def cancel(self, job: JobRecord, reason: str) -> CancelOutcome:
-        """Take ``job`` out of the queue, or ask its worker to stop (a JobCancelled follows)."""
+    async def cancel(self, job: JobRecord, reason: str, *, notify: bool = True) -> CancelOutcome:
+        """Take ``job`` out of the queue, or ask its worker to stop (a JobCancelled follows).
+        ``notify=False``: the job's thread is not told (nobody saw the job)."""
         outcome = await self.queue.cancel(job.id)
         if outcome == CancelOutcome.REMOVED or (
             outcome == CancelOutcome.UNKNOWN and job.status == JobStatus.QUEUED
         ):
-            await self._end_cancelled(job.id, reason)
+            await self._end_cancelled(job.id, reason, notify=notify)
         return outcome
 
     async def cancel_scene(self, scene_id: int, reason: str) -> int:

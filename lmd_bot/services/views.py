@@ -34,12 +34,13 @@ class Actor(BaseModel):
 
 
 class PlanView(BaseModel):
-    """The planner answered with a layout: a new round exists. Shown before its render is queued;
-    the use case returns it with ``job`` set once the render is queued."""
+    """The planner answered with a layout: a new round exists. Shown in words first, with ``job``
+    set once its render is queued (a new scene's plan is shown before: it opens the thread); the
+    picture of the layout follows (:meth:`Presenter.show_plan_picture`)."""
 
     scene: SceneRecord
     round: RoundRecord
-    overlay_png: bytes
+    overlay_png: bytes | None = None  # the layout's picture: None until drawn
     changes: str | None = None  # what changed from the round it was edited from; None for round 1
     notes: list[str] = Field(default_factory=list)  # repairs applied to the planner's answer
     job: JobRecord | None = None  # the round's render; None while showing, or if queueing failed
