@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image
@@ -55,6 +56,10 @@ def _write_whole(path: Path, data: bytes) -> None:
 class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        # Pictures are drawn one at a time on their own thread: drawing holds the GIL for most of
+        # its milliseconds, and a burst of plans drawn on many threads at once would starve the
+        # event loop (and every user's next step) of it.
+        self._drawing = ThreadPoolExecutor(1, thread_name_prefix="lmd-draw")
 
     def check_writable(self) -> None:
         """Refuse to start with an image folder the bot cannot write (ConfigError naming
@@ -94,11 +99,11 @@ class ImageStore:
         except OSError:
             return None
 
-    @staticmethod
-    async def plan_picture(layout: SceneLayout) -> bytes:
-        return await asyncio.to_thread(draw_overlay, layout)
+    async def plan_picture(self, layout: SceneLayout) -> bytes:
+        return await asyncio.get_running_loop().run_in_executor(self._drawing, draw_overlay, layout)
 
-    @staticmethod
-    async def overlay(layout: SceneLayout, png: bytes, missing: tuple[int, ...] = ()) -> bytes:
+    async def overlay(self, layout: SceneLayout, png: bytes, missing: tuple[int, ...] = ()) -> bytes:
         """``layout`` over the image; ``missing``: objects the self-check did not find (marked)."""
-        return await asyncio.to_thread(_overlay_on, layout, png, missing)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._drawing, _overlay_on, layout, png, missing
+        )
