@@ -350,7 +350,11 @@ class WorkerSupervisor:
         log.info("GPU worker %s started (pid %s)", self.name, process.pid)
         try:
             while True:
-                match await asyncio.wait_for(inbox.get(), self._start_timeout):
+                # asyncio.timeout, not wait_for (which can swallow a cancellation on Python 3.11):
+                # each message the worker sends while starting gives it the full time again.
+                async with asyncio.timeout(self._start_timeout):
+                    message = await inbox.get()
+                match message:
                     case Ready():
                         return worker
                     case Fatal(detail=detail):

@@ -202,8 +202,10 @@ class RedisJobQueue:
                 return  # closing
             except Exception:  # a bug here must not stop the queue for everyone
                 log.exception("handing jobs to the workers failed")
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                async with asyncio.timeout(self._poll_s):
+                    await self._wake.wait()
 
     async def _dispatch(self) -> None:
         """Hand out jobs while workers are free; notice a Redis that lost its data."""

@@ -257,7 +257,9 @@ class RedisWorker:
     async def _drain(self, timeout_s: float | None) -> None:
         """Wait until every event emitted so far is published (or refused)."""
         try:
-            await asyncio.wait_for(self._outbox.join(), timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.
+            async with asyncio.timeout(timeout_s):
+                await self._outbox.join()
         except TimeoutError:
             log.warning("%d event(s) not published before stopping", self._outbox.qsize())
 
