@@ -16,11 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
-import socket
 import statistics
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
 
@@ -106,39 +102,17 @@ async def _private_redis(url: str | None) -> AsyncIterator[str]:
     if url:
         yield url
         return
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server not found: install it or pass --redis-url")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    folder = tempfile.mkdtemp(prefix="lmd-bench-redis-")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            folder,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    from lmd_bot.jobs.redis.server import RedisServer, RedisServerError
+
     try:
-        for _ in range(200):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-            await asyncio.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        server = RedisServer(prefix="lmd-bench-redis-")
+        await asyncio.to_thread(server.start)
+    except RedisServerError as exc:
+        raise SystemExit(f"{exc}; or pass --redis-url") from None
+    try:
+        yield server.url
     finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(folder, ignore_errors=True)
+        await asyncio.to_thread(server.close)
 
 
 async def _local(args: argparse.Namespace) -> tuple[float, list[float]]:
