@@ -19,7 +19,8 @@ from lmd_bot.layout.schema import SceneLayout
 CAT = {"id": 1, "caption": "a gray cat", "box": [40, 220, 200, 250]}
 BALL = {"id": 2, "caption": "a red ball", "box": [300, 330, 150, 150]}
 CUP = {"id": 3, "caption": "a blue cup", "box": [330, 40, 120, 160]}
-STEPS = 10  # frozen steps 0-4 (latents 1-5), guided steps 0-5: per-object runs take 6 steps
+STEPS = 5  # frozen steps 0-1 (latents 1-2), guided steps 0-2: per-object runs take 3 steps
+TAKEN = 3
 SIZE = 128
 FULL = LmdParams.lmd_plus().model_copy(update={"object_schedule": ObjectSchedule.FULL})
 
@@ -56,7 +57,7 @@ def counted_run(components):
 def test_the_run_length_is_the_last_step_the_overall_run_reads():
     params = LmdParams()
     assert object_steps(params, 50) == 30  # guided steps 0-29 (transfer maps); frozen 0-24
-    assert object_steps(params, STEPS) == 6
+    assert object_steps(params, STEPS) == TAKEN
     assert object_steps(params.model_copy(update={"transfer_weight": 0.0}), 50) == 25  # frozen only
     assert object_steps(params.model_copy(update={"frozen_step_ratio": 1.0}), 50) == 50
     assert object_steps(FULL, 50) == 50
@@ -66,10 +67,10 @@ def test_per_object_runs_stop_after_the_last_step_the_overall_run_reads(counted_
     result, meter, _, _ = counted_run
     object_passes = [f for f in meter.forwards if f.complete and f.batch == 6]  # 3 objects x CFG
     overall_passes = [f for f in meter.forwards if f.complete and f.batch == 2]
-    assert len(object_passes) == 6 and len(overall_passes) == STEPS
+    assert len(object_passes) == TAKEN and len(overall_passes) == STEPS
     for run in result.objects:
-        assert run.result.trajectory.shape[0] == 6 + 1  # the initial noise and every step run
-    assert result.composition.latents.shape[0] == 6 + 1
+        assert run.result.trajectory.shape[0] == TAKEN + 1  # the initial noise and every step run
+    assert result.composition.latents.shape[0] == TAKEN + 1
 
 
 def test_the_mask_is_taken_from_the_clean_image_predicted_at_the_last_step(components, counted_run):
@@ -79,10 +80,10 @@ def test_the_mask_is_taken_from_the_clean_image_predicted_at_the_last_step(compo
     result, _, decodes, _ = counted_run
     scheduler = components.scheduler
     scheduler.set_timesteps(STEPS)
-    t, t_next = scheduler.timesteps[5], scheduler.timesteps[6]
+    t, t_next = scheduler.timesteps[TAKEN - 1], scheduler.timesteps[TAKEN]
     a, b = scheduler.alphas_cumprod[t], scheduler.alphas_cumprod[t_next]
-    z_t = torch.cat([run.result.trajectory[5] for run in result.objects])
-    z_next = torch.cat([run.result.trajectory[6] for run in result.objects])
+    z_t = torch.cat([run.result.trajectory[TAKEN - 1] for run in result.objects])
+    z_next = torch.cat([run.result.trajectory[TAKEN] for run in result.objects])
     x0 = ((1 - b).sqrt() * z_t - (1 - a).sqrt() * z_next) / (
         a.sqrt() * (1 - b).sqrt() - b.sqrt() * (1 - a).sqrt()
     )
