@@ -62,11 +62,13 @@ def frozen_steps(params: LmdParams, steps: int) -> int:
     return int(params.frozen_step_ratio * steps)
 
 
-def object_steps(params: LmdParams, steps: int) -> int:
-    """Steps a per-object run takes: every one (``FULL``, the reference), or up to the last the
-    overall run reads (``USED``): the latent after its last frozen step, the attention maps of its
-    last guided step. At least one, for the mask."""
-    if params.object_schedule is ObjectSchedule.FULL:
+def object_steps(params: LmdParams, steps: int, *, sam: bool) -> int:
+    """Steps a per-object run takes: every one (``FULL``, the reference), or with SAM (``sam``) up
+    to the last the overall run reads (``USED``): the latent after its last frozen step, the
+    attention maps of its last guided step; at least one, for the mask. Without SAM the mask is
+    the attention map itself, averaged up to the last step, whose later steps localise the object
+    best: those runs take every step."""
+    if params.object_schedule is ObjectSchedule.FULL or not sam:
         return steps
     return max(1, frozen_steps(params, steps), transfer_steps(params, steps))
 
@@ -194,7 +196,7 @@ class ObjectStage:
 
         # 5. Denoising, keeping every latent and the word tokens' attention where it is read, for
         #    as many steps as the overall run reads (docs/method.md, "Per-object stage")
-        n_steps = object_steps(params, steps)
+        n_steps = object_steps(params, steps, sam=self.c.sam is not None)
         n_transfer = transfer_steps(params, steps)
         mask_from_attention = params.sam_prompt == "point" or self.c.sam is None
         sam_start = min(int(params.sam_start_ratio * steps), n_steps - 1)

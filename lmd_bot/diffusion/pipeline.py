@@ -367,7 +367,7 @@ class LmdPipeline:
         background = self.blocks.initial_latents(spec.seed, latent_hw)
 
         # 3. Per-object runs: what the cache holds is reused, the rest generated in batches
-        n_object_steps = object_steps(params, steps)
+        n_object_steps = object_steps(params, steps, sam=self.c.sam is not None)
         results = cached_results(jobs, cache, n_object_steps)
         reused = set(results)
         todo = batches([job for job in jobs if job.spec.id not in reused], self.object_batch_size)

@@ -122,8 +122,7 @@ def test_batched_and_one_by_one_object_runs_agree(components_no_sam):
         return pipe.lmd_plus(spec, steps=3, guidance_scale=7.5, height=128, width=128)
 
     batched, alone = render(8), render(1)
-    # Per-object runs take the 2 steps of 3 the overall run reads.
-    assert batched.stats.unet_forwards == 2 + 3 and alone.stats.unet_forwards == 2 * 2 + 3
+    assert batched.stats.unet_forwards == 3 + 3 and alone.stats.unet_forwards == 2 * 3 + 3
     for a, b in zip(batched.objects, alone.objects, strict=True):
         assert torch.allclose(a.trajectory, b.trajectory, atol=1e-4)
         assert torch.equal(a.mask, b.mask)

@@ -56,11 +56,13 @@ def counted_run(components):
 
 def test_the_run_length_is_the_last_step_the_overall_run_reads():
     params = LmdParams()
-    assert object_steps(params, 50) == 30  # guided steps 0-29 (transfer maps); frozen 0-24
-    assert object_steps(params, STEPS) == TAKEN
-    assert object_steps(params.model_copy(update={"transfer_weight": 0.0}), 50) == 25  # frozen only
-    assert object_steps(params.model_copy(update={"frozen_step_ratio": 1.0}), 50) == 50
-    assert object_steps(FULL, 50) == 50
+    assert object_steps(params, 50, sam=True) == 30  # guided steps 0-29 (transfer maps); frozen 0-24
+    assert object_steps(params, STEPS, sam=True) == TAKEN
+    assert object_steps(params.model_copy(update={"transfer_weight": 0.0}), 50, sam=True) == 25
+    assert object_steps(params.model_copy(update={"frozen_step_ratio": 1.0}), 50, sam=True) == 50
+    assert object_steps(FULL, 50, sam=True) == 50
+    # Without SAM the mask is the attention averaged to the last step: every step is run.
+    assert object_steps(params, 50, sam=False) == 50
 
 
 def test_per_object_runs_stop_after_the_last_step_the_overall_run_reads(counted_run):
@@ -115,3 +117,9 @@ def test_runs_of_another_schedule_are_never_taken_from_the_cache(components):
     full = _lmd_plus(LmdPipeline(components, lmd_plus=FULL), spec, cache=cache)
     assert full.stats.object_runs == 2 and full.stats.object_cache_hits == 0
     assert all(run.result.trajectory.shape[0] == STEPS + 1 for run in full.objects)
+
+
+def test_without_sam_runs_take_every_step_for_their_attention_masks(components_no_sam):
+    result = _lmd_plus(LmdPipeline(components_no_sam), _spec(BALL))
+    assert result.stats.unet_forwards == STEPS + STEPS
+    assert result.objects[0].result.trajectory.shape[0] == STEPS + 1

@@ -98,7 +98,7 @@ def test_shortened_object_runs_equal_the_references_for_every_step_they_take(com
     golden = np.load(GOLDEN / f"{mode}_3.npz")
     pipe = LmdPipeline(components)
     params = pipe.lmd_params if mode == "lmd" else pipe.lmd_plus_params
-    taken = object_steps(params, STEPS)
+    taken = object_steps(params, STEPS, sam=True)
     assert taken == 4
     result = getattr(pipe, mode)(_spec(3), steps=STEPS, guidance_scale=7.5, height=SIZE, width=SIZE)
     for i, run in enumerate(result.objects):

@@ -33,13 +33,13 @@ def test_lmd_render_reports_progress_previews_and_costs(renderer):
         RenderRequest(layout=_layout(CAT, BALL), mode=RenderMode.LMD, seed=3, steps=3), progress=events.append
     )
     assert out.image.size == (256, 256)
-    # Both objects are denoised together, one batched step each, for the 2 steps of 3 the overall
-    # run reads (its guided steps 0 and 1); then the overall run.
-    assert [(e.stage, e.step, e.total) for e in events] == [("objects", i, 5) for i in range(1, 3)] + [
-        ("overall", i, 5) for i in range(3, 6)
+    # Both objects are denoised together: one batched step each, then the overall run (without
+    # SAM, the per-object runs take every step: their masks come from the attention).
+    assert [(e.stage, e.step, e.total) for e in events] == [("objects", i, 6) for i in range(1, 4)] + [
+        ("overall", i, 6) for i in range(4, 7)
     ]
     assert all(e.preview().size == (64, 64) for e in events)  # 32x32 latents, doubled
-    assert out.stats["unet_forwards"] == 5 and out.stats["guided_passes"] > 0
+    assert out.stats["unet_forwards"] == 6 and out.stats["guided_passes"] > 0
     assert out.stats["object_runs"] == 2 and out.stats["object_cache_hits"] == 0
     assert out.stats["sam_calls"] == 0 and out.stats["peak_rss_mb"] > 0
     assert out.seconds > 0
