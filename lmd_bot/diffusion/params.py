@@ -22,8 +22,9 @@ GuidanceGrounding = Literal["null", "boxes", "none"]
 class ObjectSchedule(StrEnum):
     """How far each per-object run denoises (docs/method.md, "Per-object stage")."""
 
-    # Up to the last step the overall run reads (its frozen latents, its guided steps' transfer
-    # maps); the mask from the model's prediction of the clean image at that step.
+    # With SAM: up to the last step the overall run reads (its frozen latents, its guided steps'
+    # transfer maps), SAM given the model's prediction of the clean image at that step. Without
+    # SAM (masks from the attention to the last step) as FULL.
     USED = "used"
     FULL = "full"  # every step, the mask from the final image: the reference
 
