@@ -73,7 +73,12 @@ class RenderProgress:
     step: int
     total: int
     stage: str = "overall"  # "objects" while per-object runs go, then "overall", then "refine" if on
-    preview: Image.Image | None = None  # a cheap, small preview decoded from the latents
+    # Draws a cheap, small preview from the latents of this step. On demand, because most progress
+    # is never shown (the worker sends a few a second): only a preview drawn costs its device copy.
+    draw_preview: Callable[[], Image.Image] | None = field(default=None, compare=False, repr=False)
+
+    def preview(self) -> Image.Image | None:
+        return self.draw_preview() if self.draw_preview is not None else None
 
 
 @dataclass

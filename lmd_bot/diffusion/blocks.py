@@ -230,6 +230,10 @@ class Blocks:
 
     def decode(self, latents: torch.Tensor) -> Image.Image:
         """The image of ``(1, C, h, w)`` latents."""
+        return self.decode_all(latents)[0]
+
+    def decode_all(self, latents: torch.Tensor) -> list[Image.Image]:
+        """The images of ``(n, C, h, w)`` latents, in one VAE call."""
         vae = self.c.vae
-        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-        return self.image_processor.postprocess(image, output_type="pil")[0]
+        images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        return self.image_processor.postprocess(images, output_type="pil")

@@ -77,7 +77,9 @@ def object_run_key(
     x0, y0, x1, y1 = box
     gligen = getattr(params, "gligen_beta", None) is not None
     parts = {
-        "version": 2,  # 2: SAM masks chosen on the latent grid, float32 trajectories
+        # 2: SAM masks chosen on the latent grid, float32 trajectories; 3: runs stop after the last
+        # step the overall run reads, masks from the clean image predicted there, SAM float16 on CUDA
+        "version": 3,
         "model": components.gligen_name if gligen else components.sd_name,
         "device": components.device.type,
         "dtype": str(components.dtype),

@@ -14,8 +14,10 @@ over the later steps and the heads), smoothed by a Gaussian (sigma 1.5 cells):
   scattered background cells that must not be frozen.
 
 LMD+ (section 4) prompts SAM with the object's box instead of a point, and its coarse mask for the
-same selection rule is the box itself on the latent grid (:func:`box_prompt_mask`); without SAM it
-uses the attention fallback above.
+same selection rule is the box itself on the latent grid (:func:`box_prompt_masks`); without SAM
+it uses the attention fallback above.
+
+Every object of a render is masked in one SAM call (its images, prompts and masks batched).
 
 An empty mask (nothing selected) falls back to the box the object was drawn in, so every object
 is composed somewhere.
@@ -23,6 +25,7 @@ is composed somewhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -113,31 +116,37 @@ def box_pixels(nbox: NBox, image_hw: tuple[int, int]) -> tuple[int, int, int, in
     return (r.x0, r.y0, r.x1, r.y1)
 
 
-def sam_mask(
+def sam_masks(
     sam: SamParts,
-    image,
-    coarse: torch.Tensor,
+    images: Sequence,
+    coarse: Sequence[torch.Tensor],
     params: MaskParams,
     *,
     latent_hw: tuple[int, int],
-    point: tuple[float, float] | None = None,
-    box: tuple[int, int, int, int] | None = None,
-) -> torch.Tensor:
-    """SAM's mask for the object at ``point`` or in ``box`` (image pixels, ``x0, y0, x1, y1``) of
-    a PIL ``image``, on the latent grid: ``(h, w)`` bool, chosen by :func:`select_mask` against
-    ``coarse`` among SAM's three masks resized to the latent grid (areas counted there, IoU after
-    a second resize to ``coarse``'s grid, as the reference does).
+    points: Sequence[tuple[float, float]] | None = None,
+    boxes: Sequence[tuple[int, int, int, int]] | None = None,
+) -> list[torch.Tensor]:
+    """SAM's mask for each object, in **one** call for all of them: object ``i`` at ``points[i]``
+    or in ``boxes[i]`` (image pixels, ``x0, y0, x1, y1``) of the PIL ``images[i]``, on the latent
+    grid: ``(h, w)`` bool, chosen by :func:`select_mask` against ``coarse[i]`` among SAM's three
+    masks resized to the latent grid (areas counted there, IoU after a second resize to
+    ``coarse[i]``'s grid, as the reference does).
 
-    On CUDA SAM runs under autocast (float16 over its float32 weights), as the reference runs it."""
-    if (point is None) == (box is None):
-        raise ValueError("prompt SAM with exactly one of a point or a box")
+    On CUDA SAM's weights are float16 (:func:`lmd_bot.diffusion.loading.load_sam`) and it runs
+    under autocast, as the reference runs it; on the CPU float32."""
+    if (points is None) == (boxes is None):
+        raise ValueError("prompt SAM with exactly one of points or boxes")
     model = sam.model
     param = next(model.parameters())
-    if point is not None:
-        inputs = sam.processor(images=image, input_points=[[[list(point)]]], return_tensors="pt")
+    if points is not None:
+        inputs = sam.processor(
+            images=list(images), input_points=[[[list(p)]] for p in points], return_tensors="pt"
+        )
         prompt = {"input_points": inputs["input_points"].to(param.device, param.dtype)}
     else:
-        inputs = sam.processor(images=image, input_boxes=[[list(box)]], return_tensors="pt")
+        inputs = sam.processor(
+            images=list(images), input_boxes=[[list(b)] for b in boxes], return_tensors="pt"
+        )
         prompt = {"input_boxes": inputs["input_boxes"].to(param.device, param.dtype)}
     with torch.no_grad(), torch.autocast(param.device.type, enabled=param.device.type == "cuda"):
         out = model(
@@ -147,8 +156,9 @@ def sam_mask(
         )
     masks = sam.processor.image_processor.post_process_masks(
         out.pred_masks.float().cpu(), inputs["original_sizes"], inputs["reshaped_input_sizes"]
-    )[0][0]
-    return pick_mask(masks, out.iou_scores[0, 0].float().cpu(), coarse, latent_hw, params)
+    )
+    scores = out.iou_scores.float().cpu()
+    return [pick_mask(masks[i][0], scores[i, 0], coarse[i], latent_hw, params) for i in range(len(coarse))]
 
 
 def pick_mask(
@@ -171,54 +181,64 @@ def _box_fallback(mask: torch.Tensor, nbox: NBox) -> torch.Tensor:
     return mask
 
 
-def box_prompt_mask(
+def box_prompt_masks(
     sam: SamParts,
-    image,
+    images: Sequence,
     *,
-    nbox: NBox,
+    nboxes: Sequence[NBox],
     latent_hw: tuple[int, int],
     image_hw: tuple[int, int],
     params: MaskParams,
-) -> torch.Tensor:
-    """LMD+'s mask: SAM prompted with the box the object was generated in, checked against the
-    box's own mask on the latent grid. ``(h, w)`` bool on the CPU."""
+) -> list[torch.Tensor]:
+    """LMD+'s masks: SAM prompted with the box each object was generated in, checked against the
+    box's own mask on the latent grid. ``(h, w)`` bool on the CPU, one per object."""
     lh, lw = latent_hw
-    coarse = torch.zeros(lh, lw, dtype=torch.bool)
-    rect = nbox_to_grid_rect(nbox, lh, lw)
-    coarse[rect.y0 : rect.y1, rect.x0 : rect.x1] = True
-    mask = sam_mask(sam, image, coarse, params, latent_hw=latent_hw, box=box_pixels(nbox, image_hw))
-    return _box_fallback(mask, nbox)
+    coarse = []
+    for nbox in nboxes:
+        rect = nbox_to_grid_rect(nbox, lh, lw)
+        box_mask = torch.zeros(lh, lw, dtype=torch.bool)
+        box_mask[rect.y0 : rect.y1, rect.x0 : rect.x1] = True
+        coarse.append(box_mask)
+    boxes = [box_pixels(nbox, image_hw) for nbox in nboxes]
+    masks = sam_masks(sam, images, coarse, params, latent_hw=latent_hw, boxes=boxes)
+    return [_box_fallback(mask, nbox) for mask, nbox in zip(masks, nboxes, strict=True)]
 
 
-def object_mask(
-    token_map: torch.Tensor,
+def attention_masks(
+    token_maps: Sequence[torch.Tensor],
     *,
-    nbox: NBox,
+    nboxes: Sequence[NBox],
     latent_hw: tuple[int, int],
     image_hw: tuple[int, int],
     params: MaskParams,
     sam: SamParts | None = None,
-    image=None,
-) -> torch.Tensor:
-    """The object's mask on the latent grid: ``(h, w)`` bool, on the CPU.
+    images: Sequence | None = None,
+) -> list[torch.Tensor]:
+    """Each object's mask on the latent grid from its attention: ``(h, w)`` bool, on the CPU.
 
-    ``token_map`` is the averaged ``(h16, w16)`` word-token attention; ``nbox`` the box the object
-    was generated in; ``image`` the decoded per-object image (needed with ``sam``).
+    ``token_maps[i]`` is object ``i``'s averaged ``(h16, w16)`` word-token attention; ``nboxes[i]``
+    the box it was generated in; ``images[i]`` its decoded image (needed with ``sam``, which is
+    prompted at every object's attention peak in one call).
     """
     lh, lw = latent_hw
-    gh, gw = token_map.shape
-    smoothed = normalize(gaussian_blur(token_map.float().cpu(), params.sigma))
-    coarse = smoothed > params.point_threshold
+    smoothed = [normalize(gaussian_blur(m.float().cpu(), params.sigma)) for m in token_maps]
+    coarse = [s > params.point_threshold for s in smoothed]
     if sam is not None:
-        row, col = divmod(int(smoothed.argmax()), gw)
-        # The peak cell's corner in whole image pixels, where the reference puts the point.
-        point = (col * (image_hw[1] // gw), row * (image_hw[0] // gh))
-        mask = sam_mask(sam, image, coarse, params, latent_hw=latent_hw, point=point)
+        points = []
+        for s in smoothed:
+            gh, gw = s.shape
+            row, col = divmod(int(s.argmax()), gw)
+            # The peak cell's corner in whole image pixels, where the reference puts the point.
+            points.append((col * (image_hw[1] // gw), row * (image_hw[0] // gh)))
+        masks = sam_masks(sam, images, coarse, params, latent_hw=latent_hw, points=points)
     else:
-        rect = nbox_to_grid_rect(nbox, gh, gw)
-        allowed = torch.zeros(gh, gw)
-        allowed[max(rect.y0 - 1, 0) : rect.y1 + 1, max(rect.x0 - 1, 0) : rect.x1 + 1] = 1.0
-        allowed = F.interpolate(allowed[None, None], size=(lh, lw), mode="nearest")[0, 0] > 0.5
-        upsampled = F.interpolate(smoothed[None, None], size=(lh, lw), mode="bilinear", align_corners=False)
-        mask = (upsampled[0, 0] > params.point_threshold) & allowed
-    return _box_fallback(mask, nbox)
+        masks = []
+        for s, nbox in zip(smoothed, nboxes, strict=True):
+            gh, gw = s.shape
+            rect = nbox_to_grid_rect(nbox, gh, gw)
+            allowed = torch.zeros(gh, gw)
+            allowed[max(rect.y0 - 1, 0) : rect.y1 + 1, max(rect.x0 - 1, 0) : rect.x1 + 1] = 1.0
+            allowed = F.interpolate(allowed[None, None], size=(lh, lw), mode="nearest")[0, 0] > 0.5
+            upsampled = F.interpolate(s[None, None], size=(lh, lw), mode="bilinear", align_corners=False)
+            masks.append((upsampled[0, 0] > params.point_threshold) & allowed)
+    return [_box_fallback(mask, nbox) for mask, nbox in zip(masks, nboxes, strict=True)]

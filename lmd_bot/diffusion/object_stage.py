@@ -10,7 +10,9 @@ the box it is generated in, and is denoised with its own prompt ("{background} w
 
 Speed, beyond the reference (which loops over objects): the objects that are not cached run
 **batched**, one UNet call per step for a whole batch (with CFG: one call of twice that), guided
-together with each object's loss on its own sample (:mod:`.guidance`). Attention probabilities
+together with each object's loss on its own sample (:mod:`.guidance`); with SAM they run only as
+far as the overall run reads them (:func:`object_steps`), SAM given the clean image predicted at
+the last step; their images are decoded in one VAE call and masked in one SAM call. Attention probabilities
 are computed only on the layers read and only at the steps that need them: the guidance layers
 during guidance passes and, for the transfer loss, at the steps the overall run may guide; the
 SAM layer from 20% of the steps on when a mask comes from attention. docs/method.md, "Per-object
@@ -23,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from PIL import Image
 
 from lmd_bot.diffusion.attention import GUIDANCE_KEYS, SAM_KEY, AttentionStore
 from lmd_bot.diffusion.blocks import Blocks, Progress, RunStats
@@ -32,9 +33,9 @@ from lmd_bot.diffusion.gligen import fuser_steps, fuser_switch, grounding_inputs
 from lmd_bot.diffusion.guidance import BackwardGuidance
 from lmd_bot.diffusion.latents import blend_noise, draw_noise, rect_mask
 from lmd_bot.diffusion.losses import LayoutLoss, PhraseTarget
-from lmd_bot.diffusion.masks import box_prompt_mask, object_mask
+from lmd_bot.diffusion.masks import attention_masks, box_prompt_masks
 from lmd_bot.diffusion.objects import ObjectResult
-from lmd_bot.diffusion.params import LmdParams
+from lmd_bot.diffusion.params import LmdParams, ObjectSchedule
 from lmd_bot.diffusion.spec import ObjectSpec
 from lmd_bot.diffusion.tokens import TokenSpan
 from lmd_bot.layout.geometry import NBox
@@ -56,12 +57,46 @@ def transfer_steps(params: LmdParams, steps: int) -> int:
     return guided[-1] + 1 if guided else 0
 
 
-def cached_results(jobs: Sequence[ObjectJob], cache: ObjectCache | None) -> dict[int, ObjectResult]:
-    """The jobs' results the cache holds, by object id."""
+def frozen_steps(params: LmdParams, steps: int) -> int:
+    """Leading steps of the overall run after which the objects' cells are pinned to their runs'."""
+    return int(params.frozen_step_ratio * steps)
+
+
+def object_steps(params: LmdParams, steps: int, *, sam: bool) -> int:
+    """Steps a per-object run takes: every one (``FULL``, the reference), or with SAM (``sam``) up
+    to the last the overall run reads (``USED``): the latent after its last frozen step, the
+    attention maps of its last guided step; at least one, for the mask. Without SAM the mask is
+    the attention map itself, averaged up to the last step, whose later steps localise the object
+    best: those runs take every step."""
+    if params.object_schedule is ObjectSchedule.FULL or not sam:
+        return steps
+    return max(1, frozen_steps(params, steps), transfer_steps(params, steps))
+
+
+def clean_prediction(scheduler, output, eps: torch.Tensor, t: torch.Tensor, latents: torch.Tensor):
+    """The model's prediction of the clean latents ``x0`` at step ``t`` from the noise ``eps`` it
+    predicted for ``latents``: the scheduler's own where its step returns one (DDIM, Euler, LMS),
+    else from its noise schedule (epsilon prediction)."""
+    x0 = getattr(output, "pred_original_sample", None)
+    if x0 is not None:
+        return x0
+    alpha = scheduler.alphas_cumprod[int(t)].to(latents.device, latents.dtype)
+    return (latents - (1 - alpha).sqrt() * eps) / alpha.sqrt()
+
+
+def cached_results(
+    jobs: Sequence[ObjectJob], cache: ObjectCache | None, n_steps: int
+) -> dict[int, ObjectResult]:
+    """The jobs' results the cache holds, by object id. A result of another length than a run of
+    ``n_steps`` takes is not one of these runs (its key should have said so): it is not used."""
     if cache is None:
         return {}
     hits = {job.spec.id: cache.get(job.key) for job in jobs}
-    return {object_id: hit for object_id, hit in hits.items() if hit is not None}
+    return {
+        object_id: hit
+        for object_id, hit in hits.items()
+        if hit is not None and hit.trajectory.shape[0] == n_steps + 1
+    }
 
 
 def batches(jobs: Sequence[ObjectJob], size: int) -> list[list[ObjectJob]]:
@@ -159,18 +194,21 @@ class ObjectStage:
             compile=self.blocks.compile_guidance,
         )
 
-        # 5. Denoising, keeping every latent and the word tokens' attention where it is read
+        # 5. Denoising, keeping every latent and the word tokens' attention where it is read, for
+        #    as many steps as the overall run reads (docs/method.md, "Per-object stage")
+        n_steps = object_steps(params, steps, sam=self.c.sam is not None)
         n_transfer = transfer_steps(params, steps)
         mask_from_attention = params.sam_prompt == "point" or self.c.sam is None
-        sam_start = int(params.sam_start_ratio * steps)
+        sam_start = min(int(params.sam_start_ratio * steps), n_steps - 1)
         words = [job.tokens.word_position for job in jobs]
         scheduler = self.c.scheduler
         scheduler.set_timesteps(steps, device=self.c.device)
         trajectory = [latents]
         recorded: dict[str, list[torch.Tensor]] = {key: [] for key in GUIDANCE_KEYS}
         sam_maps: list[torch.Tensor] = []
+        clean = None
         with fuser_switch(self.unet) as enable_fusers:
-            for index, t in enumerate(scheduler.timesteps):
+            for index, t in enumerate(scheduler.timesteps[:n_steps]):
                 self.progress.check()
                 enable_fusers(index < n_fuser)
                 latents = guidance(latents, index, t)
@@ -187,46 +225,51 @@ class ObjectStage:
                         recorded[key].append(maps[key])
                 if SAM_KEY in maps:
                     sam_maps.append(maps[SAM_KEY])
-                latents = scheduler.step(eps, t, latents).prev_sample
+                output = scheduler.step(eps, t, latents)
+                if index == n_steps - 1 and n_steps < steps:
+                    # Stopped early: the mask is drawn from the clean image predicted here.
+                    clean = clean_prediction(scheduler, output, eps, t, latents)
+                latents = output.prev_sample
                 trajectory.append(latents)
                 self.progress.step("objects", latents[:1])
         self.stats.add_guidance(guidance)
-        trajectories = torch.stack(trajectory)  # (steps + 1, n, C, h, w)
+        trajectories = torch.stack(trajectory)  # (n_steps + 1, n, C, h, w)
 
-        # 6. Masks (SAM, or the attention map), one result per object
-        results = []
-        for i, job in enumerate(jobs):
-            token_map = torch.stack([m[i] for m in sam_maps]).mean(dim=(0, 1)) if sam_maps else None
-            image = blocks.decode(latents[i : i + 1]) if self.c.sam is not None else None
-            results.append(
-                ObjectResult(
-                    # A copy, so that a cached result does not keep the whole batch alive.
-                    trajectory=trajectories[:, i : i + 1].clone(),
-                    mask=self._mask(job.box, token_map, image, latent_hw).to(self.c.device),
-                    maps={key: torch.stack([m[i] for m in ms]) for key, ms in recorded.items() if ms},
-                    box=job.box,
-                    guidance_losses=tuple(guidance.losses[i]),
-                )
+        # 6. Masks (SAM, or the attention map): every object's image in one VAE call, one SAM call
+        token_maps = (
+            [torch.stack([m[i] for m in sam_maps]).mean(dim=(0, 1)) for i in range(n)] if sam_maps else []
+        )
+        images = blocks.decode_all(latents if clean is None else clean) if self.c.sam is not None else None
+        masks = self._masks([job.box for job in jobs], token_maps, images, latent_hw)
+        return [
+            ObjectResult(
+                # A copy, so that a cached result does not keep the whole batch alive.
+                trajectory=trajectories[:, i : i + 1].clone(),
+                mask=masks[i].to(self.c.device),
+                maps={key: torch.stack([m[i] for m in ms]) for key, ms in recorded.items() if ms},
+                box=job.box,
+                guidance_losses=tuple(guidance.losses[i]),
             )
-        return results
+            for i, job in enumerate(jobs)
+        ]
 
-    def _mask(
-        self, box: NBox, token_map: torch.Tensor | None, image: Image.Image | None, latent_hw
-    ) -> torch.Tensor:
+    def _masks(
+        self, boxes: list[NBox], token_maps: list[torch.Tensor], images, latent_hw
+    ) -> list[torch.Tensor]:
         sam, masks = self.c.sam, self.params.masks
         latent_hw = tuple(latent_hw)
         if sam is not None:
-            self.stats.sam_calls += 1
+            self.stats.sam_calls += len(boxes)
             if self.params.sam_prompt == "box":
-                return box_prompt_mask(
-                    sam, image, nbox=box, latent_hw=latent_hw, image_hw=self.image_hw, params=masks
+                return box_prompt_masks(
+                    sam, images, nboxes=boxes, latent_hw=latent_hw, image_hw=self.image_hw, params=masks
                 )
-        return object_mask(
-            token_map,
-            nbox=box,
+        return attention_masks(
+            token_maps,
+            nboxes=boxes,
             latent_hw=latent_hw,
             image_hw=self.image_hw,
             params=masks,
             sam=sam,
-            image=image,
+            images=images,
         )

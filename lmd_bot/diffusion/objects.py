@@ -23,7 +23,7 @@ from lmd_bot.layout.geometry import NBox
 
 @dataclass(frozen=True)
 class ObjectResult:
-    trajectory: torch.Tensor  # (steps + 1, 1, C, h, w): initial noise to final latent
+    trajectory: torch.Tensor  # (run steps + 1, 1, C, h, w): initial noise to the last latent run
     mask: torch.Tensor  # (h, w) bool, latent grid
     maps: dict[str, torch.Tensor]  # guidance layer -> (recorded steps, heads, gh, gw), steps 0, 1, ...
     box: NBox  # where it was generated

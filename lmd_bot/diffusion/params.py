@@ -5,6 +5,7 @@ Where each value comes from, and why it has that value, is in docs/method.md ("H
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,16 @@ from lmd_bot.diffusion.masks import MaskParams
 # reference's LMD+ quirk), "boxes" (the conditional grounding) or "none" (fusers skipped, as
 # diffusers' community pipeline does). See docs/method.md, "LMD+".
 GuidanceGrounding = Literal["null", "boxes", "none"]
+
+
+class ObjectSchedule(StrEnum):
+    """How far each per-object run denoises (docs/method.md, "Per-object stage")."""
+
+    # With SAM: up to the last step the overall run reads (its frozen latents, its guided steps'
+    # transfer maps), SAM given the model's prediction of the clean image at that step. Without
+    # SAM (masks from the attention to the last step) as FULL.
+    USED = "used"
+    FULL = "full"  # every step, the mask from the final image: the reference
 
 
 class LmdParams(BaseModel):
@@ -35,6 +46,7 @@ class LmdParams(BaseModel):
     sam_prompt: Literal["point", "box"] = "point"  # the attention peak (LMD) or the box (LMD+)
     sam_start_ratio: float = Field(0.2, ge=0, lt=1)  # token map averaged from step 10 of 50 on
     masks: MaskParams = MaskParams()
+    object_schedule: ObjectSchedule = ObjectSchedule.USED
     # GLIGEN scheduled sampling: fusers on for this share of the steps, in the per-object and the
     # overall runs (the reference uses 0.4 for both). None: plain SD, no grounding.
     gligen_beta: float | None = Field(None, ge=0, le=1)

@@ -43,7 +43,14 @@ from lmd_bot.diffusion.gligen import check_object_count, fuser_steps, with_uncon
 from lmd_bot.diffusion.guidance import BackwardGuidance
 from lmd_bot.diffusion.latents import Composition, box_offset, compose, quantized_offset
 from lmd_bot.diffusion.losses import LayoutLoss, PhraseTarget
-from lmd_bot.diffusion.object_stage import ObjectJob, ObjectStage, batches, cached_results
+from lmd_bot.diffusion.object_stage import (
+    ObjectJob,
+    ObjectStage,
+    batches,
+    cached_results,
+    frozen_steps,
+    object_steps,
+)
 from lmd_bot.diffusion.objects import ObjectRun, place
 from lmd_bot.diffusion.params import FastParams, LmdParams
 from lmd_bot.diffusion.spec import GenerationSpec
@@ -360,12 +367,13 @@ class LmdPipeline:
         background = self.blocks.initial_latents(spec.seed, latent_hw)
 
         # 3. Per-object runs: what the cache holds is reused, the rest generated in batches
-        results = cached_results(jobs, cache)
+        n_object_steps = object_steps(params, steps, sam=self.c.sam is not None)
+        results = cached_results(jobs, cache, n_object_steps)
         reused = set(results)
         todo = batches([job for job in jobs if job.spec.id not in reused], self.object_batch_size)
         stats.object_cache_hits = len(reused)
         stats.object_runs = len(jobs) - len(reused)
-        progress = Progress((len(todo) + 1) * steps, on_step, should_cancel)
+        progress = Progress(len(todo) * n_object_steps + steps, on_step, should_cancel)
         with attention_capture(unet, RECORD_KEYS, latent_hw) as store:
             stage = ObjectStage(
                 self.blocks,
@@ -416,7 +424,7 @@ class LmdPipeline:
                     )
                 )
             embeddings = self.blocks.encode_prompt(spec.prompt, spec.negative, guidance_scale > 1)
-            how = Conditioning(composition=composition, frozen_steps=int(params.frozen_step_ratio * steps))
+            how = Conditioning(composition=composition, frozen_steps=frozen_steps(params, steps))
             guidance_grounding = None
             if gligen:
                 cond = self.blocks.scene_grounding(spec)

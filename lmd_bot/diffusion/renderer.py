@@ -100,7 +100,11 @@ class DiffusionRenderer:
 
         def on_step(stage: str, step: int, total: int, latents) -> None:
             if progress is not None:
-                progress(RenderProgress(step=step, total=total, stage=stage, preview=latent_preview(latents)))
+                progress(
+                    RenderProgress(
+                        step=step, total=total, stage=stage, draw_preview=lambda: latent_preview(latents)
+                    )
+                )
 
         def on_refine_step(step: int, total: int) -> None:
             if progress is not None:

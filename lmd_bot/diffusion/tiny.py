@@ -296,7 +296,10 @@ def full_size_components(
         tokenizer=clip_tokenizer(),
         scheduler=ddim_scheduler(),
         sam=SamParts(
-            model=build(lambda: SamModel(SamConfig())), processor=_sam_processor(1024), name="sam-vit-b"
+            # float16 on CUDA, as load_sam loads it
+            model=build(lambda: SamModel(SamConfig())).to(torch.float16 if device.type == "cuda" else dtype),
+            processor=_sam_processor(1024),
+            name="sam-vit-b",
         )
         if sam
         else None,

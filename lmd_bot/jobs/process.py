@@ -63,7 +63,8 @@ def _render_one(
         if now - last_sent < PROGRESS_INTERVAL_S and p.step < p.total:
             return
         last_sent = now
-        preview = _png(p.preview, PREVIEW_SIDE) if p.preview is not None else None
+        image = p.preview()  # drawn only for the progress that is sent
+        preview = _png(image, PREVIEW_SIDE) if image is not None else None
         conn.send(Progress(job.job_id, p.step, p.total, p.stage, preview))
 
     try:

@@ -86,6 +86,7 @@ CAT = {"id": 1, "caption": "a gray cat", "box": [20, 260, 160, 200]}
 BALL = {"id": 2, "caption": "a red ball", "box": [130, 330, 100, 100]}
 CUP = {"id": 3, "caption": "a white cup", "box": [40, 40, 120, 120]}
 STEPS = 3
+OBJECT_STEPS = 2  # per-object runs stop after the overall run's last guided step (1)
 
 
 def _layout(*objects):
@@ -141,7 +142,7 @@ def lmd_plus_rounds(components):
 
 def test_first_round_runs_every_object_in_one_batch(lmd_plus_rounds):
     (result, batches), *_ = lmd_plus_rounds
-    assert batches == [6] * STEPS + [2] * STEPS  # 3 objects x CFG together, then the overall run
+    assert batches == [6] * OBJECT_STEPS + [2] * STEPS  # 3 objects x CFG together, then the overall run
     assert result.stats.object_runs == 3 and result.stats.object_cache_hits == 0
 
 
@@ -161,7 +162,7 @@ def test_a_move_only_round_runs_no_per_object_denoising_and_shifts_the_runs(lmd_
 
 def test_changing_one_of_three_objects_reruns_exactly_that_one(lmd_plus_rounds):
     _, (move, _), (change, batches), _ = lmd_plus_rounds
-    assert batches == [2] * STEPS + [2] * STEPS  # one object alone (CFG), then the overall run
+    assert batches == [2] * OBJECT_STEPS + [2] * STEPS  # one object alone (CFG), then the overall run
     assert change.stats.object_runs == 1 and change.stats.object_cache_hits == 2
     assert {run.spec.id: run.cached for run in change.objects} == {1: True, 2: False, 3: True}
     kept = {run.spec.id: run for run in move.objects}
@@ -172,7 +173,7 @@ def test_changing_one_of_three_objects_reruns_exactly_that_one(lmd_plus_rounds):
 
 def test_a_new_scene_seed_reruns_every_object(lmd_plus_rounds):
     *_, (reseed, batches) = lmd_plus_rounds
-    assert batches == [6] * STEPS + [2] * STEPS
+    assert batches == [6] * OBJECT_STEPS + [2] * STEPS
     assert reseed.stats.object_runs == 3 and reseed.stats.object_cache_hits == 0
 
 

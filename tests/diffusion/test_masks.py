@@ -4,9 +4,10 @@ import torch
 
 from lmd_bot.diffusion.masks import (
     MaskParams,
+    attention_masks,
     box_pixels,
+    box_prompt_masks,
     gaussian_blur,
-    object_mask,
     pick_mask,
     resize_mask,
     select_mask,
@@ -74,8 +75,12 @@ def test_attention_mask_is_thresholded_and_limited_to_the_box():
     token_map = torch.zeros(16, 16)
     token_map[6:10, 6:10] = 1.0
     token_map[0, 0] = 1.0  # a stray peak far outside the box
-    mask = object_mask(
-        token_map, nbox=(0.3, 0.3, 0.7, 0.7), latent_hw=(64, 64), image_hw=(512, 512), params=MaskParams()
+    (mask,) = attention_masks(
+        [token_map],
+        nboxes=[(0.3, 0.3, 0.7, 0.7)],
+        latent_hw=(64, 64),
+        image_hw=(512, 512),
+        params=MaskParams(),
     )
     assert mask.shape == (64, 64) and mask.dtype == torch.bool
     assert mask[32, 32] and not mask[0:8, 0:8].any()
@@ -84,9 +89,9 @@ def test_attention_mask_is_thresholded_and_limited_to_the_box():
 
 
 def test_empty_attention_falls_back_to_the_box():
-    mask = object_mask(
-        torch.zeros(16, 16),
-        nbox=(0.25, 0.25, 0.5, 0.5),
+    (mask,) = attention_masks(
+        [torch.zeros(16, 16)],
+        nboxes=[(0.25, 0.25, 0.5, 0.5)],
         latent_hw=(64, 64),
         image_hw=(512, 512),
         params=MaskParams(),
@@ -94,19 +99,46 @@ def test_empty_attention_falls_back_to_the_box():
     assert mask.sum() == 16 * 16 and mask[16:32, 16:32].all()
 
 
-def test_sam_mask_comes_from_the_point_at_the_attention_peak(components):
+def test_sam_masks_come_from_the_points_at_the_attention_peaks_in_one_call(components):
     from PIL import Image
 
-    token_map = torch.zeros(8, 8)
-    token_map[2, 5] = 1.0
-    image = Image.new("RGB", (256, 256), (120, 30, 200))
-    mask = object_mask(
-        token_map,
-        nbox=(0.3, 0.3, 0.7, 0.7),
-        latent_hw=(32, 32),
-        image_hw=(256, 256),
-        params=MaskParams(),
-        sam=components.sam,
-        image=image,
+    maps = [torch.zeros(8, 8), torch.zeros(8, 8)]
+    maps[0][2, 5] = 1.0
+    maps[1][6, 1] = 1.0
+    images = [Image.new("RGB", (256, 256), (120, 30, 200)), Image.new("RGB", (256, 256), (20, 130, 20))]
+    points = []
+    hook = components.sam.model.register_forward_pre_hook(
+        lambda m, args, kwargs: points.append(kwargs["input_points"].clone()), with_kwargs=True
     )
-    assert mask.shape == (32, 32) and mask.dtype == torch.bool and mask.any()
+    try:
+        masks = attention_masks(
+            maps,
+            nboxes=[(0.3, 0.3, 0.7, 0.7), (0.0, 0.5, 0.4, 1.0)],
+            latent_hw=(32, 32),
+            image_hw=(256, 256),
+            params=MaskParams(),
+            sam=components.sam,
+            images=images,
+        )
+    finally:
+        hook.remove()
+    assert len(points) == 1 and points[0].shape[0] == 2  # both objects in one SAM call
+    for mask in masks:
+        assert mask.shape == (32, 32) and mask.dtype == torch.bool and mask.any()
+
+
+def test_box_prompted_sam_masks_match_one_by_one_calls(components):
+    """Batching SAM's calls changes nothing: each object's mask is the one a call of its own gives."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)) for _ in range(3)]
+    boxes = [(0.1, 0.1, 0.5, 0.6), (0.5, 0.2, 0.9, 0.9), (0.0, 0.6, 0.3, 1.0)]
+    kwargs = {"latent_hw": (32, 32), "image_hw": (256, 256), "params": MaskParams()}
+    together = box_prompt_masks(components.sam, images, nboxes=boxes, **kwargs)
+    alone = [
+        box_prompt_masks(components.sam, [im], nboxes=[b], **kwargs)[0]
+        for im, b in zip(images, boxes, strict=True)
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(together, alone, strict=True))

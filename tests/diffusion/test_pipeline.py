@@ -60,12 +60,13 @@ def two_object_run(components):
 
 def test_progress_covers_every_object_and_the_overall_run(two_object_run):
     _, result, events = two_object_run
-    # The two objects are denoised together, one batched UNet call per step.
-    assert [(s, i, n) for s, i, n, _ in events] == [("objects", i, 10) for i in range(1, 6)] + [
-        ("overall", i, 10) for i in range(6, 11)
+    # The two objects are denoised together, one batched UNet call per step, for the 3 steps of 5
+    # the overall run reads (it guides steps 0..2); then the overall run.
+    assert [(s, i, n) for s, i, n, _ in events] == [("objects", i, 8) for i in range(1, 4)] + [
+        ("overall", i, 8) for i in range(4, 9)
     ]
     assert result.image.size == (256, 256)
-    assert result.stats.unet_forwards == 10
+    assert result.stats.unet_forwards == 8
     assert result.stats.sam_calls == 2 and result.stats.object_runs == 2
     # 5 steps guide steps 0..2 (4 + 2 + 1 iterations) per batch while the energy stays above 5.
     assert 3 <= result.stats.guided_passes <= 14

@@ -8,9 +8,13 @@ sorted order (the reference's numbering), 512 px, 6 steps, and the guidance sche
 ``GuidanceParams`` gives at 6 steps (the reference indexes its 50-step schedule directly; see
 docs/method.md, "Deviations"). How they were made is in docs/method.md, "Golden fixtures".
 
-lmd-bot's one deliberate difference on this path (it does not copy the zeros a move leaves behind
-into the start noise) is switched to the reference's behaviour here; the other deviations
-(seeds, schedule) are matched by the inputs.
+lmd-bot's deliberate differences on this path are switched to the reference's behaviour here:
+it does not copy the zeros a move leaves behind into the start noise, and its per-object runs
+stop after the last step the overall run reads, with the mask from the clean image predicted
+there (``ObjectSchedule.USED``; the reference runs every step and masks the final image). The
+other deviations (seeds, schedule) are matched by the inputs. With lmd-bot's own per-object
+schedule the runs equal the reference's for every step they take; the masks (and so the shifts,
+the composition and the image) differ by design (docs/method.md, "Per-object stage").
 
 Each stage is compared: every object's trajectory (average-pooled 8x8, so the fixture stays
 small), its mask and alignment shift, the composed latents and their owners, the final latents
@@ -25,7 +29,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmd_bot.diffusion.params import LmdParams
+from lmd_bot.diffusion.object_stage import object_steps
+from lmd_bot.diffusion.params import LmdParams, ObjectSchedule
 from lmd_bot.diffusion.pipeline import LmdPipeline
 from lmd_bot.diffusion.spec import build_spec
 from lmd_bot.layout.schema import SceneLayout
@@ -59,9 +64,11 @@ def _spec(n):
 @pytest.mark.parametrize(("mode", "n"), [("lmd", 0), ("lmd", 3), ("lmd_plus", 0), ("lmd_plus", 3)])
 def test_each_stage_equals_the_reference(components, mode, n):
     golden = np.load(GOLDEN / f"{mode}_{n}.npz")
-    # The one deliberate difference on this path, reproduced here (docs/method.md, "Composition").
-    lmd = LmdParams().model_copy(update={"copy_vacated_noise": True})
-    pipe = LmdPipeline(components, lmd=lmd)
+    # The deliberate differences on this path, reproduced here (docs/method.md, "Composition",
+    # "Per-object stage").
+    full = {"object_schedule": ObjectSchedule.FULL}
+    lmd = LmdParams().model_copy(update={"copy_vacated_noise": True, **full})
+    pipe = LmdPipeline(components, lmd=lmd, lmd_plus=LmdParams.lmd_plus().model_copy(update=full))
     result = getattr(pipe, mode)(_spec(n), steps=STEPS, guidance_scale=7.5, height=SIZE, width=SIZE)
 
     for i, run in enumerate(result.objects):
@@ -81,3 +88,21 @@ def test_each_stage_equals_the_reference(components, mode, n):
     assert np.allclose(result.latents.cpu().numpy(), golden["final_latents"], atol=1e-3)
     image = np.asarray(result.image, dtype=np.float32).transpose(2, 0, 1)
     assert np.abs(pool(image) - golden["image_pooled"]).max() <= 0.5  # grey levels, 8x8 means
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["lmd", "lmd_plus"])
+def test_shortened_object_runs_equal_the_references_for_every_step_they_take(components, mode):
+    """lmd-bot's default per-object schedule stops each run after the last step the overall run
+    reads (here 4 of 6: guided steps 0..3); up to there every latent is the reference's."""
+    golden = np.load(GOLDEN / f"{mode}_3.npz")
+    pipe = LmdPipeline(components)
+    params = pipe.lmd_params if mode == "lmd" else pipe.lmd_plus_params
+    taken = object_steps(params, STEPS, sam=True)
+    assert taken == 4
+    result = getattr(pipe, mode)(_spec(3), steps=STEPS, guidance_scale=7.5, height=SIZE, width=SIZE)
+    for i, run in enumerate(result.objects):
+        ours = pool(run.result.trajectory.cpu())
+        assert ours.shape[0] == taken + 1
+        reference = golden[f"object{i}_trajectory_pooled"][: taken + 1]
+        assert np.allclose(ours, reference, atol=2e-4), f"object {i} trajectory"

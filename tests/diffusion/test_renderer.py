@@ -33,11 +33,12 @@ def test_lmd_render_reports_progress_previews_and_costs(renderer):
         RenderRequest(layout=_layout(CAT, BALL), mode=RenderMode.LMD, seed=3, steps=3), progress=events.append
     )
     assert out.image.size == (256, 256)
-    # Both objects are denoised together: one batched step each, then the overall run.
+    # Both objects are denoised together: one batched step each, then the overall run (without
+    # SAM, the per-object runs take every step: their masks come from the attention).
     assert [(e.stage, e.step, e.total) for e in events] == [("objects", i, 6) for i in range(1, 4)] + [
         ("overall", i, 6) for i in range(4, 7)
     ]
-    assert all(e.preview.size == (64, 64) for e in events)  # 32x32 latents, doubled
+    assert all(e.preview().size == (64, 64) for e in events)  # 32x32 latents, doubled
     assert out.stats["unet_forwards"] == 6 and out.stats["guided_passes"] > 0
     assert out.stats["object_runs"] == 2 and out.stats["object_cache_hits"] == 0
     assert out.stats["sam_calls"] == 0 and out.stats["peak_rss_mb"] > 0
@@ -148,3 +149,21 @@ def test_non_square_layout_renders_at_its_aspect(renderer):
 def test_importing_the_renderer_module_loads_no_torch():
     code = "import sys, lmd_bot.diffusion.renderer; assert 'torch' not in sys.modules, 'torch loaded'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_preview_is_decoded_only_for_the_progress_that_asks_for_one(renderer, monkeypatch):
+    """The worker sends one progress message every so often; the steps in between must not pay for
+    a preview (a device-to-host copy and a colour map per step)."""
+    import lmd_bot.diffusion.preview as preview
+
+    made = []
+    real = preview.latent_preview
+    monkeypatch.setattr(preview, "latent_preview", lambda latents: made.append(1) or real(latents))
+    shown = []
+
+    def progress(p):
+        if p.step == p.total:  # as a throttled sender would: only some steps are shown
+            shown.append(p.preview())
+
+    renderer.render(RenderRequest(layout=_layout(CAT, BALL), mode=RenderMode.LMD, seed=3, steps=3), progress)
+    assert len(made) == 1 and shown[0].size == (64, 64)

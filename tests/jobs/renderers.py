@@ -31,7 +31,11 @@ class _Base:
             if should_cancel and should_cancel() and not ignore_cancel:
                 raise CancelledError(f"stopped at step {step}")
             if progress:
-                progress(RenderProgress(step=step, total=request.steps, preview=Image.new("RGB", (32, 32))))
+                progress(
+                    RenderProgress(
+                        step=step, total=request.steps, draw_preview=lambda: Image.new("RGB", (32, 32))
+                    )
+                )
             if step == 1 and gate:
                 self._wait_for_gate(request.seed, should_cancel, ignore_cancel)
 
