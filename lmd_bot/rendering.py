@@ -6,6 +6,7 @@ on the bot's event loop. The controller (:mod:`lmd_bot.diffusion`) implements it
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -45,6 +46,24 @@ class SdBaseline(StrEnum):
     CONTROLLER = "controller"
 
 
+MAX_CANDIDATES = 4  # a grid of 2x2
+
+
+def candidate_seeds(seed: int, n: int) -> list[int]:
+    """The seeds of ``n`` candidates of the scene seed ``seed``: the first is ``seed`` itself (so
+    one candidate is the plain render), the others derive from it by a hash, deterministic and
+    below 2**32 like the seeds people type (and ``/imagine seed:`` takes)."""
+    seeds = [seed]
+    k = 1
+    while len(seeds) < n:
+        digest = hashlib.blake2b(f"lmd-candidate:{seed}:{k}".encode(), digest_size=4).digest()
+        derived = int.from_bytes(digest, "big")
+        if derived not in seeds:
+            seeds.append(derived)
+        k += 1
+    return seeds
+
+
 class RenderRequest(BaseModel):
     # bytes travel as base64 in JSON (the worker's pipe, a Redis queue)
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
@@ -60,12 +79,21 @@ class RenderRequest(BaseModel):
     # refined with this request's prompt, negative prompt, seed and steps; nothing is re-rendered.
     refine: bool = False
     source_png: bytes | None = None
+    # Render the layout at this many seeds as one batched job (``seed`` and the ones derived from
+    # it: :func:`candidate_seeds`), for the user to pick one.
+    candidates: int = Field(1, ge=1, le=MAX_CANDIDATES)
 
     @model_validator(mode="after")
     def _source_is_refined(self) -> RenderRequest:
         if self.source_png is not None and not self.refine:
             raise ValueError("source_png is the image to refine: it needs refine=True")
+        if self.source_png is not None and self.candidates > 1:
+            raise ValueError("source_png is one image to refine: it has no candidates")
         return self
+
+    @property
+    def seeds(self) -> list[int]:
+        return candidate_seeds(self.seed, self.candidates)
 
 
 @dataclass(frozen=True)
@@ -87,6 +115,9 @@ class RenderOutput:
     seconds: float
     stats: dict[str, float] = field(default_factory=dict)  # unet passes, peak memory, cache hits
     check: CheckReport | None = None  # the self-check's findings, when one ran
+    # With ``request.candidates > 1``: every candidate's image in the order of ``request.seeds``
+    # (``image`` is the first); empty for a single image.
+    candidates: list[Image.Image] = field(default_factory=list)
 
 
 ProgressCallback = Callable[[RenderProgress], None]

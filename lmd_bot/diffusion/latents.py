@@ -143,3 +143,16 @@ def compose(
         comp = torch.where(mask, trajectories[i], comp)
         owner[mask] = i + 1
     return Composition(latents=comp, frozen=owner > 0, owner=owner)
+
+
+def stack_compositions(compositions: Sequence[Composition]) -> Composition:
+    """Several compositions as one batch, a row each (candidates of one layout): latents
+    ``(steps + 1, n, C, h, w)``, ``frozen`` ``(n, 1, h, w)`` (it broadcasts over the channels),
+    ``owner`` ``(n, h, w)``."""
+    if len(compositions) == 1:
+        return compositions[0]
+    return Composition(
+        latents=torch.cat([c.latents for c in compositions], dim=1),
+        frozen=torch.stack([c.frozen for c in compositions]).unsqueeze(1),
+        owner=torch.stack([c.owner for c in compositions]),
+    )

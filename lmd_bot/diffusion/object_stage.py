@@ -47,6 +47,9 @@ class ObjectJob:
     tokens: TokenSpan
     box: NBox  # where it is generated
     key: str  # its cache key (:func:`lmd_bot.diffusion.cache.object_run_key`)
+    # The scene noise ``(1, C, h, w)`` it starts from: its candidate's (a batch of candidates
+    # generates the objects of every seed together).
+    background: torch.Tensor
 
 
 def transfer_steps(params: LmdParams, steps: int) -> int:
@@ -86,16 +89,14 @@ def clean_prediction(scheduler, output, eps: torch.Tensor, t: torch.Tensor, late
 
 def cached_results(
     jobs: Sequence[ObjectJob], cache: ObjectCache | None, n_steps: int
-) -> dict[int, ObjectResult]:
-    """The jobs' results the cache holds, by object id. A result of another length than a run of
+) -> dict[str, ObjectResult]:
+    """The jobs' results the cache holds, by cache key. A result of another length than a run of
     ``n_steps`` takes is not one of these runs (its key should have said so): it is not used."""
     if cache is None:
         return {}
-    hits = {job.spec.id: cache.get(job.key) for job in jobs}
+    hits = {job.key: cache.get(job.key) for job in jobs}
     return {
-        object_id: hit
-        for object_id, hit in hits.items()
-        if hit is not None and hit.trajectory.shape[0] == n_steps + 1
+        key: hit for key, hit in hits.items() if hit is not None and hit.trajectory.shape[0] == n_steps + 1
     }
 
 
@@ -115,7 +116,6 @@ class ObjectStage:
         steps: int,
         guidance_scale: float,
         image_hw: tuple[int, int],
-        background: torch.Tensor,
         store: AttentionStore,
         stats: RunStats,
         progress: Progress,
@@ -127,7 +127,6 @@ class ObjectStage:
         self.steps = steps
         self.guidance_scale = guidance_scale
         self.image_hw = image_hw
-        self.background = background
         self.store = store
         self.stats = stats
         self.progress = progress
@@ -136,8 +135,7 @@ class ObjectStage:
         """Generate ``jobs`` alone, together: one UNet call per step for the whole batch."""
         params, blocks, steps = self.params, self.blocks, self.steps
         n = len(jobs)
-        background = self.background
-        latent_hw = background.shape[-2:]
+        latent_hw = jobs[0].background.shape[-2:]
         do_cfg = self.guidance_scale > 1
 
         # 1. Initial noise: the background's, the object's own blended in inside its box
@@ -145,8 +143,8 @@ class ObjectStage:
             torch.cat(
                 [
                     blend_noise(
-                        background,
-                        draw_noise(job.spec.seed, background.shape),
+                        job.background,
+                        draw_noise(job.spec.seed, job.background.shape),
                         rect_mask(job.box, *latent_hw),
                         params.blending_ratio,
                     )

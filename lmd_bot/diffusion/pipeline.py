@@ -30,6 +30,7 @@ fusers run on the null grounding tokens for the first 40% of the steps, as the r
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +42,7 @@ from lmd_bot.diffusion.cache import ObjectCache, object_run_key
 from lmd_bot.diffusion.components import Components
 from lmd_bot.diffusion.gligen import check_object_count, fuser_steps, with_unconditional
 from lmd_bot.diffusion.guidance import BackwardGuidance
-from lmd_bot.diffusion.latents import Composition, box_offset, compose, quantized_offset
+from lmd_bot.diffusion.latents import Composition, box_offset, compose, quantized_offset, stack_compositions
 from lmd_bot.diffusion.losses import LayoutLoss, PhraseTarget
 from lmd_bot.diffusion.object_stage import (
     ObjectJob,
@@ -130,13 +131,19 @@ class LmdPipeline:
 
         return PNDMScheduler.from_config(self.c.scheduler.config, skip_prk_steps=True)
 
+    def plain(self, prompt: str, negative: str, *, seed: int, **kwargs) -> tuple[Image.Image, torch.Tensor]:
+        """SD from ``prompt`` with ``negative``; keyword arguments as :meth:`plain_batch`'s.
+        Returns ``(image, final latents)``."""
+        images, latents = self.plain_batch(prompt, negative, seeds=[seed], **kwargs)
+        return images[0], latents
+
     @torch.no_grad()
-    def plain(
+    def plain_batch(
         self,
         prompt: str,
         negative: str,
         *,
-        seed: int,
+        seeds: Sequence[int],
         steps: int,
         guidance_scale: float,
         height: int,
@@ -147,10 +154,10 @@ class LmdPipeline:
         on_step: StepCallback | None = None,
         should_cancel: CancelCheck | None = None,
         stats: RunStats | None = None,
-    ) -> tuple[Image.Image, torch.Tensor]:
-        """SD from ``prompt`` with ``negative`` (on ``unet``, default SD's; a GLIGEN UNet runs
-        ungrounded, fusers off), with ``scheduler`` (default the controller's DDIM); returns
-        ``(image, final latents)``."""
+    ) -> tuple[list[Image.Image], torch.Tensor]:
+        """SD from ``prompt`` with ``negative`` at each of ``seeds``, one batch (on ``unet``,
+        default SD's; a GLIGEN UNet runs ungrounded, fusers off), with ``scheduler`` (default the
+        controller's DDIM); returns ``(images, final latents (n, C, h, w))``."""
         # 0. Check inputs
         self.check_size(height, width)
         stats = stats if stats is not None else RunStats()
@@ -158,8 +165,12 @@ class LmdPipeline:
         scheduler.set_timesteps(steps, device=self.c.device)  # PNDM takes one step more than asked
         progress = Progress(len(scheduler.timesteps), on_step, should_cancel)
         # 1. Encode
-        embeddings = self.blocks.encode_prompt(prompt, negative, guidance_scale > 1)
-        noise = self.blocks.initial_latents(seed, self._latent_hw(height, width), on_device=noise_on_device)
+        do_cfg = guidance_scale > 1
+        embeddings = rows(self.blocks.encode_prompt(prompt, negative, do_cfg), len(seeds), do_cfg)
+        latent_hw = self._latent_hw(height, width)
+        noise = torch.cat(
+            [self.blocks.initial_latents(seed, latent_hw, on_device=noise_on_device) for seed in seeds]
+        )
         # 2. Denoise
         latents = self.blocks.denoise(
             self.c.unet if unet is None else unet,
@@ -173,12 +184,15 @@ class LmdPipeline:
             scheduler=scheduler,
         )
         # 3. Decode
-        return self.blocks.decode(latents), latents
+        return self._decode_rows(latents), latents
+
+    def _decode_rows(self, latents: torch.Tensor) -> list[Image.Image]:
+        return [self.blocks.decode(latents[i : i + 1]) for i in range(latents.shape[0])]
 
     @torch.no_grad()
     def _background_only(
         self,
-        spec: GenerationSpec,
+        specs: Sequence[GenerationSpec],
         unet,
         gligen_beta: float | None,
         *,
@@ -188,20 +202,22 @@ class LmdPipeline:
         width: int,
         stats: RunStats,
         progress: Progress,
-    ) -> LmdResult:
-        """A layout without objects: SD on the background and negative prompt.
+    ) -> list[LmdResult]:
+        """A layout without objects: SD on the background and negative prompt, one row per spec.
 
         On GLIGEN (``gligen_beta`` set) the fusers still run for the first ``beta`` share of the
         steps, fed only null grounding tokens, as the reference's GLIGEN pass with no boxes does:
         the learned null tokens change the image, so skipping the fusers would not be the same.
         """
         # 1. Encode
-        embeddings = self.blocks.encode_prompt(spec.prompt, spec.negative, guidance_scale > 1)
+        spec, n, do_cfg = specs[0], len(specs), guidance_scale > 1
+        embeddings = rows(self.blocks.encode_prompt(spec.prompt, spec.negative, do_cfg), n, do_cfg)
         how = Conditioning()
         if gligen_beta is not None:
-            how.grounding = self.blocks.empty_grounding(2 if guidance_scale > 1 else 1)
+            how.grounding = self.blocks.empty_grounding(2 * n if do_cfg else n)
             how.fuser_steps = fuser_steps(gligen_beta, steps)
-        noise = self.blocks.initial_latents(spec.seed, self._latent_hw(height, width))
+        latent_hw = self._latent_hw(height, width)
+        noise = torch.cat([self.blocks.initial_latents(s.seed, latent_hw) for s in specs])
         # 2. Denoise
         latents = self.blocks.denoise(
             unet,
@@ -214,18 +230,41 @@ class LmdPipeline:
             progress=progress,
         )
         # 3. Decode
-        return LmdResult(self.blocks.decode(latents), latents, [], None, [], stats)
+        images = self._decode_rows(latents)
+        return [LmdResult(images[i], latents[i : i + 1], [], None, [], stats) for i in range(n)]
+
+    # --- candidates: one layout at several seeds ----------------------------------------------
+
+    def candidates(self, specs: Sequence[GenerationSpec], mode: RenderMode, **kwargs) -> list[LmdResult]:
+        """``specs`` (one layout at several seeds: :func:`check_candidates`) rendered as one batch
+        in ``mode`` (``lmd``, ``lmd+`` or ``fast``): the per-object runs of every seed share the
+        per-object UNet calls (``object_batch_size`` objects a call), and the overall runs are one
+        batch, one row per seed. Result ``k`` is what rendering ``specs[k]`` alone gives, up to
+        float rounding (docs/method.md, "Candidates"). Keyword arguments as :meth:`controller`'s
+        (``fast`` takes no ``cache``)."""
+        check_candidates(specs)
+        if mode is RenderMode.FAST:
+            with self.blocks.autocast(self.fast_params.autocast):
+                return self._fast(specs, **kwargs)
+        if mode is RenderMode.LMD_PLUS:
+            params = self.lmd_plus_params
+        elif mode is RenderMode.LMD:
+            params = self.lmd_params
+        else:
+            raise ValueError(f"candidates of mode {mode}: plain SD renders with plain_batch")
+        with self.blocks.autocast(params.autocast):
+            return self._controller(specs, mode, params, **kwargs)
 
     # --- fast: one guided GLIGEN pass ---------------------------------------------------------
 
     def fast(self, spec: GenerationSpec, **kwargs) -> LmdResult:
         """GLIGEN grounded by every box, with box-energy guidance; no per-object runs."""
         with self.blocks.autocast(self.fast_params.autocast):
-            return self._fast(spec, **kwargs)
+            return self._fast([spec], **kwargs)[0]
 
     def _fast(
         self,
-        spec: GenerationSpec,
+        specs: Sequence[GenerationSpec],
         *,
         steps: int,
         guidance_scale: float,
@@ -233,10 +272,11 @@ class LmdPipeline:
         width: int,
         on_step: StepCallback | None = None,
         should_cancel: CancelCheck | None = None,
-    ) -> LmdResult:
+    ) -> list[LmdResult]:
         # 0. Check inputs
         self.check_size(height, width)
         unet = self.gligen_unet
+        spec, n, do_cfg = specs[0], len(specs), guidance_scale > 1
         check_object_count(len(spec.objects), RenderMode.FAST)
         params = self.fast_params
         stats = RunStats()
@@ -245,10 +285,10 @@ class LmdPipeline:
         size = {"steps": steps, "guidance_scale": guidance_scale, "height": height, "width": width}
         if not spec.objects:
             return self._background_only(
-                spec, unet, params.gligen_beta, stats=stats, progress=progress, **size
+                specs, unet, params.gligen_beta, stats=stats, progress=progress, **size
             )
 
-        # 1. Encode: token positions, targets, prompt and grounding
+        # 1. Encode: token positions, targets, prompt and grounding (the same for every row)
         targets = [
             PhraseTarget(
                 positions=tokens.positions,
@@ -257,9 +297,10 @@ class LmdPipeline:
             )
             for phrase, tokens in zip(spec.phrases, self._phrase_tokens(spec), strict=True)
         ]
-        embeddings = self.blocks.encode_prompt(spec.prompt, spec.negative, guidance_scale > 1)
-        cond = self.blocks.scene_grounding(spec)
-        latents = self.blocks.to_model(self.blocks.initial_latents(spec.seed, latent_hw))
+        embeddings = rows(self.blocks.encode_prompt(spec.prompt, spec.negative, do_cfg), n, do_cfg)
+        cond = repeat_rows(self.blocks.scene_grounding(spec), n)
+        noise = torch.cat([self.blocks.initial_latents(s.seed, latent_hw) for s in specs])
+        latents = self.blocks.to_model(noise)
 
         # 2. Denoise with box guidance
         with attention_capture(unet, GUIDANCE_KEYS, latent_hw) as store:
@@ -268,15 +309,15 @@ class LmdPipeline:
                 unet=unet,
                 scheduler=self.c.scheduler,
                 store=store,
-                cond_embeddings=embeddings[-1:],
-                loss_fn=LayoutLoss([targets], params.guidance.weights),
+                cond_embeddings=embeddings[-n:],
+                loss_fn=LayoutLoss([targets] * n, params.guidance.weights),
                 steps=steps,
                 grounding=self.blocks.guidance_grounding(cond, params.guidance_grounding),
                 compile=self.blocks.compile_guidance,
             )
             how = Conditioning(
                 guidance=guidance,
-                grounding=with_unconditional(cond) if guidance_scale > 1 else cond,
+                grounding=with_unconditional(cond) if do_cfg else cond,
                 fuser_steps=fuser_steps(params.gligen_beta, steps),
             )
             latents = self.blocks.denoise(
@@ -291,7 +332,8 @@ class LmdPipeline:
             )
 
         # 3. Decode
-        return LmdResult(self.blocks.decode(latents), latents, [], None, guidance.losses[0], stats)
+        images, losses = self._decode_rows(latents), guidance.losses
+        return [LmdResult(images[i], latents[i : i + 1], [], None, losses[i], stats) for i in range(n)]
 
     # --- LMD and LMD+ -------------------------------------------------------------------------
 
@@ -305,12 +347,12 @@ class LmdPipeline:
 
     def controller(self, spec: GenerationSpec, mode: RenderMode, params: LmdParams, **kwargs) -> LmdResult:
         with self.blocks.autocast(params.autocast):
-            return self._controller(spec, mode, params, **kwargs)
+            return self._controller([spec], mode, params, **kwargs)[0]
 
     @torch.no_grad()
     def _controller(
         self,
-        spec: GenerationSpec,
+        specs: Sequence[GenerationSpec],
         mode: RenderMode,
         params: LmdParams,
         *,
@@ -321,9 +363,10 @@ class LmdPipeline:
         on_step: StepCallback | None = None,
         should_cancel: CancelCheck | None = None,
         cache: ObjectCache | None = None,
-    ) -> LmdResult:
+    ) -> list[LmdResult]:
         # 0. Check inputs
         self.check_size(height, width)
+        spec, n, do_cfg = specs[0], len(specs), guidance_scale > 1
         gligen = params.gligen_beta is not None
         unet = self.gligen_unet if gligen else self.c.unet
         if gligen:
@@ -335,7 +378,7 @@ class LmdPipeline:
         # 1. No objects: the background and negative prompt alone
         if not spec.objects:
             return self._background_only(
-                spec,
+                specs,
                 unet,
                 params.gligen_beta,
                 steps=steps,
@@ -346,33 +389,38 @@ class LmdPipeline:
                 progress=Progress(steps, on_step, should_cancel),
             )
 
-        # 2. Objects to generate: token positions first (a prompt too long for CLIP fails before
-        #    any UNet work), where each is generated, its cache key
+        # 2. Objects to generate, for every seed: token positions first (a prompt too long for
+        #    CLIP fails before any UNet work), where each is generated, its cache key, the
+        #    background noise of its seed
         phrase_tokens = self._phrase_tokens(spec)
-        jobs = []
-        for obj in spec.objects:
-            box = centered_nbox(obj.nbox, params.floor_padding) if params.center_objects else obj.nbox
-            key = object_run_key(
-                self.c,
-                spec,
-                obj,
-                box,
-                mode,
-                params,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                image_hw=image_hw,
-            )
-            jobs.append(ObjectJob(obj, token_span(self.c.tokenizer, obj.prompt, obj.span), box, key))
-        background = self.blocks.initial_latents(spec.seed, latent_hw)
+        backgrounds = [self.blocks.initial_latents(s.seed, latent_hw) for s in specs]
+        jobs: list[list[ObjectJob]] = []  # per seed, in spec order
+        for candidate, background in zip(specs, backgrounds, strict=True):
+            jobs.append([])
+            for obj in candidate.objects:
+                box = centered_nbox(obj.nbox, params.floor_padding) if params.center_objects else obj.nbox
+                key = object_run_key(
+                    self.c,
+                    candidate,
+                    obj,
+                    box,
+                    mode,
+                    params,
+                    steps=steps,
+                    guidance_scale=guidance_scale,
+                    image_hw=image_hw,
+                )
+                tokens = token_span(self.c.tokenizer, obj.prompt, obj.span)
+                jobs[-1].append(ObjectJob(obj, tokens, box, key, background))
+        every_job = [job for seed_jobs in jobs for job in seed_jobs]
 
         # 3. Per-object runs: what the cache holds is reused, the rest generated in batches
         n_object_steps = object_steps(params, steps, sam=self.c.sam is not None)
-        results = cached_results(jobs, cache, n_object_steps)
+        results = cached_results(every_job, cache, n_object_steps)
         reused = set(results)
-        todo = batches([job for job in jobs if job.spec.id not in reused], self.object_batch_size)
+        todo = batches([job for job in every_job if job.key not in reused], self.object_batch_size)
         stats.object_cache_hits = len(reused)
-        stats.object_runs = len(jobs) - len(reused)
+        stats.object_runs = len(every_job) - len(reused)
         progress = Progress(len(todo) * n_object_steps + steps, on_step, should_cancel)
         with attention_capture(unet, RECORD_KEYS, latent_hw) as store:
             stage = ObjectStage(
@@ -382,7 +430,6 @@ class LmdPipeline:
                 steps=steps,
                 guidance_scale=guidance_scale,
                 image_hw=image_hw,
-                background=background,
                 store=store,
                 stats=stats,
                 progress=progress,
@@ -390,45 +437,54 @@ class LmdPipeline:
             started = time.perf_counter()
             for batch in todo:
                 for job, result in zip(batch, stage.generate(batch), strict=True):
-                    results[job.spec.id] = result
+                    results[job.key] = result
                     if cache is not None:
                         cache.put(job.key, result)
             stats.object_seconds = time.perf_counter() - started
 
-            # 4. Placement at the boxes, composition (the largest mask first)
-            runs = []
-            for job in jobs:
-                result = results[job.spec.id].to(self.c.device)
-                if params.align_objects:
-                    offset = quantized_offset(result.mask.cpu(), job.spec.nbox, image_hw)
-                else:
-                    offset = box_offset(result.box, job.spec.nbox, image_hw)
-                runs.append(place(job.spec, result, offset, image_hw, cached=job.spec.id in reused))
-            composition = compose(
-                self.blocks.to_model(background),
-                [run.trajectory for run in runs],
-                [run.mask for run in runs],
-                None if params.copy_vacated_noise else [run.valid for run in runs],
-            )
-
-            # 5. Encode the overall run: phrases' targets, prompt, grounding
-            targets = []
-            for phrase, tokens in zip(spec.phrases, phrase_tokens, strict=True):
-                phrase_runs = [next(r for r in runs if r.spec.id == i) for i in phrase.object_ids]
-                targets.append(
-                    PhraseTarget(
-                        positions=tokens.positions,
-                        word_position=tokens.word_position,
-                        boxes=[r.spec.nbox for r in phrase_runs],
-                        references=[r.maps for r in phrase_runs] if params.transfer_weight else [],
+            # 4. Per seed: placement at the boxes, composition (the largest mask first)
+            runs: list[list[ObjectRun]] = []
+            compositions = []
+            for seed_jobs, background in zip(jobs, backgrounds, strict=True):
+                runs.append([])
+                for job in seed_jobs:
+                    result = results[job.key].to(self.c.device)
+                    if params.align_objects:
+                        offset = quantized_offset(result.mask.cpu(), job.spec.nbox, image_hw)
+                    else:
+                        offset = box_offset(result.box, job.spec.nbox, image_hw)
+                    runs[-1].append(place(job.spec, result, offset, image_hw, cached=job.key in reused))
+                compositions.append(
+                    compose(
+                        self.blocks.to_model(background),
+                        [run.trajectory for run in runs[-1]],
+                        [run.mask for run in runs[-1]],
+                        None if params.copy_vacated_noise else [run.valid for run in runs[-1]],
                     )
                 )
-            embeddings = self.blocks.encode_prompt(spec.prompt, spec.negative, guidance_scale > 1)
+            composition = stack_compositions(compositions)
+
+            # 5. Encode the overall run: phrases' targets (per seed: its runs' attention is the
+            #    transfer loss's reference), prompt, grounding
+            targets = []
+            for seed_runs in runs:
+                targets.append([])
+                for phrase, tokens in zip(spec.phrases, phrase_tokens, strict=True):
+                    phrase_runs = [next(r for r in seed_runs if r.spec.id == i) for i in phrase.object_ids]
+                    targets[-1].append(
+                        PhraseTarget(
+                            positions=tokens.positions,
+                            word_position=tokens.word_position,
+                            boxes=[r.spec.nbox for r in phrase_runs],
+                            references=[r.maps for r in phrase_runs] if params.transfer_weight else [],
+                        )
+                    )
+            embeddings = rows(self.blocks.encode_prompt(spec.prompt, spec.negative, do_cfg), n, do_cfg)
             how = Conditioning(composition=composition, frozen_steps=frozen_steps(params, steps))
             guidance_grounding = None
             if gligen:
-                cond = self.blocks.scene_grounding(spec)
-                how.grounding = with_unconditional(cond) if guidance_scale > 1 else cond
+                cond = repeat_rows(self.blocks.scene_grounding(spec), n)
+                how.grounding = with_unconditional(cond) if do_cfg else cond
                 how.fuser_steps = fuser_steps(params.gligen_beta, steps)
                 guidance_grounding = self.blocks.guidance_grounding(cond, params.guidance_grounding)
             guidance = BackwardGuidance(
@@ -436,9 +492,9 @@ class LmdPipeline:
                 unet=unet,
                 scheduler=self.c.scheduler,
                 store=store,
-                cond_embeddings=embeddings[-1:],
+                cond_embeddings=embeddings[-n:],
                 loss_fn=LayoutLoss(
-                    [targets], params.overall_guidance.weights, transfer_weight=params.transfer_weight
+                    targets, params.overall_guidance.weights, transfer_weight=params.transfer_weight
                 ),
                 steps=steps,
                 grounding=guidance_grounding,
@@ -446,7 +502,8 @@ class LmdPipeline:
             )
             how.guidance = guidance
 
-            # 6. Overall denoising: guidance (energy + transfer), the frozen foreground
+            # 6. Overall denoising, every seed in one batch: guidance (energy + transfer), the
+            #    frozen foreground
             latents = self.blocks.denoise(
                 unet,
                 composition.latents[0],
@@ -459,4 +516,37 @@ class LmdPipeline:
             )
 
         # 7. Decode
-        return LmdResult(self.blocks.decode(latents), latents, runs, composition, guidance.losses[0], stats)
+        images, losses = self._decode_rows(latents), guidance.losses
+        return [
+            LmdResult(images[i], latents[i : i + 1], runs[i], compositions[i], losses[i], stats)
+            for i in range(n)
+        ]
+
+
+def check_candidates(specs: Sequence[GenerationSpec]) -> None:
+    """Candidates are one layout at several seeds: the same prompts, phrases and boxes."""
+    if not specs:
+        raise ValueError("no candidates to render")
+
+    def layout_of(spec: GenerationSpec) -> tuple:
+        objects = tuple((o.id, o.caption, o.nbox, o.prompt, o.negative) for o in spec.objects)
+        return (spec.prompt, spec.negative, objects, spec.phrases)
+
+    first = layout_of(specs[0])
+    if any(layout_of(spec) != first for spec in specs[1:]):
+        raise ValueError("candidates must share one layout; only their seeds differ")
+
+
+def rows(embeddings: torch.Tensor, n: int, do_cfg: bool) -> torch.Tensor:
+    """Text embeddings for ``n`` samples of one prompt: ``[negative x n, prompt x n]`` with CFG
+    (the rows :meth:`Blocks.noise_prediction` expects), else ``[prompt x n]``."""
+    if n == 1:
+        return embeddings
+    if not do_cfg:
+        return embeddings.repeat(n, 1, 1)
+    return torch.cat([embeddings[:1].repeat(n, 1, 1), embeddings[1:].repeat(n, 1, 1)])
+
+
+def repeat_rows(grounding: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:
+    """GLIGEN inputs of one row, for ``n`` samples."""
+    return {key: value.repeat(n, *([1] * (value.ndim - 1))) for key, value in grounding.items()}

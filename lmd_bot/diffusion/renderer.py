@@ -117,7 +117,11 @@ class DiffusionRenderer:
         check: CheckReport | None = None
         check_stats = None
         try:
-            if request.mode is RenderMode.SD:
+            images: list = []
+            if request.candidates > 1:
+                images, stats = self._candidates(request, height, width, on_step, should_cancel)
+                image = images[0]
+            elif request.mode is RenderMode.SD:
                 from lmd_bot.diffusion.blocks import RunStats
 
                 stats = RunStats()
@@ -160,15 +164,20 @@ class DiffusionRenderer:
                     image, check, check_stats = self._self_check(request, spec, image, run, on_step)
             if request.refine:
                 refine_started = time.perf_counter()
-                image = self.refiner.refine(
-                    image,
-                    request.prompt or spec.prompt,
-                    request.layout.negative,
-                    seed=request.seed,
-                    steps=request.steps,
-                    on_step=on_refine_step,
-                    should_cancel=should_cancel,
-                )
+                refined = [
+                    self.refiner.refine(
+                        each,
+                        request.prompt or spec.prompt,
+                        request.layout.negative,
+                        seed=seed,
+                        steps=request.steps,
+                        on_step=on_refine_step,
+                        should_cancel=should_cancel,
+                    )
+                    for each, seed in zip(images or [image], request.seeds, strict=True)
+                ]
+                image = refined[0]
+                images = refined if images else []
                 refine_seconds = time.perf_counter() - refine_started
         except LmdError:
             raise
@@ -213,7 +222,43 @@ class DiffusionRenderer:
             figures["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         else:
             figures["peak_rss_mb"] = _peak_rss_mb()
-        return RenderOutput(image=image, seconds=seconds, stats=figures, check=check)
+        return RenderOutput(image=image, seconds=seconds, stats=figures, check=check, candidates=images)
+
+    def _candidates(self, request: RenderRequest, height: int, width: int, on_step, should_cancel):
+        """The layout at every seed of the request, one batched render; (images, stats).
+
+        Not self-checked: the check's retries re-seed objects of one image, and a grid is a
+        choice between seeds (the picked candidate keeps its seed for the scene's next rounds).
+        """
+        from lmd_bot.diffusion.blocks import RunStats
+        from lmd_bot.diffusion.spec import OVERALL_NEGATIVE, build_spec
+
+        common = {
+            "steps": request.steps,
+            "guidance_scale": request.guidance_scale,
+            "height": height,
+            "width": width,
+            "on_step": on_step,
+            "should_cancel": should_cancel,
+        }
+        if request.mode is RenderMode.SD:
+            stats = RunStats()
+            reference = self.sd_baseline is SdBaseline.REFERENCE
+            images, _ = self.pipeline.plain_batch(
+                request.prompt or build_spec(request.layout, request.seed).prompt,
+                OVERALL_NEGATIVE,
+                seeds=request.seeds,
+                stats=stats,
+                scheduler=self.pipeline.reference_sd_scheduler() if reference else None,
+                noise_on_device=reference,
+                **common,
+            )
+            return images, stats
+        specs = [build_spec(request.layout, seed) for seed in request.seeds]
+        if request.mode is not RenderMode.FAST:
+            common["cache"] = self.cache
+        results = self.pipeline.candidates(specs, request.mode, **common)
+        return [r.image for r in results], results[0].stats
 
     def _refine_only(
         self, request: RenderRequest, progress: ProgressCallback | None, should_cancel: CancelCheck | None
