@@ -50,6 +50,8 @@ class Round(Base):
     instruction: Mapped[str] = mapped_column(Text)
     layout: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(BigInteger)
+    # Its render shows this many seeds (``seed`` and those derived from it) as a grid.
+    candidates: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     notes: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

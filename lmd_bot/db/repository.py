@@ -81,6 +81,7 @@ def _round(row: Round) -> RoundRecord:
         instruction=row.instruction,
         layout=SceneLayout.model_validate(row.layout),
         seed=row.seed,
+        candidates=row.candidates,
         notes=list(row.notes or []),
         created_at=_aware(row.created_at),
     )
@@ -136,6 +137,20 @@ class NewJob:
     refine: bool = False  # the render goes through the SDXL refiner
 
 
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job created done, its image on disk already (a candidate picked from a grid)."""
+
+    user_id: int
+    guild_id: int | None
+    mode: RenderMode
+    steps: int
+    image_path: str | None
+    overlay_path: str | None
+    flagged: bool
+    render_seconds: float | None
+
+
 class Repository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -168,8 +183,10 @@ class Repository:
         nsfw: bool,
         layout: SceneLayout,
         notes: Iterable[str] = (),
+        candidates: int = 1,
     ) -> tuple[SceneRecord, RoundRecord]:
-        """A new scene with its first round (the plan) as its head, in one transaction."""
+        """A new scene with its first round (the plan, rendered as ``candidates`` seeds) as its
+        head, in one transaction."""
 
         def work(s: Session) -> tuple[SceneRecord, RoundRecord]:
             scene = Scene(
@@ -194,6 +211,7 @@ class Repository:
                 instruction=prompt,
                 layout=layout.model_dump(mode="json"),
                 seed=seed,
+                candidates=candidates,
                 notes=list(notes),
                 created_at=utcnow(),
             )
@@ -215,10 +233,15 @@ class Repository:
         seed: int,
         notes: Iterable[str] = (),
         job: NewJob | None = None,
+        candidates: int | None = None,
+        done: FinishedJob | None = None,
     ) -> tuple[SceneRecord, RoundRecord, JobRecord | None]:
         """A new round under ``parent_id``; it becomes the scene's head and its seed the scene's
-        seed. With ``job``, its render job is created in the same transaction (or, with the user's
-        cap reached, nothing is written: CapReachedError). Returns the updated scene too."""
+        seed. It renders as ``candidates`` seeds (default: as many as its parent: a follow-up or
+        reroll of a grid is a grid). With ``job``, its render job is created in the same
+        transaction (or, with the user's cap reached, nothing is written: CapReachedError); with
+        ``done``, a job that is finished already (a picked candidate's image). Returns the updated
+        scene too."""
 
         def work(s: Session) -> tuple[SceneRecord, RoundRecord, JobRecord | None]:
             scene = s.get(Scene, scene_id, with_for_update=True)
@@ -238,6 +261,7 @@ class Repository:
                 instruction=instruction,
                 layout=layout.model_dump(mode="json"),
                 seed=seed,
+                candidates=parent.candidates if candidates is None else candidates,
                 notes=list(notes),
                 created_at=utcnow(),
             )
@@ -248,6 +272,9 @@ class Repository:
             job_row = None
             if job is not None:
                 job_row = self._new_job(scene_id=scene_id, round_id=row.id, seed=seed, job=job)
+            elif done is not None:
+                job_row = self._finished_job(scene_id=scene_id, round_id=row.id, seed=seed, done=done)
+            if job_row is not None:
                 s.add(job_row)
                 s.flush()
             return _scene(scene), _round(row), (_job(job_row) if job_row is not None else None)
@@ -372,6 +399,28 @@ class Repository:
             flagged=False,
             refine=job.refine,
             queued_at=utcnow(),
+        )
+
+    @staticmethod
+    def _finished_job(*, scene_id: int, round_id: int, seed: int, done: FinishedJob) -> Job:
+        now = utcnow()
+        return Job(
+            scene_id=scene_id,
+            round_id=round_id,
+            user_id=done.user_id,
+            guild_id=done.guild_id,
+            status=JobStatus.DONE.value,
+            mode=done.mode.value,
+            steps=done.steps,
+            seed=seed,
+            attempts=0,
+            image_path=done.image_path,
+            overlay_path=done.overlay_path,
+            flagged=done.flagged,
+            render_seconds=done.render_seconds,
+            queued_at=now,
+            started_at=now,
+            finished_at=now,
         )
 
     async def create_job(

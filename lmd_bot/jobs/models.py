@@ -96,8 +96,11 @@ class JobDone(_Event):
     png: bytes
     seconds: float
     stats: dict[str, float] = Field(default_factory=dict)
-    flagged: bool = False  # the output safety checker flagged the image
+    flagged: bool = False  # the output safety checker flagged the image (any candidate)
     check: CheckReport | None = None  # the self-check's findings, when one ran
+    # A grid's candidates, in the order of the request's seeds (``png`` is the first); empty for
+    # a single image.
+    candidate_pngs: list[bytes] = Field(default_factory=list)
 
 
 class JobFailed(_Event):

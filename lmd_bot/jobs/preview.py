@@ -33,21 +33,29 @@ class PreviewRenderer:
             with Image.open(io.BytesIO(request.source_png)) as source:
                 image = _refined(source.convert("RGB"), request, progress, should_cancel)
             return RenderOutput(image=image, seconds=time.perf_counter() - start, stats={"preview": 1.0})
-        layout = request.layout
-        rng = random.Random(request.seed)
+        _steps("overall", request.steps, progress, should_cancel)
+        images = [self._draw(request.layout, seed) for seed in request.seeds]
+        if request.refine:
+            images = [_refined(image, request, progress, should_cancel) for image in images]
+        return RenderOutput(
+            image=images[0],
+            seconds=time.perf_counter() - start,
+            stats={"preview": 1.0},
+            candidates=images if request.candidates > 1 else [],
+        )
+
+    @staticmethod
+    def _draw(layout, seed: int) -> Image.Image:
+        rng = random.Random(seed)
         base = tuple(rng.randrange(40, 110) for _ in range(3))
         image = Image.new("RGB", (layout.width, layout.height), base)
         draw = ImageDraw.Draw(image)
-        _steps("overall", request.steps, progress, should_cancel)
         for obj in layout.objects:
             b = obj.box
             draw.rounded_rectangle([b.x, b.y, b.x1, b.y1], radius=8, fill=object_color(obj.id))
         draw.rectangle([0, 0, layout.width, 18], fill=(0, 0, 0))
         draw.text((6, 3), "PREVIEW - no diffusion model", fill=(255, 255, 255))
-        if request.refine:
-            image = _refined(image, request, progress, should_cancel)
-        return RenderOutput(image=image, seconds=time.perf_counter() - start, stats={"preview": 1.0})
-
+        return image
 
 def _steps(
     stage: str, total: int, progress: ProgressCallback | None, should_cancel: CancelCheck | None

@@ -70,8 +70,10 @@ def _render_one(
     try:
         request = RenderRequest.model_validate_json(job.request_json)
         output = renderer.render(request, progress, cancel.is_set)
-        flagged = bool(checker.check(output.image)) if checker is not None else False
+        images = output.candidates or [output.image]
+        flagged = any(checker.check(image) for image in images) if checker is not None else False
         png = _png(output.image)
+        candidate_pngs = tuple(_png(image) for image in output.candidates)
     except CancelledError:
         conn.send(RenderFailed(job.job_id, FailureReason.CANCELLED, CancelledError.user_message))
     except Exception as exc:  # whatever the renderer raises, the bot must hear of it
@@ -87,7 +89,11 @@ def _render_one(
             )
         conn.send(failed)
     else:
-        conn.send(Rendered(job.job_id, png, output.seconds, dict(output.stats), flagged, output.check))
+        conn.send(
+            Rendered(
+                job.job_id, png, output.seconds, dict(output.stats), flagged, output.check, candidate_pngs
+            )
+        )
 
 
 def _die_with_parent() -> None:

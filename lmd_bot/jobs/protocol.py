@@ -68,8 +68,9 @@ class Rendered:
     png: bytes
     seconds: float
     stats: dict[str, float] = field(default_factory=dict)
-    flagged: bool = False  # the output safety checker flagged the image
+    flagged: bool = False  # the output safety checker flagged the image (any candidate)
     check: CheckReport | None = None  # the self-check's findings, when one ran
+    candidate_pngs: tuple[bytes, ...] = ()  # every candidate's image, for a grid (png: the first)
 
 
 @dataclass(frozen=True)

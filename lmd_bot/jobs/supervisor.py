@@ -194,6 +194,7 @@ class WorkerSupervisor:
                             stats=r.stats,
                             flagged=r.flagged,
                             check=r.check,
+                            candidate_pngs=list(r.candidate_pngs),
                         )
                     )
                 case _End.CANCELLED:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from lmd_bot.layout.schema import SceneLayout
-from lmd_bot.rendering import Refine, RenderMode
+from lmd_bot.rendering import MAX_CANDIDATES, Refine, RenderMode
 
 EditorsPolicy = Literal["owner", "everyone"]
 SafetyPolicy = Literal["spoiler", "withhold", "off"]
@@ -20,6 +20,7 @@ class RoundKind(StrEnum):
     REVISE = "revise"  # the planner's answer to an instruction
     REROLL = "reroll"  # the parent's layout with a new seed
     LAYOUT = "layout"  # a layout the user wrote (the Edit-layout box, a file): no planner call
+    PICK = "pick"  # a candidate of the parent's grid, chosen: its seed and its image, no render
 
 
 class JobStatus(StrEnum):
@@ -70,6 +71,9 @@ class RoundRecord(BaseModel):
     instruction: str
     layout: SceneLayout
     seed: int
+    # Its render shows this many seeds as a grid to pick from (lmd_bot.rendering.candidate_seeds:
+    # ``seed`` first); 1: a single image.
+    candidates: int = Field(1, ge=1, le=MAX_CANDIDATES)
     notes: list[str] = Field(default_factory=list)
     created_at: datetime
 
@@ -125,3 +129,4 @@ class ServerSettings(BaseModel):
     allowed_channel_ids: list[int] = Field(default_factory=list)
     per_user_cap: int | None = Field(None, ge=1, le=50)
     refine: Refine | None = None
+    candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)  # seeds a new scene's renders show

@@ -2,6 +2,7 @@
 drive the same :class:`SceneService`."""
 
 from lmd_bot.services.app import Core, open_core
+from lmd_bot.services.candidates import CandidateService
 from lmd_bot.services.layout_files import AttachedFile
 from lmd_bot.services.notifier import DestinationGoneError, Notifier, Presenter
 from lmd_bot.services.refining import RefineService
@@ -26,6 +27,7 @@ from lmd_bot.services.views import (
 __all__ = [
     "Actor",
     "AttachedFile",
+    "CandidateService",
     "Core",
     "DestinationGoneError",
     "FailureView",

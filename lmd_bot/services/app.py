@@ -21,6 +21,7 @@ from lmd_bot.jobs import build_queue
 from lmd_bot.jobs.base import JobQueue
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.planner.base import Planner
+from lmd_bot.services.candidates import CandidateService
 from lmd_bot.services.images import ImageStore
 from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.refining import RefineService
@@ -39,6 +40,7 @@ class Core:
     queue: JobQueue
     scenes: SceneService
     refines: RefineService  # the ✨ Refine button's use case
+    candidates: CandidateService  # picking a candidate of a grid
     closed: bool = False
 
     async def close(self) -> None:
@@ -84,9 +86,17 @@ async def open_core(
             repo=repo, planner=planner, guard=guard, images=images, policy=policy, tracker=tracker, **extra
         )
         refines = RefineService(repo=repo, guard=guard, policy=policy, tracker=tracker)
+        candidates = CandidateService(repo=repo, images=images, policy=policy, tracker=tracker)
     except BaseException:
         await db.close()
         raise
     return Core(
-        settings=settings, db=db, repo=repo, planner=planner, queue=queue, scenes=scenes, refines=refines
+        settings=settings,
+        db=db,
+        repo=repo,
+        planner=planner,
+        queue=queue,
+        scenes=scenes,
+        refines=refines,
+        candidates=candidates,
     )

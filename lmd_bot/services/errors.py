@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lmd_bot.errors import LmdError
+from lmd_bot.rendering import MAX_CANDIDATES
 
 
 class NotOwnerError(LmdError):
@@ -43,3 +44,20 @@ class RefineOffError(LmdError):
 
 class NotRefinableError(LmdError):
     user_message = "That image can't be refined: only a finished render that wasn't refined yet can."
+
+
+class CandidateCountError(LmdError):
+    """A candidate count out of 1..MAX_CANDIDATES (from a command, a setting or the terminal)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(
+            f"{count} candidates",
+            user_message=f"Candidates: choose 1 to {MAX_CANDIDATES} images per render, not {count}.",
+        )
+
+
+class NotAGridError(LmdError):
+    user_message = (
+        "That result is a single image, not a grid of candidates: there is nothing to pick. "
+        "Ask for a grid with `/imagine candidates:`."
+    )

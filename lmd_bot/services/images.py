@@ -12,11 +12,14 @@ import contextlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 
 from lmd_bot.errors import ConfigError
+from lmd_bot.grid import candidate_overlays, grid_overlay_png, grid_png
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.overlay import draw_overlay
 
@@ -53,6 +56,36 @@ def _write_whole(path: Path, data: bytes) -> None:
         raise
 
 
+def candidate_paths(image_path: str, number: int) -> tuple[str, str]:
+    """Where candidate ``number`` (1-based) of the grid saved at ``image_path`` and its overlay are."""
+    stem = image_path.removesuffix(".png")
+    return f"{stem}-{number}.png", f"{stem}-{number}-overlay.png"
+
+
+@dataclass(frozen=True)
+class ResultPictures:
+    """What a result shows: its image and the layout over it. For a grid of candidates, the
+    numbered grid, the grid with the layout over each tile, and each candidate's image and own
+    overlay (for the pick)."""
+
+    png: bytes
+    overlay_png: bytes
+    candidates: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _result_pictures(
+    layout: SceneLayout, png: bytes, missing: tuple[int, ...], candidate_pngs: Sequence[bytes]
+) -> ResultPictures:
+    if not candidate_pngs:
+        return ResultPictures(png, _overlay_on(layout, png, missing))
+    overlays = candidate_overlays(layout, candidate_pngs)
+    return ResultPictures(
+        grid_png(candidate_pngs),
+        grid_overlay_png(layout, overlays),
+        tuple(zip(candidate_pngs, overlays, strict=True)),
+    )
+
+
 class ImageStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -73,19 +106,35 @@ class ImageStore:
             reason = exc.strerror or type(exc).__name__
             raise ConfigError(f"storage.image_dir: cannot write images to {self.root} ({reason})") from None
 
-    async def save(self, *, scene_id: int, job_id: int, png: bytes, overlay_png: bytes) -> tuple[str, str]:
-        """Write a render and its overlay; both or neither (OSError)."""
+    async def save(
+        self,
+        *,
+        scene_id: int,
+        job_id: int,
+        png: bytes,
+        overlay_png: bytes,
+        candidates: Sequence[tuple[bytes, bytes]] = (),
+    ) -> tuple[str, str]:
+        """Write a render and its overlay (a grid: with each candidate's image and overlay, found
+        again by :func:`candidate_paths`); all or none (OSError)."""
 
         def write() -> tuple[str, str]:
             folder = self.root / f"scene-{scene_id}"
             folder.mkdir(parents=True, exist_ok=True)
             image, overlay = folder / f"job-{job_id}.png", folder / f"job-{job_id}-overlay.png"
-            _write_whole(image, png)
+            files = [(image, png), (overlay, overlay_png)]
+            for number, (candidate, candidate_overlay) in enumerate(candidates, start=1):
+                paths = candidate_paths(str(image), number)
+                files += [(Path(paths[0]), candidate), (Path(paths[1]), candidate_overlay)]
+            written: list[Path] = []
             try:
-                _write_whole(overlay, overlay_png)
+                for path, data in files:
+                    _write_whole(path, data)
+                    written.append(path)
             except BaseException:
-                with contextlib.suppress(OSError):
-                    image.unlink()
+                for path in written:
+                    with contextlib.suppress(OSError):
+                        path.unlink()
                 raise
             return str(image), str(overlay)
 
@@ -102,8 +151,15 @@ class ImageStore:
     async def plan_picture(self, layout: SceneLayout) -> bytes:
         return await asyncio.get_running_loop().run_in_executor(self._drawing, draw_overlay, layout)
 
-    async def overlay(self, layout: SceneLayout, png: bytes, missing: tuple[int, ...] = ()) -> bytes:
-        """``layout`` over the image; ``missing``: objects the self-check did not find (marked)."""
+    async def result_pictures(
+        self,
+        layout: SceneLayout,
+        png: bytes,
+        missing: tuple[int, ...] = (),
+        candidate_pngs: Sequence[bytes] = (),
+    ) -> ResultPictures:
+        """A render's image and its overlay (``missing``: objects the self-check did not find,
+        marked); with ``candidate_pngs``, their grids (``png`` unused)."""
         return await asyncio.get_running_loop().run_in_executor(
-            self._drawing, _overlay_on, layout, png, missing
+            self._drawing, _result_pictures, layout, png, missing, candidate_pngs
         )

@@ -48,6 +48,8 @@ async def job_spec(
         guidance_scale=settings.diffusion.guidance_scale,
         refine=job.refine,
         source_png=source,
+        # A grid renders every candidate; a refine job refines one finished image.
+        candidates=round_.candidates if source is None else 1,
     )
     return JobSpec(
         job_id=job.id, user_id=job.user_id, guild_id=job.guild_id, request=request, attempt=attempt

@@ -12,14 +12,25 @@ from lmd_bot.db.repository import Repository
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import QueueFullError
 from lmd_bot.layout.schema import clean_text
-from lmd_bot.rendering import Refine, RenderMode
+from lmd_bot.rendering import MAX_CANDIDATES, Refine, RenderMode
 from lmd_bot.scenes.models import EditorsPolicy, JobRecord, SafetyPolicy, SceneRecord, ServerSettings
-from lmd_bot.services.errors import EmptyTextError, NotAdminError, RefineOffError, TextTooLongError
+from lmd_bot.services.errors import (
+    CandidateCountError,
+    EmptyTextError,
+    NotAdminError,
+    RefineOffError,
+    TextTooLongError,
+)
 from lmd_bot.services.views import Actor, SettingsChange, SettingsView
 
 log = logging.getLogger(__name__)
 
-_FIELDS = {"mode", "steps", "editors", "safety", "per_user_cap", "refine"}
+_FIELDS = {"mode", "steps", "editors", "safety", "per_user_cap", "refine", "candidates"}
+
+
+def check_candidates(count: int) -> None:
+    if not 1 <= count <= MAX_CANDIDATES:
+        raise CandidateCountError(count)
 
 
 def cap_reached(user_id: int, active: int) -> QueueFullError:
@@ -52,6 +63,12 @@ class ServerPolicy:
 
     def steps(self, server: ServerSettings | None, asked: int | None = None) -> int:
         return asked or (server.steps if server else None) or self.settings.diffusion.steps
+
+    def candidates(self, server: ServerSettings | None, asked: int | None = None) -> int:
+        """Seeds a new scene's renders show: asked, the server's choice, else one image."""
+        count = asked if asked is not None else (server.candidates if server else None) or 1
+        check_candidates(count)
+        return count
 
     def cap(self, server: ServerSettings | None) -> int:
         return (server.per_user_cap if server else None) or self.settings.queue.per_user_cap
@@ -116,6 +133,7 @@ class ServerPolicy:
             allowed_channel_ids=stored.allowed_channel_ids or list(self.settings.discord.allowed_channel_ids),
             per_user_cap=self.cap(stored),
             refine=self.refine(stored),
+            candidates=self.candidates(stored),
         )
 
     async def update(self, actor: Actor, change: SettingsChange) -> SettingsView:
@@ -124,6 +142,8 @@ class ServerPolicy:
             raise NotAdminError("not an admin")
         if change.refine not in (None, Refine.OFF) and self.settings.diffusion.refine is Refine.OFF:
             raise RefineOffError("refinement asked of a bot without a refiner")
+        if change.candidates is not None:
+            check_candidates(change.candidates)
         current = (
             ServerSettings() if change.reset else (await self.server(actor.guild_id) or ServerSettings())
         )

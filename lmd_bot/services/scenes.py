@@ -116,11 +116,14 @@ class SceneService:
         seed: int | None = None,
         steps: int | None = None,
         aspect: Aspect | None = None,
+        candidates: int | None = None,
     ) -> PlanView | ReplyView:
         """Plan a new scene (on the ``aspect``'s canvas, square by default), show the plan, and
-        queue its render. A reply in words is shown and returned; nothing is stored then."""
+        queue its render (a grid of ``candidates`` seeds: default the server's). A reply in words
+        is shown and returned; nothing is stored then."""
         text = self._policy.user_text(prompt, "prompt")
         server = await self._policy.check_place(actor)
+        count = self._policy.candidates(server, candidates)
         self._guard.text.check(text)
         self._guard.rate.hit(actor.user_id)
         await self._policy.check_cap(actor.user_id, server)
@@ -142,6 +145,7 @@ class SceneService:
             nsfw=actor.nsfw,
             layout=result.layout,
             notes=result.notes,
+            candidates=count,
         )
         plan = PlanView(scene=scene, round=first, notes=result.notes)
         # The plan opens the scene's thread, where the job reports: shown before the job exists.

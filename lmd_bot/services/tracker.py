@@ -162,6 +162,10 @@ class RenderTracker:
         log.info("job %s queued (scene %s round %s seed %s)", job.id, scene.id, round_.number, job.seed)
         self._refresh_positions_soon()
 
+    def deliver(self, view: ResultView) -> None:
+        """Show a result that took no render (a picked candidate) as rendered ones are shown."""
+        self._push_final(view)
+
     async def cancel(self, job: JobRecord, reason: str, *, notify: bool = True) -> CancelOutcome:
         """Take ``job`` out of the queue, or ask its worker to stop (a JobCancelled follows).
         ``notify=False``: the job's thread is not told (nobody saw the job)."""
@@ -345,15 +349,22 @@ class RenderTracker:
         self._live.pop(event.job_id, None)
         policy = await self._policy.safety(live.scene.guild_id, nsfw_channel=live.scene.nsfw)
         withheld = event.flagged and policy == "withhold"
-        overlay = None
+        overlay = png = None
         image_path = overlay_path = None
         if not withheld:
             missing = event.check.missing_ids if event.check is not None else ()
-            overlay = await self._images.overlay(live.round.layout, event.png, missing)
+            pictures = await self._images.result_pictures(  # a grid for candidates
+                live.round.layout, event.png, missing, event.candidate_pngs
+            )
+            png, overlay = pictures.png, pictures.overlay_png
             try:
                 image_path, overlay_path = await retrying(
                     lambda: self._images.save(
-                        scene_id=live.scene.id, job_id=event.job_id, png=event.png, overlay_png=overlay
+                        scene_id=live.scene.id,
+                        job_id=event.job_id,
+                        png=png,
+                        overlay_png=overlay,
+                        candidates=pictures.candidates,
                     ),
                     OSError,
                     f"saving job {event.job_id}'s image",
@@ -389,7 +400,7 @@ class RenderTracker:
                 scene=live.scene,
                 round=live.round,
                 job=job,
-                image_png=None if withheld else event.png,
+                image_png=png,
                 overlay_png=overlay,
                 spoiler=event.flagged and policy == "spoiler",
                 withheld=withheld,

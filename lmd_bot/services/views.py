@@ -171,6 +171,7 @@ class SettingsChange(BaseModel):
     safety: SafetyPolicy | None = None
     per_user_cap: int | None = None
     refine: Refine | None = None
+    candidates: int | None = None  # seeds each render of a new scene shows, as a grid (1: single)
     allow_channel_id: int | None = None  # add to the channels where /imagine works
     disallow_channel_id: int | None = None  # remove from them
     reset: bool = False
@@ -187,4 +188,5 @@ class SettingsView(BaseModel):
     allowed_channel_ids: list[int]
     per_user_cap: int
     refine: Refine = Refine.OFF
+    candidates: int = 1
     updated: datetime | None = None
