@@ -87,9 +87,11 @@ def test_picking_a_candidate_keeps_its_object_runs_in_the_cache(components):
 
 def test_sd_candidates_are_one_batch_of_plain_sd(components):
     renderer = DiffusionRenderer(LmdPipeline(components), size=128)
-    grid = RenderRequest(layout=_layout(CAT), prompt="a cat", mode=RenderMode.SD, seed=4, steps=STEPS)
-    out, meter = _counted(components, lambda: renderer.render(grid.model_copy(update={"candidates": 3})))
-    alone = renderer.render(grid.model_copy(update={"seed": grid.model_copy(update={"candidates": 3}).seeds[1]}))
+    grid = RenderRequest(
+        layout=_layout(CAT), prompt="a cat", mode=RenderMode.SD, seed=4, steps=STEPS, candidates=3
+    )
+    out, meter = _counted(components, lambda: renderer.render(grid))
+    alone = renderer.render(grid.model_copy(update={"seed": grid.seeds[1], "candidates": 1}))
     assert [f.batch for f in meter.forwards] == [6] * STEPS
     assert len(out.candidates) == 3 and _close(out.candidates[1], alone.image)
 
