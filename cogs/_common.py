@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from lmd_bot.errors import LmdError
-from lmd_bot.services import Actor, RefineService, SceneService
+from lmd_bot.services import Actor, CandidateService, RefineService, SceneService
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ def scenes_of(interaction: discord.Interaction) -> SceneService:
 
 def refines_of(interaction: discord.Interaction) -> RefineService:
     return interaction.client.refines  # type: ignore[attr-defined]
+
+
+def candidates_of(interaction: discord.Interaction) -> CandidateService:
+    return interaction.client.candidates  # type: ignore[attr-defined]
 
 
 def _channel_ids(channel: object) -> tuple[int | None, int | None, bool]:

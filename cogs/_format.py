@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import discord
 
 from lmd_bot.layout.schema import SceneLayout
+from lmd_bot.rendering import candidate_seeds
+from lmd_bot.scenes.models import RoundKind
 from lmd_bot.services import (
     FailureView,
     JobSummary,
@@ -29,7 +31,8 @@ HELP_TEXT = (
     "**I draw scenes in two steps:** an LLM plans where each object goes, then Stable Diffusion "
     "follows that plan.\n"
     "• `/imagine prompt:` plans a scene, shows the plan, opens a thread and renders it "
-    "(`aspect:` for another shape, or say *make it wide* in the thread).\n"
+    "(`aspect:` for another shape, or say *make it wide* in the thread; `candidates:` 2 to 4 "
+    "draws that many seeds in one grid: **Pick** one to go on from it).\n"
     "• In the thread, tell me what to change (*move the cup to the right*, *make it night*, *add a "
     "cat*, *undo*); mention me if I can't read messages here. Questions get an answer, no render.\n"
     "• Buttons on a result: 🔄 Reroll (new seed) · ↩️ Undo · ✏️ Edit · 🗺️ Layout, and ✨ Refine "
@@ -119,11 +122,19 @@ def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discor
     """The result's embeds. ``attached``: the names of the files sent with them (the image, then
     its overlay), which the embeds show, except spoilers: an embed never blurs its image, so a
     flagged image goes out only as a spoiler attachment and the embed stays text."""
-    layout, job = view.round.layout, view.job
+    layout, job, count = view.round.layout, view.job, view.round.candidates
     title = f"Round {view.round.number}" + (" · refined ✨" if job.refine else "")
+    if count > 1:
+        title += f" · {count} candidates"
+    elif view.round.kind is RoundKind.PICK:
+        title += f" · {view.round.instruction}"  # "candidate 3 of round 1"
     title += " (shown again)" if view.reshown else ""
     main = discord.Embed(colour=ACCENT, title=title, description=_objects(layout))
-    main.add_field(name="Seed", value=f"`{job.seed}`")
+    if count > 1:
+        seeds = candidate_seeds(job.seed, count)
+        main.add_field(name="Seeds", value=" · ".join(f"{k}: `{s}`" for k, s in enumerate(seeds, 1)))
+    else:
+        main.add_field(name="Seed", value=f"`{job.seed}`")
     main.add_field(name="Mode", value=job.mode.value)
     main.add_field(name="Steps", value=str(job.steps))
     timing = []
@@ -170,6 +181,8 @@ def ready_content(view: ResultView) -> str:
     """The line above a result: it pings the owner (the result is a new message for this)."""
     what = "was withheld" if view.withheld else "is ready"
     refined = " refined" if view.job.refine_of is not None else ""
+    if view.round.candidates > 1:
+        return f"<@{view.scene.owner_id}> round {view.round.number} {what}: pick a candidate to go on from."
     return f"<@{view.scene.owner_id}> round {view.round.number}{refined} {what}."
 
 
@@ -249,6 +262,11 @@ def settings_embed(view: SettingsView) -> discord.Embed:
         ("Safety", f"`{view.safety}`{mark(stored.safety)}", "flagged images: spoiler, withhold, or off"),
         ("Per-user cap", f"`{view.per_user_cap}`{mark(stored.per_user_cap)}", "images one person may queue"),
         ("Refine", f"`{view.refine.value}`{mark(stored.refine)}", "SDXL refinement: off, on, or a ✨ button"),
+        (
+            "Candidates",
+            f"`{view.candidates}`{mark(stored.candidates)}",
+            "seeds a new scene shows, as a grid to pick from",
+        ),
         ("Channels", channels, "where /imagine works"),
     ]
     for name, value, meaning in rows:

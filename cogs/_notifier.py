@@ -22,7 +22,7 @@ from cogs._format import (
     result_embeds,
     status_content,
 )
-from cogs._views import failure_buttons, result_buttons, status_buttons
+from cogs._views import buttons_for, failure_buttons, status_buttons
 from lmd_bot.services import DestinationGoneError, FailureView, ResultView, StatusView
 from lmd_bot.services.images import fit_for_upload
 
@@ -162,7 +162,7 @@ class DiscordNotifier:
                 content=ready_content(view),
                 embeds=embeds,
                 files=files,
-                view=result_buttons(view.round.id, view.job.id if view.refinable else None),
+                view=buttons_for(view),
                 allowed_mentions=pinging(view.scene.owner_id),
             ),
         )

@@ -8,7 +8,7 @@ import discord
 from cogs._common import reply
 from cogs._format import file, plan_embed, thread_name
 from cogs._notifier import result_message
-from cogs._views import result_buttons
+from cogs._views import buttons_for, result_buttons
 from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
 
 # The planner's words and the user's prompt, echoed, may hold "<@id>": they ping nobody.
@@ -93,9 +93,7 @@ async def show_undo(channel, view: UndoView) -> int:
     title = f"Back to round {view.round.number}"
     if view.result is not None:
         embeds, files = await result_message(view.result, getattr(channel.guild, "filesize_limit", None))
-        message = await channel.send(
-            content=title, embeds=embeds, files=files, view=result_buttons(view.round.id)
-        )
+        message = await channel.send(content=title, embeds=embeds, files=files, view=buttons_for(view.result))
     else:
         message = await channel.send(
             content=f"{title} (not rendered yet: press Reroll to render it).",

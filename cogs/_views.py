@@ -9,10 +9,10 @@ import re
 import discord
 from discord import ui
 
-from cogs._common import actor_from_interaction, item_error, refines_of, reply, scenes_of
+from cogs._common import actor_from_interaction, candidates_of, item_error, refines_of, reply, scenes_of
 from lmd_bot.errors import LayoutError
 from lmd_bot.planner.manual import EDIT_BOX_CHARS
-from lmd_bot.services import PlanView, UndoView
+from lmd_bot.services import PlanView, ResultView, UndoView
 
 LAYOUT_CHARS = 1900  # what fits a message with its code fence
 
@@ -152,6 +152,39 @@ class CancelButton(_RoundButton, template=r"lmd:cancel:(?P<id>\d+)"):
         await interaction.response.send_message(said, ephemeral=True)
 
 
+class PickButton(ui.DynamicItem[ui.Button], template=r"lmd:pick:(?P<job>\d+):(?P<number>\d+)"):
+    """Under a grid of candidates: continue the scene from candidate ``number`` of job ``job``."""
+
+    def __init__(self, job_id: int, number: int) -> None:
+        self.job_id, self.number = job_id, number
+        super().__init__(
+            ui.Button(
+                label=f"Pick {number}",
+                style=discord.ButtonStyle.primary,
+                custom_id=f"lmd:pick:{job_id}:{number}",
+                row=1,
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Item, match: re.Match[str], /):
+        return cls(int(match["job"]), int(match["number"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            picked = await candidates_of(interaction).pick(
+                actor_from_interaction(interaction), self.job_id, self.number
+            )
+            await reply(
+                interaction,
+                f"Candidate {self.number} it is: round {picked.round.number}, seed `{picked.job.seed}`. "
+                "Tell me what to change next.",
+            )
+        except Exception as exc:  # every failure gets a reply; item_error logs the unexpected ones
+            await item_error(interaction, exc)
+
+
 class RetryButton(_RoundButton, template=r"lmd:retry:(?P<id>\d+)"):
     action, label, emoji = "retry", "Retry", "🔁"
 
@@ -170,17 +203,33 @@ DYNAMIC_ITEMS = (
     RefineButton,
     CancelButton,
     RetryButton,
+    PickButton,
 )
 
 
-def result_buttons(round_id: int, refine_job_id: int | None = None) -> ui.View:
-    """A result's buttons; ``refine_job_id``: offer ✨ Refine for that job's image."""
+def result_buttons(
+    round_id: int, refine_job_id: int | None = None, *, grid: tuple[int, int] | None = None
+) -> ui.View:
+    """A result's buttons; ``refine_job_id``: offer ✨ Refine for that job's image; ``grid``: (job
+    id, candidates) of a grid, which adds Pick 1, 2, …"""
     view = ui.View(timeout=None)
     for cls in (RerollButton, UndoButton, EditButton, LayoutButton):
         view.add_item(cls(round_id))
     if refine_job_id is not None:
         view.add_item(RefineButton(refine_job_id))
+    if grid is not None:
+        job_id, count = grid
+        for number in range(1, count + 1):
+            view.add_item(PickButton(job_id, number))
     return view
+
+
+def buttons_for(result: ResultView) -> ui.View:
+    """The buttons under a result: a grid's carry the picks (and no ✨ Refine: a picked candidate
+    is refined on its own)."""
+    if result.round.candidates > 1:
+        return result_buttons(result.round.id, grid=(result.job.id, result.round.candidates))
+    return result_buttons(result.round.id, result.job.id if result.refinable else None)
 
 
 def status_buttons(job_id: int) -> ui.View:

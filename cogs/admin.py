@@ -9,7 +9,7 @@ from discord.ext import commands
 from cogs._common import actor_from_interaction
 from cogs._format import info_embed, queue_embed, settings_embed
 from cogs.imagine import MODES
-from lmd_bot.rendering import Refine, RenderMode
+from lmd_bot.rendering import MAX_CANDIDATES, Refine, RenderMode
 from lmd_bot.services import SceneService, SettingsChange
 
 
@@ -37,6 +37,7 @@ class AdminCog(commands.Cog):
         safety="what to do with images the safety checker flags",
         per_user_cap="most images one person may have queued",
         refine="SDXL refinement: off, on every image, or a ✨ Refine button on results",
+        candidates="seeds a new scene shows as one grid to pick from (1: one image)",
         allow_channel="add a channel where /imagine works (none listed: everywhere)",
         disallow_channel="remove a channel from that list",
         reset="forget this server's settings and use the bot's defaults",
@@ -56,6 +57,7 @@ class AdminCog(commands.Cog):
         safety: app_commands.Choice[str] | None = None,
         per_user_cap: app_commands.Range[int, 1, 50] | None = None,
         refine: app_commands.Choice[str] | None = None,
+        candidates: app_commands.Range[int, 1, MAX_CANDIDATES] | None = None,
         allow_channel: discord.TextChannel | None = None,
         disallow_channel: discord.TextChannel | None = None,
         reset: bool = False,
@@ -67,6 +69,7 @@ class AdminCog(commands.Cog):
             safety=safety.value if safety else None,
             per_user_cap=per_user_cap,
             refine=Refine(refine.value) if refine else None,
+            candidates=candidates,
             allow_channel_id=allow_channel.id if allow_channel else None,
             disallow_channel_id=disallow_channel.id if disallow_channel else None,
             reset=reset,

@@ -50,6 +50,7 @@ def build_bot(core, *, sync_global: bool = False):
             self.core = core
             self.scenes = core.scenes
             self.refines = core.refines
+            self.candidates = core.candidates
             self._closed = False
 
         async def setup_hook(self) -> None:

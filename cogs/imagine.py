@@ -22,7 +22,7 @@ from cogs._presenters import CommandPresenter, ThreadPresenter
 from cogs._views import submit_form
 from lmd_bot.errors import LmdError
 from lmd_bot.layout.canvas import Aspect
-from lmd_bot.rendering import RenderMode
+from lmd_bot.rendering import MAX_CANDIDATES, RenderMode
 from lmd_bot.services import Actor, AttachedFile, DestinationGoneError, SceneService
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ class ImagineCog(commands.Cog):
         seed="a number that fixes the randomness (default: random)",
         steps="denoising steps (default: the server's)",
         aspect="the picture's shape (default: square)",
+        candidates="draw 2 to 4 seeds in one grid and pick one (default: the server's)",
     )
     @app_commands.choices(mode=MODES, aspect=ASPECTS)
     async def imagine(
@@ -108,6 +109,7 @@ class ImagineCog(commands.Cog):
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,
         aspect: app_commands.Choice[str] | None = None,
+        candidates: app_commands.Range[int, 1, MAX_CANDIDATES] | None = None,
     ) -> None:
         refusal = no_thread_here(interaction.channel)
         if refusal is not None:
@@ -130,6 +132,7 @@ class ImagineCog(commands.Cog):
                 seed=seed,
                 steps=steps,
                 aspect=Aspect(aspect.value) if aspect else None,
+                candidates=candidates,
             )
         except LmdError as exc:  # refused before the plan was shown: the "thinking" reply says why
             log.info("imagine refused: %s", exc)
