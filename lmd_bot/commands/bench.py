@@ -94,6 +94,15 @@ def _add_render_parser(benches: argparse._SubParsersAction) -> None:
         help="torch.compile the guidance loss (diffusion.compile_guidance)",
     )
     p.add_argument("--no-follow-ups", action="store_true", help="skip the move / change / unbatched rows")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=4,
+        choices=range(1, 5),
+        metavar="N",
+        help="also render each first round as N candidates in one batch and compare it with one image "
+        "(default 4; 1: skip)",
+    )
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="full size only")
     p.set_defaults(func=run_render)
 
@@ -234,8 +243,12 @@ def run_render(args: argparse.Namespace) -> int:
             out = which.render(request)
         return out, meter.units(table)
 
-    def measure(mode: RenderMode, round_name: str, n, layout, sd_seconds: float | None) -> float:
-        request = RenderRequest(layout=layout, prompt="a photo", mode=mode, seed=0, steps=args.steps)
+    def measure(
+        mode: RenderMode, round_name: str, n, layout, sd_seconds: float | None, candidates: int = 1
+    ) -> tuple[float, float]:
+        request = RenderRequest(
+            layout=layout, prompt="a photo", mode=mode, seed=0, steps=args.steps, candidates=candidates
+        )
         unbatched = round_name == "unbatched"
         out, units = metered(one_by_one if unbatched else renderers["worst"], request)
         # sd: nothing guided; unbatched: the batched round's calls, in smaller batches.
@@ -252,16 +265,27 @@ def run_render(args: argparse.Namespace) -> int:
             f"{st['object_runs']:4.0f} {st['object_cache_hits']:6.0f} {peak:8.0f} {ratio} "
             f"{units:6.2f} {best:>6}"
         )
-        return out.seconds
+        return out.seconds, units
 
     # Plain SD ignores the layout: one measurement stands for every object count, and the ratios.
-    sd_seconds = measure(RenderMode.SD, "first", "any", bench_layout(0, canvas=canvas), None)
+    sd_seconds, sd_units = measure(RenderMode.SD, "first", "any", bench_layout(0, canvas=canvas), None)
+    k = args.candidates
+    grids = []  # (mode, objects, time ratio, sd units ratio) of k candidates over one image
+    if k > 1 and RenderMode.SD.value in names:
+        seconds, units = measure(
+            RenderMode.SD, f"{k}-cand", "any", bench_layout(0, canvas=canvas), sd_seconds, k
+        )
+        grids.append((RenderMode.SD, "any", seconds / sd_seconds, units / sd_units))
     for mode in (RenderMode(m) for m in names):
         if mode is RenderMode.SD:
             continue
         for n in args.objects:
             cache.clear()  # a first round computes everything
-            measure(mode, "first", n, bench_layout(n, canvas=canvas), sd_seconds)
+            one = measure(mode, "first", n, bench_layout(n, canvas=canvas), sd_seconds)
+            if k > 1:
+                cache.clear()
+                grid = measure(mode, f"{k}-cand", n, bench_layout(n, canvas=canvas), sd_seconds, k)
+                grids.append((mode, n, grid[0] / one[0], grid[1] / one[1]))
             if mode in (RenderMode.LMD, RenderMode.LMD_PLUS) and n and not args.no_follow_ups:
                 measure(mode, "move", n, bench_layout(n, moved=True, canvas=canvas), sd_seconds)
                 measure(
@@ -280,4 +304,19 @@ def run_render(args: argparse.Namespace) -> int:
         f"{table.image_size} px; 1 sd unit = plain SD at 50 steps = {table.sd_gflops() / 1000:.1f} "
         f"TFLOPs (table: lmd-bot bench flops)"
     )
+    if grids:
+        _say(
+            f"{k} candidates (one batched job: the per-object runs of every seed share UNet calls of "
+            f"up to {renderers['worst'].pipeline.object_batch_size} objects, the overall runs "
+            f"are one batch) over one image of the same scene:"
+        )
+        for mode, n, time_ratio, units_ratio in grids:
+            _say(
+                f"  {mode.value:<5} {n} objects: {time_ratio:5.2f}x the time, "
+                f"{units_ratio:5.2f}x the sd units"
+            )
+        _say(
+            "  sd units count FLOPs, which grow with the batch; on a GPU the batch runs in parallel, "
+            "so the time is the figure to hold to 2x"
+        )
     return 0

@@ -31,6 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="denoising steps (default: diffusion.steps)")
     p.add_argument("--guidance-scale", type=float, help="CFG scale (default: diffusion.guidance_scale)")
     p.add_argument("--size", type=int, help="longer image side in pixels, a multiple of 64")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=1,
+        help="render 1 to 4 seeds (SEED and seeds derived from it) in one batch: OUT is their numbered "
+        "grid, each candidate is also written as OUT-1.png, OUT-2.png, … (default 1)",
+    )
     models = p.add_mutually_exclusive_group()
     models.add_argument(
         "--tiny",
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             if args.guidance_scale is not None
             else diffusion.guidance_scale,
             refine=refine,
+            candidates=args.candidates,
         )
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -113,13 +121,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"{p.stage}: step {p.step}/{p.total}", file=sys.stderr)  # noqa: T201
             last_stage = p.stage
 
+    def png(image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
     output = renderer.render(request, progress=progress)
-    buffer = io.BytesIO()
-    output.image.save(buffer, format="PNG")
-    _write_atomically(args.out, buffer.getvalue())
     overlay_path = args.overlay or args.out.with_suffix(".overlay.png")
-    missing = output.check.missing_ids if output.check else ()
-    _write_atomically(overlay_path, draw_overlay(request.layout, output.image, missing=missing))
+    if output.candidates:
+        from lmd_bot.grid import candidate_overlays, grid_overlay_png, grid_png
+
+        pngs = [png(image) for image in output.candidates]
+        for number, (data, seed) in enumerate(zip(pngs, request.seeds, strict=True), start=1):
+            path = args.out.with_name(f"{args.out.stem}-{number}.png")
+            _write_atomically(path, data)
+            print(f"candidate {number}: seed {seed}, {path}", file=sys.stderr)  # noqa: T201
+        _write_atomically(args.out, grid_png(pngs))
+        _write_atomically(
+            overlay_path, grid_overlay_png(request.layout, candidate_overlays(request.layout, pngs))
+        )
+    else:
+        _write_atomically(args.out, png(output.image))
+        missing = output.check.missing_ids if output.check else ()
+        _write_atomically(overlay_path, draw_overlay(request.layout, output.image, missing=missing))
     if output.check is not None:
         print(output.check.line(), file=sys.stderr)  # noqa: T201
     figures = ", ".join(f"{k} {v:g}" for k, v in output.stats.items())

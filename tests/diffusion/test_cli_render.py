@@ -49,20 +49,23 @@ def test_render_lmd_plus_end_to_end_and_refuse_a_bad_size(tmp_path, capsys):
 
 
 def test_bench_render_prints_every_mode_and_follow_up_round_with_its_costs(capsys):
-    code = main(["bench", "render", "--steps", "2", "--objects", "2", "--no-sam", "--size", "128"])
-    assert code == 0
-    lines = capsys.readouterr().out.splitlines()
+    argv = ["bench", "render", "--steps", "2", "--objects", "2", "--no-sam", "--size", "128"]
+    assert main([*argv, "--candidates", "2"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
     rows = {
         (r[0], r[1]): r
-        for r in (line.split() for line in lines)
+        for r in (line.split() for line in lines if not line.startswith(" "))
         if r and r[0] in ("sd", "lmd", "lmd+", "fast")
     }
-    follow_ups = ("first", "move", "change", "unbatched")
+    follow_ups = ("first", "2-cand", "move", "change", "unbatched")
     assert list(rows) == [
         ("sd", "first"),
+        ("sd", "2-cand"),
         *(("lmd", r) for r in follow_ups),
         *(("lmd+", r) for r in follow_ups),
         ("fast", "first"),
+        ("fast", "2-cand"),
     ]
     # Columns: mode round objects s/image obj-s UNet fwd guided SAM runs reused peak x-sd sd-u best-u
     runs_reused = {key: (int(r[9]), int(r[10])) for key, r in rows.items()}
@@ -76,6 +79,14 @@ def test_bench_render_prints_every_mode_and_follow_up_round_with_its_costs(capsy
     assert int(rows[("lmd+", "move")][6]) == 2  # the overall run only: 2 steps
     assert all(float(r[3]) > 0 and float(r[12]) > 0 for r in rows.values())
     assert rows[("sd", "first")][12] == "1.00"
+    # Two candidates: the UNet calls of one image, each twice as wide; twice the runs.
+    for mode in ("sd", "lmd", "lmd+", "fast"):
+        assert rows[(mode, "2-cand")][5] == rows[(mode, "first")][5]
+    assert runs_reused[("lmd", "2-cand")] == (4, 0)
+    assert "2 candidates (one batched job" in out
+    ratios = [line.split() for line in lines if line.startswith("  ") and "x the sd units" in line]
+    assert [r[0] for r in ratios] == ["sd", "lmd", "lmd+", "fast"]
+    assert all(1.5 < float(r[6].rstrip("x")) <= 2.0 for r in ratios)  # FLOPs: twice, less shared text
     # Compute in sd units: plain SD at 2 steps is 2 of the 50 CFG steps of one unit, plus a decode.
     units = {key: (r[13], r[14]) for key, r in rows.items()}
     assert units[("sd", "first")] == ("0.07", "-")
@@ -101,3 +112,20 @@ def test_bench_layouts_follow_the_aspect():
         for obj, ref in zip(layout.objects, square.objects, strict=True):  # the same places, scaled
             assert abs(obj.box.x / canvas.width - ref.box.x / 512) < 0.01
             assert abs(obj.box.y / canvas.height - ref.box.y / 512) < 0.01
+
+
+def test_render_candidates_writes_their_grid_and_each_one(tmp_path, capsys):
+    layout = tmp_path / "scene.json"
+    layout.write_text(json.dumps(LAYOUT))
+    out = tmp_path / "img.png"
+    argv = ["render", "--layout", str(layout), "--mode", "fast", "--steps", "2", "--tiny", "--size", "128"]
+    assert main([*argv, "--candidates", "4", "--seed", "3", "--out", str(out)]) == 0
+    with Image.open(out) as grid:
+        assert grid.size == (2 * 128 + 2, 2 * 128 + 2)  # 2x2, a 2 px gap
+    for number in range(1, 5):
+        with Image.open(tmp_path / f"img-{number}.png") as candidate:
+            assert candidate.size == (128, 128)
+    assert "candidate 1: seed 3," in capsys.readouterr().err
+
+    assert main([*argv, "--candidates", "5", "--out", str(tmp_path / "bad.png")]) == 2
+    assert "candidates" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()

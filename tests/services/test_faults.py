@@ -241,10 +241,10 @@ async def test_an_unexpected_error_while_finishing_a_render_fails_the_job_and_sa
     hears of it instead of waiting on "rendering" forever."""
     from lmd_bot.services.images import ImageStore
 
-    async def broken_overlay(layout, png):
+    async def broken_overlay(layout, png, missing=(), candidate_pngs=()):
         raise ValueError("cannot identify image file")
 
-    monkeypatch.setattr(ImageStore, "overlay", staticmethod(broken_overlay))
+    monkeypatch.setattr(ImageStore, "result_pictures", staticmethod(broken_overlay))
     async with running_core(tmp_path) as (app, notes):
         job = await _queued(app, notes)
         failure = await notes.result_of(job.id)
