@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmd_bot.rendering import RenderMode
+from lmd_bot.rendering import RenderMode, candidate_seeds
 
 if TYPE_CHECKING:
     from lmd_bot.services import (
@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 CONSOLE_USER = 0
 
 HELP = """Type a scene to start (or /imagine PROMPT), then instructions to change it.
-  /reroll         the current round again with a new seed
+  /reroll         the current round again with a new seed (a grid: every candidate)
+  /pick N         go on from candidate N of the last grid (--candidates)
   /undo           back to the previous round
   /layout         the current layout as JSON
   /queue          what is rendering and waiting
@@ -60,6 +61,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mode", choices=[m.value for m in RenderMode], help="rendering mode (default: config)")
     p.add_argument("--steps", type=int, help="denoising steps (default: config)")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        help="render 1 to 4 seeds of each new scene as one grid; /pick N goes on from one",
+    )
     p.add_argument("--db", metavar="URL", help="database URL (default: db.url)")
     p.set_defaults(func=run)
 
@@ -72,6 +78,7 @@ class ConsoleNotifier:
         self.out = out
         self.say = say
         self.finished: dict[int, asyncio.Event] = {}
+        self.last_result: dict[int, int] = {}  # scene id -> the job of its latest result
         self._last_line: dict[int, str] = {}
 
     def waiter(self, job_id: int) -> asyncio.Event:
@@ -95,6 +102,7 @@ class ConsoleNotifier:
         return view.job.id
 
     async def show_result(self, view: ResultView) -> int:
+        self.last_result[view.scene.id] = view.job.id
         stem = f"scene{view.scene.id}-round{view.round.number}-seed{view.job.seed}"
         if view.withheld:
             self.say(f"  round {view.round.number}: withheld (flagged by the safety checker)")
@@ -105,6 +113,10 @@ class ConsoleNotifier:
             self.say(
                 f"  round {view.round.number}, seed {view.job.seed}{took}{flagged}: {self.out / stem}.png"
             )
+            if view.round.candidates > 1:
+                seeds = candidate_seeds(view.job.seed, view.round.candidates)
+                listed = ", ".join(f"{k}: seed {s}" for k, s in enumerate(seeds, 1))
+                self.say(f"  {len(seeds)} candidates ({listed}): /pick N to go on from one")
             if view.check is not None:
                 self.say(f"  {view.check.line()}")
             if warning := view.guidance_warning():
@@ -192,6 +204,13 @@ async def chat(
                 job = await scenes.reroll(actor, (await scenes.head_round(scene_id)).id)
                 say(f"rerolling with seed {job.seed}")
                 await wait_for(job)
+            elif command == "/pick":
+                grid = notifier.last_result.get(scene_id)
+                if grid is None or not rest.strip().isdigit():
+                    say("Pick a candidate of the last grid: /pick 1 to /pick 4.")
+                    continue
+                picked = await core.candidates.pick(actor, grid, int(rest))
+                await notifier.waiter(picked.job.id).wait()
             elif command == "/layout":
                 say(await scenes.layout_json((await scenes.head_round(scene_id)).id))
             else:
@@ -232,7 +251,11 @@ async def _main(args: argparse.Namespace) -> None:
     settings = load_settings(**overrides)
     core = await open_core(settings)
     try:
-        imagine = {"mode": RenderMode(args.mode) if args.mode else None, "steps": args.steps}
+        imagine = {
+            "mode": RenderMode(args.mode) if args.mode else None,
+            "steps": args.steps,
+            "candidates": args.candidates,
+        }
         await chat(core, _stdin_lines(), args.out, lambda text: print(text, flush=True), **imagine)  # noqa: T201
     finally:
         await core.close()

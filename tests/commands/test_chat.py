@@ -55,6 +55,29 @@ async def test_chat_runs_the_scene_flow_and_writes_images(tmp_path):
     assert "scene1-round2-seed10-overlay.png" in files and "scene1-round3-seed11.png" in files
 
 
+async def test_chat_renders_a_grid_of_candidates_and_picks_one(tmp_path):
+    from lmd_bot.rendering import candidate_seeds
+
+    core = await open_core(
+        make_settings(tmp_path),
+        planner=ScriptedPlanner(),
+        renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
+        new_seed=iter(range(10, 20)).__next__,
+    )
+    said: list[str] = []
+    script = ["/pick 1", "a red apple, a blue cup", "/pick 9", "/pick 2", "move apple right"]
+    try:
+        await chat(core, _lines(script), tmp_path / "out", said.append, candidates=4)
+    finally:
+        await core.close()
+    text = "\n".join(said)
+    seeds = candidate_seeds(10, 4)
+    assert "Start a scene first" in text
+    assert f"4 candidates (1: seed 10, 2: seed {seeds[1]}," in text
+    assert "This grid has 4 candidates: pick 1 to 4." in text
+    assert f"round 2, seed {seeds[1]}" in text and f"round 3, seed {seeds[1]}" in text
+
+
 async def test_lmd_bot_chat_command_with_the_real_planner(tmp_path):
     """The installed command, its configured planner against a fake Messages API, stdin lines."""
     async with FakeAnthropic(api_key="test-key") as claude:
