@@ -99,6 +99,6 @@ async def test_bot_setup_loads_cogs_registers_buttons_and_closes_the_core(tmp_pa
     await bot.setup_hook()
     names = sorted(c.name for c in bot.tree.get_commands())
     assert names == ["imagine", "info", "queue", "settings", "share"]
-    assert len(bot._connection._view_store._dynamic_items) == len(DYNAMIC_ITEMS) == 8
+    assert len(bot._connection._view_store._dynamic_items) == len(DYNAMIC_ITEMS) == 9
     await bot.close()
     assert core.closed

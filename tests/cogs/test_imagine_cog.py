@@ -14,6 +14,7 @@ from cogs._views import (
     EditButton,
     EditModal,
     LayoutButton,
+    PickButton,
     RerollButton,
     UndoButton,
 )
@@ -310,7 +311,7 @@ def test_dynamic_item_templates_are_unique_anchored_and_short():
     patterns = [cls.__discord_ui_compiled_template__.pattern for cls in DYNAMIC_ITEMS]
     assert len(set(patterns)) == len(patterns)
     for cls in DYNAMIC_ITEMS:
-        item = cls(2**63 - 1)
+        item = cls(2**63 - 1, 4) if cls is PickButton else cls(2**63 - 1)
         assert len(item.custom_id) <= 100
         assert cls.__discord_ui_compiled_template__.fullmatch(item.custom_id)
         assert item.item.custom_id.startswith("lmd:")
