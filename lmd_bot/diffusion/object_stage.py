@@ -10,12 +10,13 @@ the box it is generated in, and is denoised with its own prompt ("{background} w
 
 Speed, beyond the reference (which loops over objects): the objects that are not cached run
 **batched**, one UNet call per step for a whole batch (with CFG: one call of twice that), guided
-together with each object's loss on its own sample (:mod:`.guidance`); with SAM they run only as
-far as the overall run reads them (:func:`object_steps`), SAM given the clean image predicted at
-the last step; their images are decoded in one VAE call and masked in one SAM call. Attention probabilities
-are computed only on the layers read and only at the steps that need them: the guidance layers
-during guidance passes and, for the transfer loss, at the steps the overall run may guide; the
-SAM layer from 20% of the steps on when a mask comes from attention. docs/method.md, "Per-object
+together with each object's loss on its own sample (:mod:`.guidance`); a batch may hold the
+objects of several candidates, each starting from its own seed's background noise. With SAM they
+run only as far as the overall run reads them (:func:`object_steps`), SAM given the clean image
+predicted at the last step; their images are decoded in one VAE call and masked in one SAM call.
+Attention probabilities are computed only on the layers read and only at the steps that need
+them: the guidance layers during guidance passes and, for the transfer loss, at the steps the
+overall run may guide; the SAM layer from 20% of the steps on when a mask comes from attention. docs/method.md, "Per-object
 stage".
 """
 

@@ -21,6 +21,10 @@ tokens, not the boxes. ``lmd+`` keeps this (``guidance_grounding = "null"``) bec
 LMD+ numbers were measured with it; ``fast`` skips the fusers in its guidance pass as diffusers'
 community pipeline does.
 
+Candidates (one layout at up to 4 seeds, :meth:`LmdPipeline.candidates`) run every step above
+once for all the seeds, a row each (docs/method.md, "Candidates"); a single render is a batch of
+one.
+
 Plain SD (the ``sd`` mode, and a layout without objects in ``lmd``) is the denoising block without
 any conditioning, and matches diffusers' ``StableDiffusionPipeline`` given the same parts and
 seed. A layout without objects in ``lmd+`` or ``fast`` is a GLIGEN pass with every slot empty: the
