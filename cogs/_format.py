@@ -88,6 +88,8 @@ def plan_embed(plan: PlanView | UndoView, *, title: str | None = None) -> discor
     facts += [f"{n} object{'s' if n != 1 else ''}", f"mode {scene.mode.value}", f"seed {plan.round.seed}"]
     if layout.width != layout.height:
         facts.append(f"canvas {layout.width}x{layout.height}")
+    if plan.round.candidates > 1:
+        facts.append(f"{plan.round.candidates} candidates")
     embed.add_field(name="Scene", value=" · ".join(facts)[:1024], inline=False)
     if isinstance(plan, PlanView) and plan.changes:
         embed.add_field(name="Changed", value=plan.changes[:1024], inline=False)

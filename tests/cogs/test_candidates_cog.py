@@ -39,7 +39,7 @@ async def _grid(world, seed: int = 21):
     thread_id = int(world.original(token)["thread"]["id"])
     [grid] = await eventually(lambda: _results(world, thread_id))
     await recorded(world.core, int(grid["id"]))
-    return thread_id, grid
+    return token, thread_id, grid
 
 
 async def _press(world, custom_id: str, user: int, message) -> str:
@@ -50,9 +50,10 @@ async def _press(world, custom_id: str, user: int, message) -> str:
 
 async def test_a_grid_of_four_is_posted_with_pick_buttons_and_pick_3_continues_from_it(tmp_path):
     async with discord_world(tmp_path) as world:
-        thread_id, grid = await _grid(world)
+        token, thread_id, grid = await _grid(world)
         job = await world.core.repo.job(1)
         seeds = candidate_seeds(21, 4)
+        assert "4 candidates" in field(world.original(token), "Scene")  # the plan says so
         assert grid["embeds"][0]["title"] == "Round 1 · 4 candidates"
         assert field(grid, "Seeds") == " · ".join(f"{k}: `{s}`" for k, s in enumerate(seeds, 1))
         assert "pick a candidate" in grid["content"]
@@ -85,7 +86,7 @@ async def test_a_grid_of_four_is_posted_with_pick_buttons_and_pick_3_continues_f
 
 async def test_a_reroll_of_a_grid_rerolls_all_four(tmp_path):
     async with discord_world(tmp_path) as world:
-        thread_id, grid = await _grid(world)
+        _, thread_id, grid = await _grid(world)
         world.react(OWNER, thread_id, int(grid["id"]))
         await world.settle()
         again = await eventually(
@@ -98,7 +99,7 @@ async def test_a_reroll_of_a_grid_rerolls_all_four(tmp_path):
 
 async def test_a_pick_by_someone_else_is_answered_and_changes_nothing(tmp_path):
     async with discord_world(tmp_path) as world:
-        thread_id, grid = await _grid(world)
+        _, thread_id, grid = await _grid(world)
         job_id = 1
         said = await _press(world, f"lmd:pick:{job_id}:1", OTHER, grid)
         assert "Only the person who started this scene" in said
