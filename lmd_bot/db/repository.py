@@ -149,6 +149,7 @@ class FinishedJob:
     overlay_path: str | None
     flagged: bool
     render_seconds: float | None
+    refine: bool  # the image was refined (SDXL) when it was rendered
 
 
 class Repository:
@@ -418,6 +419,7 @@ class Repository:
             overlay_path=done.overlay_path,
             flagged=done.flagged,
             render_seconds=done.render_seconds,
+            refine=done.refine,
             queued_at=now,
             started_at=now,
             finished_at=now,

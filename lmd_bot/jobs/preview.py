@@ -57,6 +57,7 @@ class PreviewRenderer:
         draw.text((6, 3), "PREVIEW - no diffusion model", fill=(255, 255, 255))
         return image
 
+
 def _steps(
     stage: str, total: int, progress: ProgressCallback | None, should_cancel: CancelCheck | None
 ) -> None:

@@ -86,6 +86,7 @@ class CandidateService:
                 overlay_path=overlay_path,
                 flagged=job.flagged,
                 render_seconds=job.render_seconds,
+                refine=job.refine,
             ),
         )
         assert picked is not None
@@ -106,6 +107,7 @@ class CandidateService:
             spoiler=job.flagged and policy == "spoiler",
             withheld=withheld,
             render_s=job.render_seconds,
+            refinable=not withheld and await self._policy.offers_refine(scene.guild_id, picked),
         )
         self._tracker.deliver(view)
         return view
