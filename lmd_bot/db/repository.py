@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from lmd_bot.db.engine import Database
 from lmd_bot.db.models import GuildConfig, Job, MessageLink, Round, Scene, utcnow
+from lmd_bot.db.records import job_record, round_record, scene_record
 from lmd_bot.errors import StorageError
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import RenderMode
@@ -43,74 +43,6 @@ from lmd_bot.scenes.models import (
 T = TypeVar("T")
 
 _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands datetimes back without their zone; everything is stored in UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _scene(row: Scene) -> SceneRecord:
-    return SceneRecord(
-        id=row.id,
-        owner_id=row.owner_id,
-        guild_id=row.guild_id,
-        channel_id=row.channel_id,
-        thread_id=row.thread_id,
-        plan_message_id=row.plan_message_id,
-        prompt=row.prompt,
-        mode=RenderMode(row.mode),
-        steps=row.steps,
-        seed=row.seed,
-        allow_everyone=row.allow_everyone,
-        nsfw=row.nsfw,
-        head_round_id=row.head_round_id,
-        created_at=_aware(row.created_at),
-    )
-
-
-def _round(row: Round) -> RoundRecord:
-    return RoundRecord(
-        id=row.id,
-        scene_id=row.scene_id,
-        parent_id=row.parent_id,
-        number=row.number,
-        kind=RoundKind(row.kind),
-        instruction=row.instruction,
-        layout=SceneLayout.model_validate(row.layout),
-        seed=row.seed,
-        candidates=row.candidates,
-        notes=list(row.notes or []),
-        created_at=_aware(row.created_at),
-    )
-
-
-def _job(row: Job) -> JobRecord:
-    return JobRecord(
-        id=row.id,
-        scene_id=row.scene_id,
-        round_id=row.round_id,
-        user_id=row.user_id,
-        guild_id=row.guild_id,
-        status=JobStatus(row.status),
-        mode=RenderMode(row.mode),
-        steps=row.steps,
-        seed=row.seed,
-        attempts=row.attempts,
-        error=row.error,
-        status_message_id=row.status_message_id,
-        image_path=row.image_path,
-        overlay_path=row.overlay_path,
-        flagged=row.flagged,
-        render_seconds=row.render_seconds,
-        refine=row.refine,
-        refine_of=row.refine_of,
-        queued_at=_aware(row.queued_at),
-        started_at=_aware(row.started_at),
-        finished_at=_aware(row.finished_at),
-    )
 
 
 class NotFoundError(LookupError):
@@ -219,7 +151,7 @@ class Repository:
             s.add(first)
             s.flush()
             scene.head_round_id = first.id
-            return _scene(scene), _round(first)
+            return scene_record(scene), round_record(first)
 
         return await self._write(work)
 
@@ -278,7 +210,11 @@ class Repository:
             if job_row is not None:
                 s.add(job_row)
                 s.flush()
-            return _scene(scene), _round(row), (_job(job_row) if job_row is not None else None)
+            return (
+                scene_record(scene),
+                round_record(row),
+                (job_record(job_row) if job_row is not None else None),
+            )
 
         return await self._write(work)
 
@@ -310,7 +246,7 @@ class Repository:
             )
             s.add(job_row)
             s.flush()
-            return _scene(scene), _round(round_row), _job(job_row)
+            return scene_record(scene), round_record(round_row), job_record(job_row)
 
         return await self._write(work)
 
@@ -329,7 +265,7 @@ class Repository:
                 raise NotFoundError(f"scene {scene_id}")
             row.head_round_id, row.seed = round_id, seed
             s.flush()
-            return _scene(row)
+            return scene_record(row)
 
         return await self._write(work)
 
@@ -344,14 +280,14 @@ class Repository:
             row = s.get(Scene, scene_id)
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
-            return _scene(row)
+            return scene_record(row)
 
         return await self._read(work)
 
     async def scene_by_thread(self, thread_id: int) -> SceneRecord | None:
         def work(s: Session) -> SceneRecord | None:
             row = s.scalar(select(Scene).where(Scene.thread_id == thread_id))
-            return _scene(row) if row is not None else None
+            return scene_record(row) if row is not None else None
 
         return await self._read(work)
 
@@ -360,7 +296,7 @@ class Repository:
             row = s.get(Round, round_id)
             if row is None:
                 raise NotFoundError(f"round {round_id}")
-            return _round(row)
+            return round_record(row)
 
         return await self._read(work)
 
@@ -372,14 +308,14 @@ class Repository:
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
             rounds = s.scalars(select(Round).where(Round.scene_id == scene_id))
-            return _scene(row), {r.id: _round(r) for r in rounds}
+            return scene_record(row), {r.id: round_record(r) for r in rounds}
 
         return await self._read(work)
 
     async def rounds(self, scene_id: int) -> dict[int, RoundRecord]:
         def work(s: Session) -> dict[int, RoundRecord]:
             rows = s.scalars(select(Round).where(Round.scene_id == scene_id))
-            return {r.id: _round(r) for r in rows}
+            return {r.id: round_record(r) for r in rows}
 
         return await self._read(work)
 
@@ -444,7 +380,7 @@ class Repository:
             row = self._new_job(scene_id=scene_id, round_id=round_id, seed=seed, job=new)
             s.add(row)
             s.flush()
-            return _job(row)
+            return job_record(row)
 
         return await self._write(work)
 
@@ -468,13 +404,13 @@ class Repository:
                 .limit(1)
             )
             if existing is not None:
-                return _job(existing), False
+                return job_record(existing), False
             self._check_cap(s, job)
             row = self._new_job(scene_id=source.scene_id, round_id=source.round_id, seed=source.seed, job=job)
             row.refine, row.refine_of = True, source_id
             s.add(row)
             s.flush()
-            return _job(row), True
+            return job_record(row), True
 
         return await self._write(work)
 
@@ -483,7 +419,7 @@ class Repository:
             row = s.get(Job, job_id)
             if row is None:
                 raise NotFoundError(f"job {job_id}")
-            return _job(row)
+            return job_record(row)
 
         return await self._read(work)
 
@@ -499,7 +435,7 @@ class Repository:
             for key, value in values.items():
                 setattr(row, key, value)
             s.flush()
-            return _job(row)
+            return job_record(row)
 
         return await self._write(work)
 
@@ -515,7 +451,7 @@ class Repository:
             for key, value in values.items():
                 setattr(row, key, value)
             s.flush()
-            return _job(row)
+            return job_record(row)
 
         return await self._write(work)
 
@@ -534,7 +470,7 @@ class Repository:
                 .where(Job.status.in_([st.value for st in statuses]))
                 .order_by(Job.queued_at, Job.id)
             )
-            return [_job(r) for r in rows]
+            return [job_record(r) for r in rows]
 
         return await self._read(work)
 
@@ -543,14 +479,14 @@ class Repository:
             rows = s.scalars(
                 select(Job).where(Job.scene_id == scene_id, Job.status.in_(_ACTIVE)).order_by(Job.id)
             )
-            return [_job(r) for r in rows]
+            return [job_record(r) for r in rows]
 
         return await self._read(work)
 
     async def recent_jobs_of_user(self, user_id: int, limit: int = 10) -> list[JobRecord]:
         def work(s: Session) -> list[JobRecord]:
             rows = s.scalars(select(Job).where(Job.user_id == user_id).order_by(Job.id.desc()).limit(limit))
-            return [_job(r) for r in rows]
+            return [job_record(r) for r in rows]
 
         return await self._read(work)
 
@@ -562,7 +498,7 @@ class Repository:
                 .order_by(Job.id.desc())
                 .limit(1)
             )
-            return _job(row) if row is not None else None
+            return job_record(row) if row is not None else None
 
         return await self._read(work)
 
