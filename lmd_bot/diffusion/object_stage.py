@@ -16,8 +16,8 @@ run only as far as the overall run reads them (:func:`object_steps`), SAM given 
 predicted at the last step; their images are decoded in one VAE call and masked in one SAM call.
 Attention probabilities are computed only on the layers read and only at the steps that need
 them: the guidance layers during guidance passes and, for the transfer loss, at the steps the
-overall run may guide; the SAM layer from 20% of the steps on when a mask comes from attention. docs/method.md, "Per-object
-stage".
+overall run may guide; the SAM layer from 20% of the steps on when a mask comes from attention.
+docs/method.md, "Per-object stage".
 """
 
 from __future__ import annotations
