@@ -2,16 +2,22 @@
 
 ::
 
-    .venv/bin/python docs/shapes_pictures.py [--weights lmd_bot/assets/shapes] [--steps 50]
+    .venv/bin/python docs/shapes_pictures.py [--weights lmd_bot/assets/shapes] [--steps 50] [--out DIR]
 
-Everything is rendered by the product's renderer on the committed shapes models (loaded through
-``diffusion.sd_model`` / ``gligen_model`` like any checkpoint, SAM off), on the CPU:
+Everything is rendered by the product's renderer on the shapes models in ``--weights`` (default:
+the committed ones; loaded through ``diffusion.sd_model`` / ``gligen_model`` like any checkpoint,
+SAM off), on the CPU, into ``--out`` (default ``docs/images``):
 
 - ``shapes-world.png``: scenes of the world with their captions (the training data);
 - ``shapes-sd-vs-lmdplus.png``: one prompt drawn by ``sd`` (from the prompt alone) and by
-  ``lmd+`` (from the template planner's layout), three seeds each, boxes drawn beside;
+  ``lmd+`` (from a layout), three seeds each, the layout's boxes drawn on ``lmd+``'s;
 - ``shapes-rounds.png``: a three-round scene through the per-object cache: create, move one
-  object, recolour another; the objects not touched keep their place and their pixels.
+  object, recolour another; under each later round, how much the untouched objects' boxes
+  changed (mean absolute pixel difference, 0-255) against the whole picture's change;
+- ``shapes-lmdplus-vs-sd.png``: ``lmd+`` (top) and ``sd`` (bottom) on the eight fixed layouts of
+  ``lmd-bot shapes score`` and the committed-model tests, at their step count and seeds.
+
+Commit regenerated pictures only when they come from the committed weights.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +36,7 @@ from lmd_bot.config import load_settings  # noqa: E402
 from lmd_bot.diffusion.renderer import build_renderer  # noqa: E402
 from lmd_bot.layout.schema import SceneLayout  # noqa: E402
 from lmd_bot.rendering import RenderMode, RenderRequest  # noqa: E402
+from lmd_bot.shapes import scorecard  # noqa: E402
 from lmd_bot.shapes.assets import WEIGHTS_DIR, shapes_diffusion_settings  # noqa: E402
 from lmd_bot.shapes.world import render, sample_scene  # noqa: E402
 
@@ -117,50 +125,80 @@ def sd_vs_lmd_plus(renderer, steps: int) -> Image.Image:
     return _sheet(rows, f'"{prompt}" (seeds 1-3)')
 
 
-def three_rounds(renderer, steps: int) -> Image.Image:
-    triangle, circle, square = (
-        ("a yellow triangle", [6, 8, 20, 20]),
-        ("a green circle", [38, 8, 20, 20]),
-        (
-            "a purple square",
-            [22, 38, 20, 20],
-        ),
+def _change(a: np.ndarray, b: np.ndarray, boxes: list[list[int]]) -> str:
+    """Mean absolute pixel difference inside ``boxes`` (x, y, w, h) and over the whole picture."""
+    inside = np.concatenate(
+        [np.abs(a[y : y + h, x : x + w] - b[y : y + h, x : x + w]).reshape(-1) for x, y, w, h in boxes]
     )
+    return f"kept boxes {inside.mean():.1f} / picture {np.abs(a - b).mean():.1f}"
+
+
+def three_rounds(renderer, steps: int) -> Image.Image:
+    triangle = ("a yellow triangle", [6, 8, 20, 20])
+    circle = ("a green circle", [38, 8, 20, 20])
+    square = ("a purple square", [22, 38, 20, 20])
+    moved = ("a green circle", [40, 40, 20, 20])
     rounds = [
-        ("1: create", _layout("a gray wall", [triangle, circle, square])),
-        (
-            "2: move the circle",
-            _layout("a gray wall", [triangle, ("a green circle", [40, 40, 20, 20]), square]),
-        ),
+        ("1: create", _layout("a gray wall", [triangle, circle, square]), []),
+        # the triangle and the square are untouched
+        ("2: move the circle", _layout("a gray wall", [triangle, moved, square]), [triangle[1], square[1]]),
+        # the circle (where round 2 put it) and the square are untouched
         (
             "3: make the triangle orange",
-            _layout(
-                "a gray wall",
-                [("an orange triangle", triangle[1]), ("a green circle", [40, 40, 20, 20]), square],
-            ),
+            _layout("a gray wall", [("an orange triangle", triangle[1]), moved, square]),
+            [moved[1], square[1]],
         ),
     ]
-    tiles = []
-    for _, layout in rounds:
+    tiles, pixels, notes = [], [], []
+    for _, layout, kept in rounds:
         request = RenderRequest(layout=layout, prompt="", mode=RenderMode.LMD_PLUS, seed=5, steps=steps)
-        tiles.append(_boxes(renderer.render(request).image, layout))
-    title = "One scene, three rounds (lmd+, seed 5): " + "; ".join(label for label, _ in rounds)
-    return _sheet([("", tiles)], title)
+        image = renderer.render(request).image
+        tiles.append(_boxes(image, layout))
+        pixels.append(np.asarray(image).astype(float))
+        if kept:
+            notes.append(f"round {len(pixels)} vs {len(pixels) - 1}: {_change(pixels[-2], pixels[-1], kept)}")
+    title = "One scene, three rounds (lmd+, seed 5): " + "; ".join(label for label, *_ in rounds)
+    sheet = _sheet([("", tiles)], title)
+    canvas = Image.new("RGB", (sheet.width, sheet.height + 20 * len(notes) + 8), "white")
+    canvas.paste(sheet, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for n, note in enumerate(notes):
+        draw.text((170, sheet.height + 4 + 20 * n), note, fill="black")
+    return canvas
+
+
+def fixed_layouts(renderer) -> Image.Image:
+    """lmd+ (top, boxes drawn) and sd (bottom) on the scorecard's eight layouts."""
+    rows = []
+    for mode in (RenderMode.LMD_PLUS, RenderMode.SD):
+        results = scorecard.render_cases(renderer, mode)
+        tiles = []
+        for result, (_, background, objects, _) in zip(results, scorecard.CASES, strict=True):
+            layout = scorecard.layout_of(background, objects)
+            tiles.append(_boxes(result.image, layout) if mode is RenderMode.LMD_PLUS else _big(result.image))
+        found = sum(p for r in results for p in r.placed)
+        total = sum(len(r.placed) for r in results)
+        rows.append((f"{mode.value}: {found}/{total} found", tiles))
+    return _sheet(rows, f"The eight fixed layouts of lmd-bot shapes score ({scorecard.STEPS} steps)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", type=Path, default=WEIGHTS_DIR)
     parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=OUT, help="folder for the pictures (default docs/images)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
-    OUT.mkdir(parents=True, exist_ok=True)
-    world_picture().save(OUT / "shapes-world.png")
-    renderer = build_renderer(shapes_diffusion_settings(load_settings().diffusion, args.weights))
-    sd_vs_lmd_plus(renderer, args.steps).save(OUT / "shapes-sd-vs-lmdplus.png")
-    three_rounds(renderer, args.steps).save(OUT / "shapes-rounds.png")
+    args.out.mkdir(parents=True, exist_ok=True)
+    world_picture().save(args.out / "shapes-world.png")
+    settings = load_settings().diffusion.model_copy(update={"device": "cpu", "dtype": "float32"})
+    renderer = build_renderer(shapes_diffusion_settings(settings, args.weights))
+    sd_vs_lmd_plus(renderer, args.steps).save(args.out / "shapes-sd-vs-lmdplus.png")
+    three_rounds(renderer, args.steps).save(args.out / "shapes-rounds.png")
+    fixed_layouts(renderer).save(args.out / "shapes-lmdplus-vs-sd.png")
+    print(f"wrote {args.out}/shapes-{{world,sd-vs-lmdplus,rounds,lmdplus-vs-sd}}.png")  # noqa: T201
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ the guidance's early stop in practice, so every guided render runs twice: the **
 and its per-object cache: ``move`` (every box moved, nothing else) and ``change`` (then one
 object's caption changed); and ``unbatched``, the first round again with the per-object runs one
 by one as the reference does, to show what batching them buys (compare the ``obj s`` column).
+A second table gives the self-check's extra compute per image for ``lmd`` and ``lmd+``: no retry,
+one object re-generated on every retry, every object re-generated on every retry
+(:mod:`lmd_bot.commands.bench_selfcheck`).
 
 By default it runs the tiny random-weight models on the CPU (plumbing cost, not real cost);
 ``--full-size`` builds SD v1.5's, GLIGEN's and SAM ViT-B's real architectures with random weights
@@ -103,6 +106,15 @@ def _add_render_parser(benches: argparse._SubParsersAction) -> None:
         help="also render each first round as N candidates in one batch and compare it with one image "
         "(default 4; 1: skip)",
     )
+    p.add_argument(
+        "--check-retries",
+        type=int,
+        default=2,
+        choices=range(6),
+        metavar="N",
+        help="the self-check's retries in its cost table (default 2, as diffusion.check_retries)",
+    )
+    p.add_argument("--no-self-check", action="store_true", help="skip the self-check's cost table")
     p.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"), help="full size only")
     p.set_defaults(func=run_render)
 
@@ -293,6 +305,28 @@ def run_render(args: argparse.Namespace) -> int:
                 )
                 if n > 1:
                     measure(mode, "unbatched", n, bench_layout(n, canvas=canvas), sd_seconds)
+    if not args.no_self_check:
+        from lmd_bot.commands.bench_selfcheck import check_lines, measure_check_cost
+
+        costs = [
+            measure_check_cost(
+                renderers["worst"].pipeline,
+                mode=mode,
+                layout=bench_layout(n, canvas=canvas),
+                steps=args.steps,
+                size=size,
+                retries=args.check_retries,
+                metered=metered,
+                cache=cache,
+            )
+            for mode in (RenderMode(m) for m in names)
+            if mode in (RenderMode.LMD, RenderMode.LMD_PLUS)
+            for n in args.objects
+            if n
+        ]
+        _say("")
+        for line in check_lines(costs, args.check_retries):
+            _say(line)
     kind = "GPU memory allocated (per image)" if components.device.type == "cuda" else "process peak RSS"
     _say(
         f"UNet: UNet calls (fwd: denoising, CFG batches of all objects count once; guided: guidance "

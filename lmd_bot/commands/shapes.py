@@ -2,7 +2,9 @@
 
 - ``shapes sample``: draw scenes of the world with their captions (a picture sheet);
 - ``shapes train``: train the VAE, the base UNet + text encoder and the GLIGEN fusers, resumable;
-- ``shapes export``: write a checkpoint's weights as diffusers folders the renderer loads.
+- ``shapes export``: write a checkpoint's weights as diffusers folders the renderer loads;
+- ``shapes probe``: how well cross-attention localises at the layers LMD reads;
+- ``shapes score``: the scorecard of a checkpoint or weights folder (:mod:`lmd_bot.shapes.scorecard`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     pr.set_defaults(func=run_probe)
 
+    sc = sh.add_parser(
+        "score",
+        help="the figures the committed-model tests assert, for a checkpoint or a weights folder",
+        description=(
+            "Attention in-mask ratio per layer LMD reads, lmd+ colour margin over sd, objects the "
+            "detector finds on the fixed layouts, the move round's unmoved-box change, and a small "
+            "'eval shapes' subset; a checkpoint is exported to a temporary folder first."
+        ),
+    )
+    source = sc.add_mutually_exclusive_group()
+    source.add_argument("--checkpoint", type=Path, help="a training checkpoint (exported to a temp folder)")
+    source.add_argument("--weights", type=Path, help="folder with sd/ and gligen/ (default: the committed)")
+    sc.add_argument("--live", action="store_true", help="with --checkpoint: the live weights, not the EMA")
+    sc.add_argument("--eval-modes", default="sd,lmd,lmd+,fast", help="modes of the eval subset ('' for none)")
+    sc.add_argument("--eval-per-task", type=int, default=2, help="eval prompts per task (default 2)")
+    sc.add_argument("--eval-steps", type=int, default=10, help="eval denoising steps (default 10)")
+    sc.add_argument("--out", type=Path, help="keep the eval subset's images and report here")
+    sc.add_argument("--json", type=Path, help="also write the figures as JSON")
+    sc.set_defaults(func=run_score)
+
 
 def run_train(args: argparse.Namespace) -> int:
     import torch
@@ -120,4 +142,70 @@ def run_probe(args: argparse.Namespace) -> int:
             f"{row.layer}\t{row.side}x{row.side}\t{row.share_ratio:.2f}\t"
             f"{row.phrase_mass_in_mask:.3f}\t{row.padding_mass_in_mask:.3f}"
         )
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+    import time
+    from dataclasses import asdict
+
+    import torch
+
+    from lmd_bot.config import DiffusionSettings
+    from lmd_bot.diffusion.renderer import build_renderer
+    from lmd_bot.errors import LmdError
+    from lmd_bot.rendering import RenderMode
+    from lmd_bot.shapes.assets import WEIGHTS_DIR, shapes_diffusion_settings
+    from lmd_bot.shapes.export import export_checkpoint
+    from lmd_bot.shapes.scorecard import score
+
+    try:
+        modes = [RenderMode(m.strip()) for m in args.eval_modes.split(",") if m.strip()]
+    except ValueError:
+        raise LmdError(f"--eval-modes {args.eval_modes!r}: choose from sd, lmd, lmd+, fast") from None
+    if args.eval_per_task < 1 or args.eval_steps < 1:
+        raise LmdError("--eval-per-task and --eval-steps must be at least 1")
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="lmd-shapes-score-") as tmp:
+        weights = args.weights or WEIGHTS_DIR
+        source = f"weights {weights}"
+        if args.checkpoint is not None:
+            if not args.checkpoint.is_file():
+                raise LmdError(f"no checkpoint at {args.checkpoint}")
+            weights = Path(tmp) / "weights"
+            try:
+                facts = export_checkpoint(args.checkpoint, weights, ema=not args.live)
+            except ValueError as exc:
+                raise LmdError(str(exc)) from None
+            source = (
+                f"checkpoint {args.checkpoint} (joint step {facts['joint_steps_done']}, "
+                f"{facts['weights']} weights)"
+            )
+        elif not (weights / "sd").is_dir():
+            raise LmdError(f"{weights} has no sd/ folder: point --weights at an export")
+        settings = shapes_diffusion_settings(
+            DiffusionSettings(device="cpu", dtype="float32", object_cache_mb=64), weights
+        )
+        renderer = build_renderer(settings)
+        card = score(
+            renderer,
+            benchmark_modes=modes,
+            per_task=args.eval_per_task,
+            benchmark_steps=args.eval_steps,
+            benchmark_dir=args.out or Path(tmp) / "eval",
+            on_stage=lambda text: _say(f"[{time.perf_counter() - started:5.0f} s] {text}"),
+        )
+    print(f"lmd-bot shapes score: {source}")  # noqa: T201 - the command's output is its scorecard
+    for line in card.lines():
+        print(line)  # noqa: T201
+    print(f"({time.perf_counter() - started:.0f} s)")  # noqa: T201
+    if args.json is not None:
+        figures = asdict(card)
+        figures["modes"] = {m.value: v for m, v in figures["modes"].items()}
+        figures["benchmark"] = {m.value: v for m, v in figures["benchmark"].items()}
+        figures.update(source=source, colour_margin=card.colour_margin, failures=card.failures())
+        args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return 0

@@ -2,15 +2,19 @@
 
 The checking detector is asked one query per caption ("a photo of a blue cup") and one per thing
 the negative prompt excludes ("a photo of a cat" for "cats"); each detection is named by the query
-that won it. Per caption, detections are matched one-to-one to that caption's boxes, best overlap
-first; a detection counts as *in* a box when their IoU is at least ``IOU_IN_BOX`` or when it
-lies mostly inside the box (a small object drawn inside a generous box is where it should be).
+that won it; a detector may name one thing by several queries (the shapes detector answers "a
+circle" and "a red circle" with the same red circle), and a box returned under several names is
+one detection. Detections are matched one-to-one to the boxes of the objects whose caption is one
+of their names, best overlap first; a detection counts as *in* a box when their IoU is at least
+``IOU_IN_BOX`` or when it lies mostly inside the box (a small object drawn inside a generous box
+is where it should be).
 
 - an object with a detection in its box is found;
 - an object without one is *misplaced* if a detection of its caption is left over elsewhere (one
   per object), else *missing*;
-- detections of a caption left over after that are *extra* ("three cats" asked, four drawn);
-- any detection of an excluded thing is *unwanted*.
+- detections left over after that are *extra* ("three cats" asked, four drawn), under their most
+  specific caption;
+- any other detection of an excluded thing is *unwanted* (an object the layout asks for is not).
 
 Objects whose query the detector cannot answer (the shapes detector knows only its world's
 words) are *unchecked*: neither found nor missing. Pure Python: no torch, no images.
@@ -115,6 +119,31 @@ def _name(box: NamedBox) -> str:
     return box.name.removeprefix(QUERY_PREFIX)
 
 
+@dataclass
+class _Detection:
+    """One thing in the image and every query it answers (OWL names a box once; the shapes
+    detector names a red circle "a red circle" and "a circle" when asked both)."""
+
+    box: Xyxy
+    names: set[str]
+
+    def specific(self, captions: Collection[str]) -> str | None:
+        """Its most specific name among ``captions`` (the longest: "a red circle" over "a circle")."""
+        fits = [c for c in captions if c in self.names]
+        return max(fits, key=len) if fits else None
+
+
+def _detections(detections: Sequence[NamedBox], sx: float, sy: float) -> list[_Detection]:
+    """``detections`` in layout coordinates, one per box: a box returned under several names is one
+    detection with several names."""
+    out: dict[Xyxy, _Detection] = {}
+    for d in detections:
+        x0, y0, x1, y1 = _xyxy(d.box)
+        box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+        out.setdefault(box, _Detection(box, set())).names.add(_name(d))
+    return list(out.values())
+
+
 def assess(
     layout: SceneLayout,
     detections: Sequence[NamedBox],
@@ -123,56 +152,59 @@ def assess(
     unanswerable: Collection[str] = (),
 ) -> Assessment:
     """Match ``detections`` (boxes ``[x, y, w, h]`` in the pixels of an image of ``image_size``,
-    named by their query with or without "a photo of ") to ``layout``'s boxes."""
+    named by their query with or without "a photo of ") to ``layout``'s boxes. Each detection
+    goes to one object at most, whichever of its names that object's caption is."""
     sx, sy = layout.width / image_size[0], layout.height / image_size[1]
-    by_name: dict[str, list[Xyxy]] = {}
-    for d in detections:
-        x0, y0, x1, y1 = _xyxy(d.box)
-        by_name.setdefault(_name(d), []).append((x0 * sx, y0 * sy, x1 * sx, y1 * sy))
+    things = _detections(detections, sx, sy)
+    objects = [o for o in layout.sorted_objects() if object_query(o.caption) not in unanswerable]
+    unchecked = {o.id for o in layout.objects} - {o.id for o in objects}
+    captions = list(dict.fromkeys(o.caption.strip() for o in objects))
 
-    groups: dict[str, list] = {}
-    for obj in layout.sorted_objects():
-        groups.setdefault(obj.caption.strip(), []).append(obj)
+    pairs = sorted(
+        (
+            (-in_box(thing.box, (o.box.x, o.box.y, o.box.x1, o.box.y1)), i, j)
+            for i, o in enumerate(objects)
+            for j, thing in enumerate(things)
+            if o.caption.strip() in thing.names
+        ),
+    )
+    matched: dict[int, int] = {}  # object index -> detection index
+    for quality, i, j in pairs:
+        if quality < 0 and i not in matched and j not in matched.values():
+            matched[i] = j
+    spare = [j for j in range(len(things)) if j not in matched.values()]
 
+    per_caption: dict[str, list[Finding]] = {c: [] for c in captions}
     found: set[int] = set()
-    unchecked: set[int] = set()
-    findings: list[Finding] = []
-    for caption, objects in groups.items():
-        if object_query(caption) in unanswerable:
-            unchecked.update(o.id for o in objects)
+    for i, obj in enumerate(objects):
+        caption = obj.caption.strip()
+        if i in matched:
+            found.add(obj.id)
             continue
-        boxes = by_name.get(caption, [])
-        pairs = sorted(
-            (
-                (in_box(det, (o.box.x, o.box.y, o.box.x1, o.box.y1)), i, j)
-                for i, o in enumerate(objects)
-                for j, det in enumerate(boxes)
-            ),
-            reverse=True,
-        )
-        matched_objects: set[int] = set()
-        used: set[int] = set()
-        for quality, i, j in pairs:
-            if quality > 0 and i not in matched_objects and j not in used:
-                matched_objects.add(i)
-                used.add(j)
-        spare = len(boxes) - len(used)
-        for i, obj in enumerate(objects):
-            if i in matched_objects:
-                found.add(obj.id)
-            elif spare > 0:
-                spare -= 1
-                findings.append(Finding(problem=Problem.MISPLACED, caption=caption, object_id=obj.id))
-            else:
-                findings.append(Finding(problem=Problem.MISSING, caption=caption, object_id=obj.id))
-        if spare > 0:
-            findings.append(Finding(problem=Problem.EXTRA, caption=caption, count=spare))
+        elsewhere = next((j for j in spare if caption in things[j].names), None)
+        if elsewhere is not None:
+            spare.remove(elsewhere)
+            per_caption[caption].append(Finding(problem=Problem.MISPLACED, caption=caption, object_id=obj.id))
+        else:
+            per_caption[caption].append(Finding(problem=Problem.MISSING, caption=caption, object_id=obj.id))
+    extra: dict[str, int] = {}
+    for j in spare:
+        caption = things[j].specific(captions)
+        if caption is not None:
+            extra[caption] = extra.get(caption, 0) + 1
+    findings: list[Finding] = []
+    for caption in captions:
+        findings += per_caption[caption]
+        if caption in extra:
+            findings.append(Finding(problem=Problem.EXTRA, caption=caption, count=extra[caption]))
 
-    captions = set(groups)
+    claimed = set(range(len(things))) - set(spare)  # in an object's box, or its object's elsewhere
     for thing in excluded_things(layout.negative):
         if QUERY_PREFIX + thing in unanswerable or thing in captions:
             continue  # a thing both asked for and excluded: the objects decide
-        count = len(by_name.get(thing, []))
+        # a detection that is one of the layout's objects is not unwanted ("a red circle" asked,
+        # "circles" excluded: the red circle stays)
+        count = sum(thing in t.names for j, t in enumerate(things) if j not in claimed)
         if count:
             findings.append(Finding(problem=Problem.UNWANTED, caption=thing, count=count))
     return Assessment(frozenset(found), frozenset(unchecked), tuple(findings))

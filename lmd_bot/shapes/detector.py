@@ -11,9 +11,12 @@
    (a triangle's apex is up: ~0.25; a diamond is symmetric: 0.5).
 
 For the benchmark it answers the reference's queries as OWL-ViT does (docs/method.md, "Image
-scoring"): each detection is named by the query it matches ("a photo of a red circle" names red circles
-"a red circle"; "a photo of a circle" names every circle "a circle"), boxes ``[x, y, w, h]`` in
-image pixels, the largest first.
+scoring"): each detection is named by the query it matches, by shape and, when the query names
+one, colour ("a photo of a red circle" names red circles "a red circle"; "a photo of a circle"
+names every circle "a circle"), boxes ``[x, y, w, h]`` in image pixels, the largest first. A
+detection that answers two queries comes back under both names with the same box; the
+self-check counts it once (:mod:`lmd_bot.selfcheck.findings`). The benchmark never asks two
+queries one detection can answer.
 """
 
 from __future__ import annotations

@@ -99,6 +99,18 @@ def test_bench_render_prints_every_mode_and_follow_up_round_with_its_costs(capsy
     assert abs(float(units[("lmd", "unbatched")][0]) - float(units[("lmd", "first")][0])) <= 0.01
     assert float(units[("lmd+", "move")][0]) < float(units[("lmd+", "first")][0])
 
+    # The self-check's extra compute per image: nothing when the image is right; one object
+    # re-generated twice (2 retries) costs less than both objects re-generated twice, which is
+    # about two more first rounds (the overall run and every per-object run again).
+    checks = {r[1]: r for r in (line.split() for line in lines) if r[:1] == ["check"] and r[1] != "mode"}
+    assert list(checks) == ["lmd", "lmd+"]
+    for mode, r in checks.items():
+        assert r[2] == "2"
+        (none, n0), (one, n1), (every, n2) = ((float(r[i]), r[i + 1]) for i in (3, 5, 7))
+        assert (none, n0) == (0.0, "(0)") and n1 == n2 == "(2)"
+        first = float(units[(mode, "first")][0])
+        assert 0 < one < every and abs(every - 2 * first) <= 0.05 * first
+
 
 def test_bench_layouts_follow_the_aspect():
     from lmd_bot.commands.bench import bench_layout

@@ -75,6 +75,34 @@ def test_an_extra_instance_of_a_counted_object_and_an_excluded_thing_are_reporte
     assert CHECKER.assess(layout, _image(left, right)).findings == ()
 
 
+def test_a_plain_and_a_coloured_phrase_of_one_shape_are_two_objects_not_an_extra_instance():
+    """The shapes detector answers "a circle" and "a red circle" with the same red circle: one
+    detection, matched to one object, whichever phrase it fits (shape, and colour when named)."""
+    red = ShapeObject(Shape.CIRCLE, Colour.RED, 6, 22, 20)
+    blue = ShapeObject(Shape.CIRCLE, Colour.BLUE, 38, 22, 20)
+    layout = _layout(("a red circle", red), ("a circle", blue))
+    result = CHECKER.assess(layout, _image(red, blue))
+    assert result.found_ids == {1, 2} and result.findings == ()
+    # a red circle is a circle: drawn red, the plain circle is found too
+    red_too = ShapeObject(Shape.CIRCLE, Colour.RED, 38, 22, 20)
+    result = CHECKER.assess(layout, _image(red, red_too))
+    assert result.found_ids == {1, 2} and result.findings == ()
+    # one red circle cannot be both objects; a third circle is one extra, named as specifically as it fits
+    result = CHECKER.assess(layout, _image(red))
+    assert result.found_ids == {1}
+    assert result.findings == (Finding(problem=Problem.MISSING, caption="a circle", object_id=2),)
+    third = ShapeObject(Shape.CIRCLE, Colour.RED, 24, 46, 14)
+    result = CHECKER.assess(layout, _image(red, blue, third))
+    assert result.found_ids == {1, 2}
+    assert result.findings == (Finding(problem=Problem.EXTRA, caption="a red circle", count=1),)
+    # excluding circles does not make the red circle asked for unwanted; another circle is
+    negated = _layout(("a red circle", red), negative="circles")
+    assert CHECKER.assess(negated, _image(red)).findings == ()
+    assert CHECKER.assess(negated, _image(red, blue)).findings == (
+        Finding(problem=Problem.UNWANTED, caption="a circle", count=1),
+    )
+
+
 def test_words_the_detector_does_not_know_leave_their_object_unchecked_not_missing():
     layout = _layout(("a red circle", RED_CIRCLE), ("a big friendly dragon", BLUE_SQUARE))
     result = CHECKER.assess(layout, _image(RED_CIRCLE))
