@@ -26,9 +26,9 @@ def test_a_newcomer_waits_at_most_one_turn_of_each_user():
     q = FairQueue()
     for job_id in range(1, 6):
         q.push(_job(job_id, 10))
-    assert q.pop().job_id == 1  # user 10's first job is running
+    assert q.pop().job_id == 1  # user 10's first job is running: that was their turn
     q.push(_job(99, 20))
-    assert [j.job_id for j in q.order()][:2] == [2, 99]
+    assert [j.job_id for j in q.order()][:3] == [99, 2, 3]
 
 
 def test_remove_frees_a_place_and_forgets_empty_lines():
@@ -56,3 +56,17 @@ def test_order_always_predicts_pop(ops):
     while (job := q.pop()) is not None:
         popped.append(job.job_id)
     assert popped == predicted
+
+
+def test_a_user_whose_job_just_started_waits_behind_a_newcomer():
+    """The worker took Alice's first job at once, so her next two start a new line; Bob, who
+    queues after them, still goes next (this order depended on the worker's timing)."""
+    q = FairQueue()
+    q.push(_job(1, 10))
+    assert q.pop().job_id == 1  # running
+    q.push(_job(2, 10))
+    q.push(_job(3, 10))
+    q.push(_job(4, 20))
+    assert [j.job_id for j in q.order()] == [4, 2, 3]
+    q.push(_job(5, 30))  # a second newcomer queues behind the first, still ahead of Alice
+    assert [q.pop().job_id for _ in range(4)] == [4, 5, 2, 3]
