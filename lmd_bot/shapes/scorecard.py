@@ -51,7 +51,7 @@ class Bounds:
 
 
 TEST_BOUNDS = Bounds(
-    min_attention_ratio=3.0, min_colour_margin=0.04, max_unmoved_mad=16.0, max_unmoved_share=0.9
+    min_attention_ratio=4.5, min_colour_margin=0.08, max_unmoved_mad=16.0, max_unmoved_share=0.9
 )
 
 _L, _R, _T, _B = [6, 22, 20, 20], [38, 22, 20, 20], [22, 6, 20, 20], [22, 38, 20, 20]
