@@ -4,9 +4,11 @@
 Shapes: a latent is ``(1, C, h, w)``; a trajectory stacks the ``steps + 1`` latents of a run,
 ``(steps + 1, 1, C, h, w)``, from the initial noise to the final latent; masks are ``(h, w)`` bool.
 
-Shifts are quantized to **64 image pixels** (1/8 of a 512 canvas; docs/method.md, "Geometry"):
-8 latent cells, 2 cells of a 16x16 attention map, 1 cell of the 8x8 mid-block map, so the latents
-and every saved attention map move together by whole cells.
+Shifts are quantized to one cell of the mid-block attention map, **8 latent cells** (64 image
+pixels for SD's VAE, 1/8 of a 512 canvas; docs/method.md, "Geometry"): 2 cells of a 16x16
+attention map, 1 cell of the 8x8 mid-block map, so the latents and every saved attention map move
+together by whole cells. A model with a smaller VAE factor has a smaller quantum in pixels (16 px
+for the shapes world's factor 2, where 64 px would be its whole image and round every move away).
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import torch
 
 from lmd_bot.layout.geometry import NBox, box_center, nbox_to_grid_rect
 
-SHIFT_QUANTUM_PX = 64
+SHIFT_QUANTUM_PX = 64  # SD's: 8 latent cells of its factor-8 VAE
+QUANTUM_LATENT_CELLS = 8  # the UNet's three downsamplings to the mid block
+
+
+def shift_quantum_px(vae_scale_factor: int) -> int:
+    """The shift quantum in image pixels for a VAE that downsamples by ``vae_scale_factor``."""
+    return QUANTUM_LATENT_CELLS * vae_scale_factor
 
 
 def draw_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
@@ -47,8 +55,10 @@ def rect_mask(nbox: NBox, h: int, w: int) -> torch.Tensor:
     return mask
 
 
-def quantized_offset(mask: torch.Tensor, target: NBox, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """Shift ``(dy, dx)`` in quanta of 64 px moving the mask's centroid to ``target``'s centre.
+def quantized_offset(
+    mask: torch.Tensor, target: NBox, image_hw: tuple[int, int], quantum_px: int = SHIFT_QUANTUM_PX
+) -> tuple[int, int]:
+    """Shift ``(dy, dx)`` in quanta of ``quantum_px`` moving the mask's centroid to ``target``'s centre.
 
     The centroid is the reference's: the mean cell **index** over the grid size, half a cell
     above and left of the mean cell centre. It decides the rounding of about one object in ten;
@@ -62,13 +72,15 @@ def quantized_offset(mask: torch.Tensor, target: NBox, image_hw: tuple[int, int]
     cx = cols.double().mean().item() / w
     tx, ty = box_center(target)
     return (
-        round((ty - cy) * image_hw[0] / SHIFT_QUANTUM_PX),
-        round((tx - cx) * image_hw[1] / SHIFT_QUANTUM_PX),
+        round((ty - cy) * image_hw[0] / quantum_px),
+        round((tx - cx) * image_hw[1] / quantum_px),
     )
 
 
-def box_offset(source: NBox, target: NBox, image_hw: tuple[int, int]) -> tuple[int, int]:
-    """Shift ``(dy, dx)`` in quanta of 64 px moving ``source``'s centre nearest to ``target``'s.
+def box_offset(
+    source: NBox, target: NBox, image_hw: tuple[int, int], quantum_px: int = SHIFT_QUANTUM_PX
+) -> tuple[int, int]:
+    """Shift ``(dy, dx)`` in quanta of ``quantum_px`` moving ``source``'s centre nearest to ``target``'s.
 
     Used to reuse an object generated in place (LMD+) after its box moved: like LMD's alignment,
     it lands within half a quantum (32 px at 512 px) of the new place.
@@ -76,8 +88,8 @@ def box_offset(source: NBox, target: NBox, image_hw: tuple[int, int]) -> tuple[i
     sx, sy = box_center(source)
     tx, ty = box_center(target)
     return (
-        round((ty - sy) * image_hw[0] / SHIFT_QUANTUM_PX),
-        round((tx - sx) * image_hw[1] / SHIFT_QUANTUM_PX),
+        round((ty - sy) * image_hw[0] / quantum_px),
+        round((tx - sx) * image_hw[1] / quantum_px),
     )
 
 
@@ -93,11 +105,16 @@ def shift(tensor: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return out
 
 
-def shift_quanta(tensor: torch.Tensor, quanta: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
-    """Shift a map of any grid by whole 64 px quanta (the grid must divide the image evenly)."""
+def shift_quanta(
+    tensor: torch.Tensor,
+    quanta: tuple[int, int],
+    image_hw: tuple[int, int],
+    quantum_px: int = SHIFT_QUANTUM_PX,
+) -> torch.Tensor:
+    """Shift a map of any grid by whole quanta of ``quantum_px`` (the grid must divide the image evenly)."""
     h, w = tensor.shape[-2:]
-    cells_y = h * SHIFT_QUANTUM_PX // image_hw[0]
-    cells_x = w * SHIFT_QUANTUM_PX // image_hw[1]
+    cells_y = h * quantum_px // image_hw[0]
+    cells_x = w * quantum_px // image_hw[1]
     return shift(tensor, quanta[0] * cells_y, quanta[1] * cells_x)
 
 

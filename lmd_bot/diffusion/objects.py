@@ -86,7 +86,7 @@ class ObjectRun:
     mask: torch.Tensor  # (h, w) bool, moved
     maps: dict[str, torch.Tensor]  # moved like the latents
     valid: torch.Tensor  # (h, w) bool: where the moved trajectory has data
-    offset: tuple[int, int] = (0, 0)  # the move, in 64 px quanta (dy, dx)
+    offset: tuple[int, int] = (0, 0)  # the move, in shift quanta (dy, dx): docs/method.md, "Geometry"
     cached: bool = False  # the result came from the cache: no per-object denoising this round
 
 
@@ -97,15 +97,16 @@ def place(
     image_hw: tuple[int, int],
     *,
     cached: bool,
+    quantum_px: int,
 ) -> ObjectRun:
-    """``result`` moved by ``offset`` quanta, latents, mask and maps together."""
+    """``result`` moved by ``offset`` quanta of ``quantum_px``, latents, mask and maps together."""
     valid = torch.ones_like(result.mask)
     trajectory, mask, maps = result.trajectory, result.mask, result.maps
     if offset != (0, 0):
-        trajectory = shift_quanta(trajectory, offset, image_hw)
-        mask = shift_quanta(mask, offset, image_hw)
-        valid = shift_quanta(valid, offset, image_hw)
-        maps = {key: shift_quanta(m, offset, image_hw) for key, m in maps.items()}
+        trajectory = shift_quanta(trajectory, offset, image_hw, quantum_px)
+        mask = shift_quanta(mask, offset, image_hw, quantum_px)
+        valid = shift_quanta(valid, offset, image_hw, quantum_px)
+        maps = {key: shift_quanta(m, offset, image_hw, quantum_px) for key, m in maps.items()}
     return ObjectRun(
         spec=spec,
         result=result,

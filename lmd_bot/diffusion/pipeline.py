@@ -46,7 +46,14 @@ from lmd_bot.diffusion.cache import ObjectCache, object_run_key
 from lmd_bot.diffusion.components import Components
 from lmd_bot.diffusion.gligen import check_object_count, fuser_steps, with_unconditional
 from lmd_bot.diffusion.guidance import BackwardGuidance
-from lmd_bot.diffusion.latents import Composition, box_offset, compose, quantized_offset, stack_compositions
+from lmd_bot.diffusion.latents import (
+    Composition,
+    box_offset,
+    compose,
+    quantized_offset,
+    shift_quantum_px,
+    stack_compositions,
+)
 from lmd_bot.diffusion.losses import LayoutLoss, PhraseTarget
 from lmd_bot.diffusion.object_stage import (
     ObjectJob,
@@ -449,15 +456,20 @@ class LmdPipeline:
             # 4. Per seed: placement at the boxes, composition (the largest mask first)
             runs: list[list[ObjectRun]] = []
             compositions = []
+            quantum = shift_quantum_px(self.c.vae_scale_factor)
             for seed_jobs, background in zip(jobs, backgrounds, strict=True):
                 runs.append([])
                 for job in seed_jobs:
                     result = results[job.key].to(self.c.device)
                     if params.align_objects:
-                        offset = quantized_offset(result.mask.cpu(), job.spec.nbox, image_hw)
+                        offset = quantized_offset(result.mask.cpu(), job.spec.nbox, image_hw, quantum)
                     else:
-                        offset = box_offset(result.box, job.spec.nbox, image_hw)
-                    runs[-1].append(place(job.spec, result, offset, image_hw, cached=job.key in reused))
+                        offset = box_offset(result.box, job.spec.nbox, image_hw, quantum)
+                    runs[-1].append(
+                        place(
+                            job.spec, result, offset, image_hw, cached=job.key in reused, quantum_px=quantum
+                        )
+                    )
                 compositions.append(
                     compose(
                         self.blocks.to_model(background),

@@ -4,12 +4,14 @@ import torch
 
 from lmd_bot.diffusion.latents import (
     blend_noise,
+    box_offset,
     compose,
     draw_noise,
     quantized_offset,
     rect_mask,
     shift,
     shift_quanta,
+    shift_quantum_px,
 )
 
 
@@ -106,3 +108,17 @@ def test_compose_respects_where_a_shifted_trajectory_has_no_data():
     valid[:, :2] = False  # the columns a shift to the right vacated
     comp = compose(background, [traj], [mask], [valid])
     assert comp.latents[0, 0, 0, 1, 1] == 0 and comp.latents[0, 0, 0, 1, 2] == 1
+
+
+def test_the_shift_quantum_is_eight_latent_cells_so_small_images_can_move_objects():
+    """At 64 px with a factor-2 VAE (the shapes world), a 64 px quantum was the whole image: a box
+    moved by 26 px shifted its object by nothing. Eight latent cells are 16 px there."""
+    assert shift_quantum_px(8) == 64  # SD: unchanged
+    quantum = shift_quantum_px(2)
+    assert quantum == 16
+    source, target = (0.55, 0.1, 0.85, 0.4), (0.55, 0.5, 0.85, 0.8)  # 0.4 of 64 px lower
+    assert box_offset(source, target, (64, 64), quantum) == (2, 0)
+    latents = torch.zeros(1, 4, 32, 32)
+    latents[..., 4:8, 20:24] = 1
+    moved = shift_quanta(latents, (2, 0), (64, 64), quantum)
+    assert moved[..., 20:24, 20:24].eq(1).all() and moved.sum() == latents.sum()
