@@ -27,6 +27,7 @@ from lmd_bot.db.engine import Database
 from lmd_bot.db.models import GuildConfig, Job, MessageLink, Round, Scene, utcnow
 from lmd_bot.db.records import job_record, round_record, scene_record
 from lmd_bot.errors import StorageError
+from lmd_bot.jobs.models import CapReachedError
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.models import (
@@ -47,14 +48,6 @@ _ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
 
 class NotFoundError(LookupError):
     """A scene, round or job id that is not in the database."""
-
-
-class CapReachedError(Exception):
-    """The user already has ``active`` queued or running jobs, their cap: no job was created."""
-
-    def __init__(self, active: int) -> None:
-        super().__init__(f"{active} active jobs")
-        self.active = active
 
 
 @dataclass(frozen=True)
@@ -256,7 +249,7 @@ class Repository:
             select(func.count()).select_from(Job).where(Job.user_id == job.user_id, Job.status.in_(_ACTIVE))
         )
         if active >= job.cap:
-            raise CapReachedError(active)
+            raise CapReachedError(job.user_id, active)
 
     async def set_head(self, scene_id: int, round_id: int, seed: int) -> SceneRecord:
         def work(s: Session) -> SceneRecord:

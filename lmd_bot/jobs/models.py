@@ -22,6 +22,18 @@ class QueueFullError(LmdError):
     user_message = "The queue is full right now; try again in a few minutes."
 
 
+class CapReachedError(QueueFullError):
+    """One user already has ``active`` queued or running jobs, their share of the queue: nothing
+    was queued. Raised by the early check and by the job's own transaction alike."""
+
+    def __init__(self, user_id: int, active: int) -> None:
+        images = "image" if active == 1 else "images"
+        message = f"You have {active} {images} in the queue already; I'll take more when one finishes."
+        super().__init__(f"user {user_id} has {active} active jobs", user_message=message)
+        self.user_id = user_id
+        self.active = active
+
+
 class JobSpec(BaseModel):
     """One render to run. ``attempt`` is the try it starts as (a job resumed after its worker died
     starts at 2)."""

@@ -10,7 +10,7 @@ import logging
 from lmd_bot.config import Settings
 from lmd_bot.db.repository import Repository
 from lmd_bot.guard import Guard
-from lmd_bot.jobs.models import QueueFullError
+from lmd_bot.jobs.models import CapReachedError
 from lmd_bot.layout.schema import clean_text
 from lmd_bot.rendering import MAX_CANDIDATES, Refine, RenderMode
 from lmd_bot.scenes.models import EditorsPolicy, JobRecord, SafetyPolicy, SceneRecord, ServerSettings
@@ -31,14 +31,6 @@ _FIELDS = {"mode", "steps", "editors", "safety", "per_user_cap", "refine", "cand
 def check_candidates(count: int) -> None:
     if not 1 <= count <= MAX_CANDIDATES:
         raise CandidateCountError(count)
-
-
-def cap_reached(user_id: int, active: int) -> QueueFullError:
-    images = "image" if active == 1 else "images"
-    return QueueFullError(
-        f"user {user_id} has {active} active jobs",
-        user_message=f"You have {active} {images} in the queue already; I'll take more when one finishes.",
-    )
 
 
 class ServerPolicy:
@@ -107,7 +99,7 @@ class ServerPolicy:
         job's own transaction checks again."""
         active = await self._repo.count_active_jobs(user_id)
         if active >= self.cap(server):
-            raise cap_reached(user_id, active)
+            raise CapReachedError(user_id, active)
 
     async def may_edit(self, actor: Actor, scene: SceneRecord) -> bool:
         if actor.user_id == scene.owner_id or actor.is_admin or scene.allow_everyone:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 
-from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError, Repository
+from lmd_bot.db.repository import NewJob, NotFoundError, Repository
 from lmd_bot.guard import Guard
 from lmd_bot.rendering import Refine
 from lmd_bot.scenes.models import JobRecord, JobStatus
 from lmd_bot.services.errors import NotOwnerError, NotRefinableError, RefineOffError, SceneNotFoundError
-from lmd_bot.services.policy import ServerPolicy, cap_reached
+from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.tracker import RenderTracker
 from lmd_bot.services.views import Actor
 
@@ -61,10 +61,7 @@ class RefineService:
             cap=self._policy.cap(server),
             refine=True,
         )
-        try:
-            job, created = await self._repo.start_refine(job_id, new)
-        except CapReachedError as exc:
-            raise cap_reached(actor.user_id, exc.active) from None
+        job, created = await self._repo.start_refine(job_id, new)
         if created:
             log.info("refine scene=%s round=%s job=%s -> job %s", scene.id, round_.number, job_id, job.id)
             await self._tracker.submit(scene, round_, job)

@@ -21,7 +21,7 @@ import secrets
 import weakref
 from collections.abc import Callable
 
-from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError, Repository
+from lmd_bot.db.repository import NewJob, NotFoundError, Repository
 from lmd_bot.errors import LmdError, PlannerError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome
@@ -37,7 +37,7 @@ from lmd_bot.services.images import ImageStore
 from lmd_bot.services.layout_files import AttachedFile, layout_text
 from lmd_bot.services.notifier import Notifier, Presenter
 from lmd_bot.services.plans import PlanPresenter
-from lmd_bot.services.policy import ServerPolicy, cap_reached
+from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.tracker import RenderTracker
 from lmd_bot.services.views import (
     Actor,
@@ -177,16 +177,13 @@ class SceneService:
         plan_message_id: int | None = None,
     ) -> tuple[SceneRecord, RoundRecord, JobRecord]:
         server = await self._policy.server(scene.guild_id)
-        try:
-            scene, round_, job = await self._repo.start_render(
-                round_id=round_id,
-                job=self._new_job(actor, scene, server),
-                seed=seed,
-                thread_id=thread_id,
-                plan_message_id=plan_message_id,
-            )
-        except CapReachedError as exc:
-            raise cap_reached(actor.user_id, exc.active) from None
+        scene, round_, job = await self._repo.start_render(
+            round_id=round_id,
+            job=self._new_job(actor, scene, server),
+            seed=seed,
+            thread_id=thread_id,
+            plan_message_id=plan_message_id,
+        )
         await self._tracker.submit(scene, round_, job)
         return scene, round_, job
 
@@ -252,19 +249,16 @@ class SceneService:
                 return reply
             layout = result.layout
             self._guard.text.check_layout(layout)
-            try:
-                scene, new_round, job = await self._repo.add_round(
-                    scene_id=scene_id,
-                    parent_id=base.id,
-                    kind=RoundKind.REVISE,
-                    instruction=text,
-                    layout=layout,
-                    seed=base.seed,
-                    notes=result.notes,
-                    job=self._new_job(actor, scene, server),
-                )
-            except CapReachedError as exc:
-                raise cap_reached(actor.user_id, exc.active) from None
+            scene, new_round, job = await self._repo.add_round(
+                scene_id=scene_id,
+                parent_id=base.id,
+                kind=RoundKind.REVISE,
+                instruction=text,
+                layout=layout,
+                seed=base.seed,
+                notes=result.notes,
+                job=self._new_job(actor, scene, server),
+            )
         plan = PlanView(
             scene=scene,
             round=new_round,
@@ -310,19 +304,16 @@ class SceneService:
                 layout.summary(),
                 read.notes,
             )
-            try:
-                scene, new_round, job = await self._repo.add_round(
-                    scene_id=scene.id,
-                    parent_id=base.id,
-                    kind=RoundKind.LAYOUT,
-                    instruction=LAYOUT_INSTRUCTION,
-                    layout=layout,
-                    seed=base.seed,
-                    notes=read.notes,
-                    job=self._new_job(actor, scene, server),
-                )
-            except CapReachedError as exc:
-                raise cap_reached(actor.user_id, exc.active) from None
+            scene, new_round, job = await self._repo.add_round(
+                scene_id=scene.id,
+                parent_id=base.id,
+                kind=RoundKind.LAYOUT,
+                instruction=LAYOUT_INSTRUCTION,
+                layout=layout,
+                seed=base.seed,
+                notes=read.notes,
+                job=self._new_job(actor, scene, server),
+            )
         plan = PlanView(
             scene=scene,
             round=new_round,
@@ -354,18 +345,15 @@ class SceneService:
         self._guard.rate.hit(actor.user_id)
         seed = self._new_seed()
         async with self._lock(scene.id):
-            try:
-                scene, new_round, job = await self._repo.add_round(
-                    scene_id=scene.id,
-                    parent_id=round_.id,
-                    kind=RoundKind.REROLL,
-                    instruction=f"reroll of round {round_.number}",
-                    layout=round_.layout,
-                    seed=seed,
-                    job=self._new_job(actor, scene, server),
-                )
-            except CapReachedError as exc:
-                raise cap_reached(actor.user_id, exc.active) from None
+            scene, new_round, job = await self._repo.add_round(
+                scene_id=scene.id,
+                parent_id=round_.id,
+                kind=RoundKind.REROLL,
+                instruction=f"reroll of round {round_.number}",
+                layout=round_.layout,
+                seed=seed,
+                job=self._new_job(actor, scene, server),
+            )
         log.info(
             "reroll scene=%s round=%s -> round %s seed=%s", scene.id, round_.number, new_round.number, seed
         )
