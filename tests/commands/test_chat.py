@@ -9,6 +9,7 @@ from pathlib import Path
 
 from lmd_bot.commands.chat import chat
 from lmd_bot.jobs.renderers import RendererSpec
+from lmd_bot.rendering import candidate_seeds
 from lmd_bot.services import open_core
 from lmd_bot.testing import ScriptedPlanner
 from tests.fakes.fake_anthropic import FakeAnthropic
@@ -17,18 +18,23 @@ from tests.services.conftest import make_settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
+async def _preview_core(tmp_path: Path):
+    """A core with the scripted planner and the instant preview renderer; new seeds 10, 11, …"""
+    return await open_core(
+        make_settings(tmp_path),
+        planner=ScriptedPlanner(),
+        renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
+        new_seed=iter(range(10, 20)).__next__,
+    )
+
+
 async def _lines(items):
     for item in items:
         yield item
 
 
 async def test_chat_runs_the_scene_flow_and_writes_images(tmp_path):
-    core = await open_core(
-        make_settings(tmp_path),
-        planner=ScriptedPlanner(),
-        renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
-        new_seed=iter(range(10, 20)).__next__,
-    )
+    core = await _preview_core(tmp_path)
     said: list[str] = []
     out = tmp_path / "out"
     script = [
@@ -56,14 +62,7 @@ async def test_chat_runs_the_scene_flow_and_writes_images(tmp_path):
 
 
 async def test_chat_renders_a_grid_of_candidates_and_picks_one(tmp_path):
-    from lmd_bot.rendering import candidate_seeds
-
-    core = await open_core(
-        make_settings(tmp_path),
-        planner=ScriptedPlanner(),
-        renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
-        new_seed=iter(range(10, 20)).__next__,
-    )
+    core = await _preview_core(tmp_path)
     said: list[str] = []
     script = ["/pick 1", "a red apple, a blue cup", "/pick 9", "/pick 2", "move apple right"]
     try:
