@@ -20,7 +20,6 @@ import torch
 
 from lmd_bot.layout.geometry import NBox, box_center, nbox_to_grid_rect
 
-SHIFT_QUANTUM_PX = 64  # SD's: 8 latent cells of its factor-8 VAE
 QUANTUM_LATENT_CELLS = 8  # the UNet's three downsamplings to the mid block
 
 
@@ -56,7 +55,7 @@ def rect_mask(nbox: NBox, h: int, w: int) -> torch.Tensor:
 
 
 def quantized_offset(
-    mask: torch.Tensor, target: NBox, image_hw: tuple[int, int], quantum_px: int = SHIFT_QUANTUM_PX
+    mask: torch.Tensor, target: NBox, image_hw: tuple[int, int], quantum_px: int
 ) -> tuple[int, int]:
     """Shift ``(dy, dx)`` in quanta of ``quantum_px`` moving the mask's centroid to ``target``'s centre.
 
@@ -77,9 +76,7 @@ def quantized_offset(
     )
 
 
-def box_offset(
-    source: NBox, target: NBox, image_hw: tuple[int, int], quantum_px: int = SHIFT_QUANTUM_PX
-) -> tuple[int, int]:
+def box_offset(source: NBox, target: NBox, image_hw: tuple[int, int], quantum_px: int) -> tuple[int, int]:
     """Shift ``(dy, dx)`` in quanta of ``quantum_px`` moving ``source``'s centre nearest to ``target``'s.
 
     Used to reuse an object generated in place (LMD+) after its box moved: like LMD's alignment,
@@ -109,7 +106,7 @@ def shift_quanta(
     tensor: torch.Tensor,
     quanta: tuple[int, int],
     image_hw: tuple[int, int],
-    quantum_px: int = SHIFT_QUANTUM_PX,
+    quantum_px: int,
 ) -> torch.Tensor:
     """Shift a map of any grid by whole quanta of ``quantum_px`` (the grid must divide the image evenly)."""
     h, w = tensor.shape[-2:]

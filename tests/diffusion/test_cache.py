@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lmd_bot.diffusion.cache import ObjectCache, object_run_key
-from lmd_bot.diffusion.latents import shift_quanta
+from lmd_bot.diffusion.latents import shift_quanta, shift_quantum_px
 from lmd_bot.diffusion.objects import ObjectResult
 from lmd_bot.diffusion.pipeline import LmdPipeline
 from lmd_bot.diffusion.spec import build_spec
@@ -100,6 +100,7 @@ def _moved(obj, dx=0, dy=0):
 
 # At 128 px a quantum (64 image px) is 256 layout px: each object moves by exactly one.
 SIZE = 128
+QUANTUM = shift_quantum_px(8)  # the tiny models' VAE downsamples by 8, as SD's does
 MOVED = (_moved(CAT, dx=256), _moved(BALL, dx=256), _moved(CUP, dy=256))
 
 
@@ -155,8 +156,8 @@ def test_a_move_only_round_runs_no_per_object_denoising_and_shifts_the_runs(lmd_
         assert run.cached and run.offset == {1: (0, 1), 2: (0, 1), 3: (1, 0)}[run.spec.id]
         old = before[run.spec.id]
         assert torch.equal(run.result.trajectory, old.result.trajectory)
-        assert torch.equal(run.trajectory, shift_quanta(old.trajectory, run.offset, (SIZE, SIZE)))
-        assert torch.equal(run.mask, shift_quanta(old.mask, run.offset, (SIZE, SIZE)))
+        assert torch.equal(run.trajectory, shift_quanta(old.trajectory, run.offset, (SIZE, SIZE), QUANTUM))
+        assert torch.equal(run.mask, shift_quanta(old.mask, run.offset, (SIZE, SIZE), QUANTUM))
     assert not torch.equal(move.latents, first.latents)  # the scene itself is redrawn
 
 

@@ -14,6 +14,8 @@ from lmd_bot.diffusion.latents import (
     shift_quantum_px,
 )
 
+SD_QUANTUM = shift_quantum_px(8)  # SD's factor-8 VAE: 64 px
+
 
 def test_draw_noise_is_seeded_and_independent_of_global_rng():
     torch.manual_seed(123)
@@ -44,11 +46,12 @@ def test_shift_moves_and_zero_fills():
 def test_offsets_are_quantized_to_64_pixels():
     # 512 px image, 64x64 latent: a mask centred at x = 0.5 must reach a box centred at x = 0.8.
     mask = rect_mask((0.4, 0.5, 0.6, 0.8), 64, 64)
-    dy, dx = quantized_offset(mask, (0.7, 0.5, 0.9, 0.8), (512, 512))
+    dy, dx = quantized_offset(mask, (0.7, 0.5, 0.9, 0.8), (512, 512), SD_QUANTUM)
     assert (dy, dx) == (0, 2)  # 0.3 * 512 = 153.6 px -> 2.4 quanta -> 2
-    dy, dx = quantized_offset(mask, (0.0, 0.0, 0.2, 0.3), (512, 512))
+    dy, dx = quantized_offset(mask, (0.0, 0.0, 0.2, 0.3), (512, 512), SD_QUANTUM)
     assert (dy, dx) == (-4, -3)  # (0.15 - 0.65) * 8 = -4.0; (0.1 - 0.5) * 8 = -3.2
-    assert quantized_offset(torch.zeros(64, 64, dtype=torch.bool), (0, 0, 1, 1), (512, 512)) == (0, 0)
+    empty = torch.zeros(64, 64, dtype=torch.bool)
+    assert quantized_offset(empty, (0, 0, 1, 1), (512, 512), SD_QUANTUM) == (0, 0)
 
 
 def test_alignment_centroid_is_the_mean_cell_index_as_in_the_reference():
@@ -58,7 +61,7 @@ def test_alignment_centroid_is_the_mean_cell_index_as_in_the_reference():
     mask = torch.zeros(64, 64, dtype=torch.bool)
     mask[28:36, 0:8] = True
     target = (0.1, 28 / 64, 0.1425, 36 / 64)
-    assert quantized_offset(mask, target, (512, 512)) == (0, 1)
+    assert quantized_offset(mask, target, (512, 512), SD_QUANTUM) == (0, 1)
 
 
 def test_shift_quanta_moves_every_grid_by_whole_cells_consistently():
@@ -66,10 +69,10 @@ def test_shift_quanta_moves_every_grid_by_whole_cells_consistently():
     for size, cells in ((64, 8), (16, 2), (8, 1)):
         grid = torch.zeros(size, size)
         grid[0, 0] = 1
-        moved = shift_quanta(grid, (1, 2), image_hw)
+        moved = shift_quanta(grid, (1, 2), image_hw, SD_QUANTUM)
         assert moved[cells, 2 * cells] == 1 and moved.sum() == 1
     # A 256 px image: a 32x32 latent moves 8 cells per quantum, its 4x4 mid map 1 cell.
-    assert shift_quanta(torch.ones(1, 4, 4), (0, 1), (256, 256))[0, :, 0].eq(0).all()
+    assert shift_quanta(torch.ones(1, 4, 4), (0, 1), (256, 256), SD_QUANTUM)[0, :, 0].eq(0).all()
 
 
 def test_compose_puts_smaller_masks_on_top_and_copies_initial_noise_in_the_bounding_box():
