@@ -69,7 +69,7 @@ def object_run_key(
     {caption}") and negative prompt, its box **size** and its seeds (the scene seed draws the
     background noise it starts from). Not the box position: LMD generates every object in a
     centred box anyway; LMD+ generates it in place, and a run generated before a move is
-    reused, shifted by the move in whole 64 px quanta (lands within 32 px at 512 px).
+    reused, shifted by the move in whole shift quanta (64 px for SD: lands within 32 px at 512 px).
     The batch size does not enter: a run's result does not depend on its batch companions
     (beyond float rounding).
     """

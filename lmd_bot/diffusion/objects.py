@@ -5,9 +5,9 @@ the canvas; LMD+: its own box): every latent of its run, its mask, and its word 
 maps on the guidance layers for the steps the overall run may guide. It is what the
 :class:`lmd_bot.diffusion.cache.ObjectCache` keeps, on the CPU, and it is never modified.
 
-An :class:`ObjectRun` is a result placed in one round's scene: moved by whole 64 px quanta (see
-:mod:`lmd_bot.diffusion.latents`) to the object's current box, with the cells the move vacated
-marked invalid.
+An :class:`ObjectRun` is a result placed in one round's scene: moved by whole shift quanta (8
+latent cells, 64 px for SD; see :mod:`lmd_bot.diffusion.latents`) to the object's current box,
+with the cells the move vacated marked invalid.
 """
 
 from __future__ import annotations

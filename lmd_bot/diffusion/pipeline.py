@@ -5,9 +5,9 @@ The controller (docs/method.md, "Stage 2"); the order of operations matters and 
 
 1. each object is generated alone (:mod:`.object_stage`), or taken from the cache
    (:mod:`.cache`) when nothing that determines its run changed;
-2. each object's latents, mask and maps move by whole 64 px quanta to its box (``lmd``: the
-   mask's centroid to the box centre; ``lmd+``: nothing for a fresh run, which is already in
-   place; a cached run generated before the box moved shifts by the box's move, quantized);
+2. each object's latents, mask and maps move by whole shift quanta (64 px for SD) to its box
+   (``lmd``: the mask's centroid to the box centre; ``lmd+``: nothing for a fresh run, which is
+   already in place; a cached run generated before the box moved shifts by the box's move, quantized);
 3. the trajectories are composed over the background noise, the largest mask first;
 4. the overall run denoises from the composed noise with energy + attention-transfer guidance for
    the first 60% of the steps, and for the first half, after every scheduler step, pins the
