@@ -12,7 +12,9 @@ a temporary folder first), so that the checkpoint to commit can be chosen by its
   pixels nearest its object's colour, the objects the detector finds in their box (IoU >= 0.5,
   right colour and shape), and the benchmark checks passed;
 - **move round**: ``lmd+`` renders a layout, then the same with one box moved; the mean absolute
-  pixel difference inside the unmoved object's box, and over the whole picture;
+  pixel difference inside the unmoved object's box, and over the whole picture; and where the
+  moved object's colour is: its share of the new box's pixels after the move, against the old
+  box's after and the new box's before;
 - optionally a small subset of ``lmd-bot eval shapes``: accuracy per task and mode.
 """
 
@@ -48,10 +50,17 @@ class Bounds:
     min_colour_margin: float  # lmd+ minus sd: mean share of each box's pixels in its object's colour
     max_unmoved_mad: float  # mean absolute pixel difference (0..255) in the unmoved object's box
     max_unmoved_share: float  # ... relative to the whole picture's
+    min_moved_share: float  # the moved object's colour: share of its new box's pixels after the move
+    min_moved_gain: float  # ... over its share of the old box after, and of the new box before
 
 
 TEST_BOUNDS = Bounds(
-    min_attention_ratio=4.5, min_colour_margin=0.08, max_unmoved_mad=16.0, max_unmoved_share=0.9
+    min_attention_ratio=4.5,
+    min_colour_margin=0.08,
+    max_unmoved_mad=8.0,
+    max_unmoved_share=0.6,
+    min_moved_share=0.3,
+    min_moved_gain=3.0,
 )
 
 _L, _R, _T, _B = [6, 22, 20, 20], [38, 22, 20, 20], [22, 6, 20, 20], [22, 38, 20, 20]
@@ -180,23 +189,68 @@ def render_cases(renderer: Renderer, mode: RenderMode, steps: int = STEPS) -> li
     return out
 
 
-def move_round(renderer: Renderer, steps: int = STEPS) -> tuple[float, float]:
-    """``lmd+``: the first case's layout, then its second object moved down; the mean absolute
-    pixel difference (0..255) in the unmoved object's box, and over the whole picture."""
+@dataclass(frozen=True)
+class MoveFigures:
+    """A move-only round: what stayed where it was, and whether the moved object went with its box."""
+
+    unmoved_mad: float  # mean absolute pixel difference (0..255) in the unmoved object's box
+    whole_mad: float  # ... over the whole picture
+    moved_in_new: float  # the moved object's colour: share of its new box's pixels after the move
+    moved_in_old: float  # ... of its old box's pixels after the move
+    moved_in_new_before: float  # ... of its new box's pixels before the move
+
+    def failures(self, bounds: Bounds) -> list[str]:
+        out = []
+        if self.unmoved_mad > bounds.max_unmoved_mad:
+            out.append(f"unmoved-box MAD {self.unmoved_mad:.1f} > {bounds.max_unmoved_mad}")
+        if self.unmoved_mad >= bounds.max_unmoved_share * self.whole_mad:
+            out.append(
+                f"unmoved-box MAD {self.unmoved_mad:.1f} >= {bounds.max_unmoved_share} × picture's "
+                f"{self.whole_mad:.1f}"
+            )
+        moved = f"moved object's colour in its new box {self.moved_in_new:.2f}"
+        if self.moved_in_new < bounds.min_moved_share:
+            out.append(f"{moved} < {bounds.min_moved_share}")
+        if self.moved_in_new < bounds.min_moved_gain * max(self.moved_in_old, self.moved_in_new_before):
+            out.append(
+                f"{moved} < {bounds.min_moved_gain} × max(old box's {self.moved_in_old:.2f}, "
+                f"new box's before the move {self.moved_in_new_before:.2f})"
+            )
+        return out
+
+
+MOVED_BOX = [38, 40, 20, 20]  # the first case's second object, moved down 18 px (one 16 px quantum)
+
+
+def move_round(renderer: Renderer, steps: int = STEPS) -> MoveFigures:
+    """``lmd+``: the first case's layout, then the same with its second object moved down to
+    :data:`MOVED_BOX`, a follow-up round through the renderer's per-object cache."""
     background, objects = CASES[0][1], CASES[0][2]
+    (_, kept_box), (caption, old_box) = objects
     first = layout_of(background, objects)
-    moved = layout_of(background, [objects[0], (objects[1][0], [38, 40, 20, 20])])
-    images = [
+    moved = layout_of(background, [objects[0], (caption, MOVED_BOX)])
+    before, after = (
         np.asarray(
             renderer.render(
                 RenderRequest(layout=lay, mode=RenderMode.LMD_PLUS, seed=MOVE_SEED, steps=steps)
             ).image
-        ).astype(float)
+        )
         for lay in (first, moved)
-    ]
-    x, y, w, h = objects[0][1]
-    kept = np.abs(images[0][y : y + h, x : x + w] - images[1][y : y + h, x : x + w]).mean()
-    return float(kept), float(np.abs(images[0] - images[1]).mean())
+    )
+    change = np.abs(before.astype(float) - after.astype(float))
+    x, y, w, h = kept_box
+
+    def moved_colour(image: np.ndarray, box: list[int]) -> float:
+        bx, by, bw, bh = box
+        return colour_share(image, (bx, by, bx + bw, by + bh), Colour(caption.split()[-2]))
+
+    return MoveFigures(
+        unmoved_mad=float(change[y : y + h, x : x + w].mean()),
+        whole_mad=float(change.mean()),
+        moved_in_new=moved_colour(after, MOVED_BOX),
+        moved_in_old=moved_colour(after, old_box),
+        moved_in_new_before=moved_colour(before, MOVED_BOX),
+    )
 
 
 @dataclass(frozen=True)
@@ -211,8 +265,7 @@ class ModeFigures:
 class Scorecard:
     attention: dict[str, tuple[int, float, float, float]]  # layer -> side, ratio, phrase, padding
     modes: dict[RenderMode, ModeFigures]
-    unmoved_mad: float
-    whole_mad: float
+    move: MoveFigures
     benchmark: dict[RenderMode, dict[str, float | None]] = field(default_factory=dict)
     benchmark_prompts: int = 0  # per task
 
@@ -230,14 +283,7 @@ class Scorecard:
                 out.append(f"{layer}: phrase mass {phrase:.3f} <= padding mass {padding:.3f}")
         if self.colour_margin < bounds.min_colour_margin:
             out.append(f"colour margin {self.colour_margin:+.3f} < {bounds.min_colour_margin}")
-        if self.unmoved_mad > bounds.max_unmoved_mad:
-            out.append(f"unmoved-box MAD {self.unmoved_mad:.1f} > {bounds.max_unmoved_mad}")
-        if self.unmoved_mad >= bounds.max_unmoved_share * self.whole_mad:
-            out.append(
-                f"unmoved-box MAD {self.unmoved_mad:.1f} >= {bounds.max_unmoved_share} × picture's "
-                f"{self.whole_mad:.1f}"
-            )
-        return out
+        return out + self.move.failures(bounds)
 
     def lines(self, bounds: Bounds = TEST_BOUNDS) -> list[str]:
         out = ["attention at the layers LMD reads (in-mask / area share; phrase / padding mass in mask):"]
@@ -250,9 +296,12 @@ class Scorecard:
                 f"{m.placed}/{m.objects}  checks passed {m.checks_passed}/{len(CASES)}"
             )
         out.append(f"  lmd+ colour margin over sd: {100 * self.colour_margin:+.1f} points")
+        m = self.move
         out.append(
-            f"move round (lmd+): unmoved box MAD {self.unmoved_mad:.1f}, whole picture {self.whole_mad:.1f} "
-            f"(ratio {self.unmoved_mad / max(self.whole_mad, 1e-9):.2f})"
+            f"move round (lmd+): unmoved box MAD {m.unmoved_mad:.1f}, whole picture {m.whole_mad:.1f} "
+            f"(ratio {m.unmoved_mad / max(m.whole_mad, 1e-9):.2f}); moved object's colour in its new box "
+            f"{100 * m.moved_in_new:.0f}% (before the move {100 * m.moved_in_new_before:.0f}%), "
+            f"old box {100 * m.moved_in_old:.0f}%"
         )
         if self.benchmark:
             out.append(f"eval shapes subset ({self.benchmark_prompts} prompts per task):")
@@ -323,7 +372,7 @@ def score(
         stage(f"fixed layouts, {mode.value}")
         modes[mode] = mode_figures(render_cases(renderer, mode))
     stage("move round")
-    kept, whole = move_round(renderer)
+    move = move_round(renderer)
     benchmark: dict[RenderMode, dict[str, float | None]] = {}
     if benchmark_modes:
         from lmd_bot.shapes.benchmark import shapes_prompts, subset
@@ -344,4 +393,4 @@ def score(
         )
         report.write(benchmark_dir)
         benchmark = {RenderMode(run.name): run.accuracies() for run in report.runs}
-    return Scorecard(attention, modes, kept, whole, benchmark, per_task if benchmark_modes else 0)
+    return Scorecard(attention, modes, move, benchmark, per_task if benchmark_modes else 0)

@@ -42,9 +42,22 @@ def test_lmd_plus_puts_each_objects_colour_in_its_box_more_than_sd(results):
     assert lmd_plus - sd >= TEST_BOUNDS.min_colour_margin, (lmd_plus, sd)
 
 
-def test_a_move_only_round_keeps_the_unmoved_objects_pixels(renderer):
+@pytest.fixture(scope="module")
+def move(renderer):
+    return move_round(renderer)
+
+
+def test_a_move_only_round_keeps_the_unmoved_objects_pixels(move):
     """The unmoved object's box changes less than the picture does (per-object cache + frozen
     steps); with today's weights the free second half of denoising still changes it somewhat."""
-    kept, whole = move_round(renderer)
-    assert kept <= TEST_BOUNDS.max_unmoved_mad
-    assert kept < TEST_BOUNDS.max_unmoved_share * whole, (kept, whole)
+    assert move.unmoved_mad <= TEST_BOUNDS.max_unmoved_mad, move
+    assert move.unmoved_mad < TEST_BOUNDS.max_unmoved_share * move.whole_mad, move
+
+
+def test_a_move_only_round_moves_the_moved_object(move):
+    """The moved object's colour is in its new box after the move, far more than in its old box,
+    and than in the new box before the move: its cached run went with the box (shifted by whole
+    quanta), rather than GLIGEN's new box alone pulling some colour there."""
+    assert move.moved_in_new >= TEST_BOUNDS.min_moved_share, move
+    assert move.moved_in_new >= TEST_BOUNDS.min_moved_gain * move.moved_in_old, move
+    assert move.moved_in_new >= TEST_BOUNDS.min_moved_gain * move.moved_in_new_before, move
