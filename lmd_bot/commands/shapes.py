@@ -33,7 +33,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--vae-steps", type=int, default=1500, help="VAE step budget (stops early once colours are right)"
     )
     tr.add_argument(
-        "--joint-steps", type=int, default=200_000, help="base + GLIGEN adapter steps (stop it any time)"
+        "--joint-steps", type=int, default=7_700, help="steps of the base (and, every 4th, the adapters)"
+    )
+    tr.add_argument(
+        "--adapter-steps",
+        type=int,
+        default=200_000,
+        help="then GLIGEN adapter steps on the frozen base (stop it any time)",
     )
     tr.add_argument(
         "--gligen-start",
@@ -95,6 +101,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         vae_steps=args.vae_steps,
         joint_steps=args.joint_steps,
+        adapter_steps=args.adapter_steps,
         gligen_start=args.gligen_start,
         batch=args.batch,
         checkpoint_minutes=args.checkpoint_minutes,
@@ -118,7 +125,8 @@ def run_export(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise LmdError(str(exc)) from None
     _say(
-        f"wrote {args.out}/sd and {args.out}/gligen from step {facts['joint_steps_done']} "
+        f"wrote {args.out}/sd and {args.out}/gligen from joint step {facts['joint_steps_done']}, "
+        f"adapter step {facts['adapter_steps_done']} "
         f"(seed {facts['seed']}); losses {facts['last_losses']}"
     )
     return 0
@@ -182,6 +190,7 @@ def run_score(args: argparse.Namespace) -> int:
                 raise LmdError(str(exc)) from None
             source = (
                 f"checkpoint {args.checkpoint} (joint step {facts['joint_steps_done']}, "
+                f"adapter step {facts['adapter_steps_done']}, "
                 f"{facts['weights']} weights)"
             )
         elif not (weights / "sd").is_dir():

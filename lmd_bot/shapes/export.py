@@ -43,7 +43,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "", ema
 
     payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = payload["state"]
-    if state["phase"] != "joint" or not payload["ema"]:
+    if state["phase"] not in ("joint", "adapters") or not payload["ema"]:
         phase, step = state["phase"], state["step"]
         raise ValueError(f"{checkpoint} has no trained UNet yet (phase {phase!r}, step {step})")
     seed = state["config"]["seed"]
@@ -84,7 +84,8 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "", ema
         "checkpoint": str(checkpoint),
         "seed": seed,
         "vae_steps": state["config"]["vae_steps"],
-        "joint_steps_done": state["step"],
+        "joint_steps_done": state["step"] if state["phase"] == "joint" else state["config"]["joint_steps"],
+        "adapter_steps_done": state["step"] if state["phase"] == "adapters" else 0,
         "config": state["config"],
         "vae_scaling": state["vae_scaling"],
         "notes": state["notes"],

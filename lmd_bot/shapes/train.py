@@ -6,12 +6,16 @@ Phases (docs/shapes.md):
    + a small KL term, until every palette colour comes back within :data:`COLOUR_TOLERANCE` on
    held-out scenes (a VAE trained for minutes shifts colours, and every sample shows it), then
    the latent scaling factor (1 / std of the latents, SD's 0.18215 for this VAE).
-2. ``base``: UNet + text encoder on the frozen VAE's latents: epsilon loss (min-SNR-5 weighted),
+2. ``joint``: UNet + text encoder on the frozen VAE's latents: epsilon loss (min-SNR-5 weighted),
    the attention grounding loss of :mod:`lmd_bot.shapes.grounding`, captions dropped 10% of the
-   time to the negative prompts the product sends as the unconditional text.
-3. ``gligen``: the gated UNet, base weights copied and frozen; only the position net and the
-   fusers learn, from every object's box and phrase (GLIGEN's recipe), with grounding dropped
-   10% of the time.
+   time to the negative prompts the product sends as the unconditional text. After
+   ``gligen_start`` steps every ``gligen_every``-th step trains the GLIGEN adapters instead (the
+   gated UNet shares the base's weights; only the position net and the fusers learn, from every
+   object's box and phrase, grounding dropped 10% of the time), so a checkpoint of any step can
+   be exported with both models.
+3. ``adapters``: GLIGEN's own recipe, the base frozen: the base takes its moving average (the
+   weights every export ships) and only the adapters learn, on every step. In the joint phase
+   they get a quarter of the steps, against a base that moves under them.
 
 Every batch is drawn from ``(seed, phase, step)`` alone, so a resumed run sees exactly the data
 and noise an uninterrupted one would. The state (models, EMA, optimizer, loss history) is written
@@ -40,7 +44,7 @@ from lmd_bot.shapes.world import IMAGE_SIZE, PALETTE, masks, render, sample_scen
 
 log = logging.getLogger(__name__)
 
-PHASES = ("vae", "joint")
+PHASES = ("vae", "joint", "adapters")
 COLOUR_TOLERANCE = 10.0  # max mean absolute error (0..255) inside objects, any palette colour
 # What the product sends as the unconditional text: "" (diffusers' default) and the negatives.
 UNCONDITIONAL_TEXTS = ("", negative_prompt("", per_object=False), negative_prompt("", per_object=True))
@@ -52,7 +56,8 @@ class TrainConfig:
     seed: int = 0
     vae_steps: int = 1500
     vae_min_steps: int = 300
-    joint_steps: int = 200_000  # in practice: until stopped; every checkpoint can be exported
+    joint_steps: int = 7_700  # the committed weights' base: raise it where compute is cheap
+    adapter_steps: int = 200_000  # in practice: until stopped; every checkpoint can be exported
     gligen_start: int = 300  # joint steps of the base alone before the adapters start learning
     gligen_every: int = 4  # from then on, every 4th joint step trains the adapters
     vae_batch: int = 16
@@ -160,6 +165,11 @@ class Trainer:
         # Step budgets may be raised on resume; the seed may not change.
         if config.seed != self.state.config.seed:
             raise ValueError(f"checkpoint was trained with seed {config.seed}, not {self.state.config.seed}")
+        if saved["phase"] == "adapters" and config.joint_steps != self.state.config.joint_steps:
+            raise ValueError(
+                f"checkpoint's base is frozen after {config.joint_steps} joint steps: "
+                f"--joint-steps {self.state.config.joint_steps} cannot resume it"
+            )
         self.state = TrainState(config=self.state.config, **saved)
         self.vae.load_state_dict(payload["vae"])
         self.unet.load_state_dict(payload["unet"])
@@ -190,26 +200,49 @@ class Trainer:
             self.optimizer = torch.optim.AdamW(self.vae.parameters(), lr=cfg.lr, weight_decay=0.0)
             self.ema = {}
             return
-        # joint: the base (UNet + text encoder) and the GLIGEN adapters, which share its weights
-        self.unet.requires_grad_(True)
-        self.text_encoder.requires_grad_(True)
         if self.gligen is None:
             self.gligen = models.new_unet(cfg.seed + 3, gated=True).to(self.device)
         tie_base_weights(self.gligen, self.unet)
+        if phase == "adapters":
+            self._begin_adapters(fresh=fresh)
+            return
+        # joint: the base (UNet + text encoder) and the GLIGEN adapters, which share its weights
+        self.unet.requires_grad_(True)
+        self.text_encoder.requires_grad_(True)
         self.optimizer = torch.optim.AdamW(
             [*self.unet.parameters(), *self.text_encoder.parameters()], lr=cfg.lr, weight_decay=0.0
         )
-        self.adapter_optimizer = torch.optim.AdamW(
-            adapter_parameters(self.gligen), lr=cfg.gligen_lr, weight_decay=0.0
-        )
-        self.ema = {
+        self.adapter_optimizer = self._new_adapter_optimizer()
+        self.ema = self._new_ema()
+
+    def _begin_adapters(self, *, fresh: bool) -> None:
+        """The base is frozen at the moving average an export ships, so the adapters learn on the
+        very base they will run with; the adapters' optimizer and moving average carry on."""
+        if fresh:
+            with torch.no_grad():
+                for name in ("unet", "text_encoder"):
+                    for p, e in zip(
+                        getattr(self, name).parameters(), self.ema[name].parameters(), strict=True
+                    ):
+                        p.copy_(e)
+        else:  # resuming: the checkpoint's state is loaded into these next
+            self.adapter_optimizer = self._new_adapter_optimizer()
+            self.ema = self._new_ema()
+        self.optimizer = None
+
+    def _new_adapter_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.state.config
+        return torch.optim.AdamW(adapter_parameters(self.gligen), lr=cfg.gligen_lr, weight_decay=0.0)
+
+    def _new_ema(self) -> dict[str, torch.nn.Module]:
+        return {
             "unet": copy.deepcopy(self.unet),
             "text_encoder": copy.deepcopy(self.text_encoder),
             "adapters": torch.nn.ParameterList([p.detach().clone() for p in adapter_parameters(self.gligen)]),
         }
 
     def _update_ema(self, names: tuple[str, ...]) -> None:
-        step = self.state.step
+        step = self.state.step + (self.state.config.joint_steps if self.state.phase == "adapters" else 0)
         decay = min(self.state.config.ema_decay, (1 + step) / (10 + step))
         live = {
             "unet": list(self.unet.parameters()),
@@ -226,7 +259,8 @@ class Trainer:
 
     def _global_step(self) -> int:
         cfg = self.state.config
-        return (0 if self.state.phase == "vae" else cfg.vae_steps) + self.state.step
+        before = {"vae": 0, "joint": cfg.vae_steps, "adapters": cfg.vae_steps + cfg.joint_steps}
+        return before[self.state.phase] + self.state.step
 
     # ---------------------------------------------------------------- steps
     def _vae_step(self, rng_seed: int) -> dict[str, float]:
@@ -358,8 +392,13 @@ class Trainer:
             for p, g in zip(only, torch.autograd.grad(loss, only), strict=True):
                 p.grad = g
         torch.nn.utils.clip_grad_norm_(params, 1.0)
-        joint = self.state.step - (self.state.config.gligen_start if only is not None else 0)
-        warmup = min(1.0, (max(joint, 0) + 1) / 200)
+        # Warm-up: each optimizer's first 200 steps of the joint phase (the adapters phase
+        # continues the adapters' optimizer).
+        if self.state.phase == "joint":
+            joint = self.state.step - (self.state.config.gligen_start if only is not None else 0)
+            warmup = min(1.0, (max(joint, 0) + 1) / 200)
+        else:
+            warmup = 1.0
         for group in optimizer.param_groups:
             group["lr"] = base_lr * warmup
         optimizer.step()
@@ -371,8 +410,10 @@ class Trainer:
         cfg = self.state.config
         if not self.load():
             self._begin_phase("vae", fresh=True)
-        budgets = {"vae": cfg.vae_steps, "joint": cfg.joint_steps}
+        budgets = {"vae": cfg.vae_steps, "joint": cfg.joint_steps, "adapters": cfg.adapter_steps}
         for phase in PHASES[PHASES.index(self.state.phase) :]:
+            if phase != self.state.phase and budgets[phase] == 0:
+                continue  # a phase without steps never begins (a run can stop in the joint phase)
             if phase != self.state.phase:
                 self._begin_phase(phase, fresh=True)
             bar = tqdm(
@@ -387,7 +428,9 @@ class Trainer:
                 seed = _step_seed(cfg.seed, phase, self.state.step)
                 if phase == "vae":
                     metrics = self._vae_step(seed)
-                elif self.state.step >= cfg.gligen_start and self.state.step % cfg.gligen_every == 0:
+                elif phase == "adapters" or (
+                    self.state.step >= cfg.gligen_start and self.state.step % cfg.gligen_every == 0
+                ):
                     metrics = self._gligen_step(seed)
                 else:
                     metrics = self._base_step(seed)
@@ -414,6 +457,7 @@ class Trainer:
             bar.close()
             if phase == "vae":
                 self._finish_vae()
+            if phase != PHASES[-1]:
                 self.save()
                 self._snapshot(phase)
         self.save()

@@ -1,17 +1,20 @@
 """Training is reproducible from its seed and resumes exactly; the grounding loss pulls the right way."""
 
+import pytest
 import torch
 
+from lmd_bot.shapes.export import export_checkpoint
 from lmd_bot.shapes.grounding import GroundingTargets, grounding_loss
 from lmd_bot.shapes.train import TrainConfig, Trainer
 
 
-def _tiny(joint_steps: int) -> TrainConfig:
+def _tiny(joint_steps: int, adapter_steps: int = 0) -> TrainConfig:
     return TrainConfig(
         seed=3,
         vae_steps=2,
         vae_min_steps=2,
         joint_steps=joint_steps,
+        adapter_steps=adapter_steps,
         vae_batch=2,
         batch=2,
         gligen_start=1,
@@ -42,6 +45,46 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
     assert straight.gligen.mid_block.attentions[0].transformer_blocks[0].attn2.to_q.weight is (
         straight.unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_q.weight
     )
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_the_adapters_phase_trains_the_adapters_alone_on_the_shipped_base_and_resumes_exactly(tmp_path):
+    straight = Trainer(tmp_path / "a", _tiny(2, adapter_steps=2), torch.device("cpu"))
+    straight.run(progress=False)
+    first = Trainer(tmp_path / "b", _tiny(2, adapter_steps=1), torch.device("cpu"))
+    first.run(progress=False)
+    resumed = Trainer(tmp_path / "b", _tiny(2, adapter_steps=2), torch.device("cpu"))
+    resumed.run(progress=False)
+    assert (
+        (resumed.state.phase, resumed.state.step)
+        == (straight.state.phase, straight.state.step)
+        == ("adapters", 2)
+    )
+    assert _same(straight.gligen, resumed.gligen) and _same(straight.ema["adapters"], resumed.ema["adapters"])
+
+    # The base the adapters learned on is the joint phase's moving average, which every export
+    # ships, and it did not move; the adapters did.
+    joint = torch.load(tmp_path / "a" / "after-joint.pt", map_location="cpu", weights_only=False)
+    for name in ("unet", "text_encoder"):
+        for key, value in getattr(straight, name).state_dict().items():
+            assert torch.equal(value, joint["ema"][name][key]), key
+            assert torch.equal(value, straight.ema[name].state_dict()[key]), key
+    before = joint["ema"]["adapters"]
+    after = straight.ema["adapters"].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+    facts = export_checkpoint(tmp_path / "a" / "checkpoint.pt", tmp_path / "export")
+    assert (facts["joint_steps_done"], facts["adapter_steps_done"]) == (2, 2)
+    assert (tmp_path / "export" / "gligen" / "unet").is_dir()
+
+    # Its base frozen, a run cannot be resumed with another joint budget.
+    with pytest.raises(ValueError, match="frozen after 2 joint steps"):
+        Trainer(tmp_path / "a", _tiny(3, adapter_steps=2), torch.device("cpu")).run(progress=False)
 
 
 def test_grounding_loss_is_low_when_the_phrase_attends_inside_its_mask():
