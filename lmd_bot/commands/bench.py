@@ -18,7 +18,10 @@ one object re-generated on every retry, every object re-generated on every retry
 
 By default it runs the tiny random-weight models on the CPU (plumbing cost, not real cost);
 ``--full-size`` builds SD v1.5's, GLIGEN's and SAM ViT-B's real architectures with random weights
-on the best device (no download), which costs exactly what the trained models cost.
+on the best device (no download), which costs exactly what the trained models cost. ``--shapes``
+runs the shapes world's trained models (docs/shapes.md) on scenes of its own vocabulary, and adds
+a third case, **model**: the method's own early stop on losses a trained model computes, so the
+sd units of a render as it happens rather than its bounds.
 
 More benchmarks join the group by listing their module in ``BENCHMARKS``: like a top-level
 command, a module has ``add_parser(subparsers)`` and ``run(args)``.
@@ -44,6 +47,26 @@ _MODES = (RenderMode.SD, RenderMode.LMD, RenderMode.LMD_PLUS, RenderMode.FAST)
 # Pixels every box moves down in the "move" round: the grid's boxes stay on the canvas.
 _MOVE_PX = 48
 _CAPTIONS = ("a red apple", "a gray cat", "a blue car", "a brown dog", "a green bottle", "a white teapot")
+# The same scenes in the shapes world's vocabulary (--shapes).
+_SHAPES_CAPTIONS = (
+    "a red circle",
+    "a blue square",
+    "a green triangle",
+    "a yellow diamond",
+    "a purple circle",
+    "an orange square",
+)
+
+
+class _Scenes:
+    """The captions and background of the benchmark's scenes."""
+
+    def __init__(self, captions: tuple[str, ...], changed: str, background: str) -> None:
+        self.captions, self.changed, self.background = captions, changed, background
+
+
+_PHOTO = _Scenes(_CAPTIONS, "a purple plum", "A realistic photo of a kitchen")
+_SHAPES = _Scenes(_SHAPES_CAPTIONS, "a purple triangle", "a white wall")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -75,8 +98,14 @@ def _add_render_parser(benches: argparse._SubParsersAction) -> None:
             "architectures (SD v1.5, GLIGEN, SAM ViT-B) with random weights."
         ),
     )
-    p.add_argument(
+    models = p.add_mutually_exclusive_group()
+    models.add_argument(
         "--full-size", action="store_true", help="SD v1.5 + GLIGEN + SAM ViT-B architectures, random"
+    )
+    models.add_argument(
+        "--shapes",
+        action="store_true",
+        help="the shapes world's trained models (64 px, no SAM) and a column for their own early stop",
     )
     p.add_argument(
         "--modes", default=",".join(_MODES), help=f"comma-separated modes (default: {','.join(_MODES)})"
@@ -119,7 +148,14 @@ def _add_render_parser(benches: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_render)
 
 
-def bench_layout(n_objects: int, *, moved: bool = False, changed: bool = False, canvas: Canvas = SQUARE_512):
+def bench_layout(
+    n_objects: int,
+    *,
+    moved: bool = False,
+    changed: bool = False,
+    canvas: Canvas = SQUARE_512,
+    scenes: _Scenes = _PHOTO,
+):
     """``n_objects`` distinct objects in non-overlapping boxes of a 3x2 grid on ``canvas`` (laid
     out on 512x512 and scaled to it); ``moved``: every box 48 px (of 512) lower; ``changed``: the
     first object is something else."""
@@ -129,14 +165,14 @@ def bench_layout(n_objects: int, *, moved: bool = False, changed: bool = False, 
     objects = []
     for i in range(n_objects):
         col, row = i % 3, i // 3
-        caption = "a purple plum" if changed and i == 0 else _CAPTIONS[i]
+        caption = scenes.changed if changed and i == 0 else scenes.captions[i]
         y = 60 + row * 220 + (_MOVE_PX if moved else 0)
         box = [round((16 + col * 166) * sx), round(y * sy), round(150 * sx), round(180 * sy)]
         objects.append({"id": i + 1, "caption": caption, "box": box})
     return SceneLayout.model_validate(
         {
             "objects": objects,
-            "background": "A realistic photo of a kitchen",
+            "background": scenes.background,
             "width": canvas.width,
             "height": canvas.height,
         }
@@ -207,10 +243,25 @@ def run_render(args: argparse.Namespace) -> int:
         )
         if device.type == "cpu":
             print("warning: full size on the CPU takes many minutes per image", file=sys.stderr)  # noqa: T201
+    elif args.shapes:
+        from lmd_bot.config import DiffusionSettings
+        from lmd_bot.diffusion.loading import load_components
+        from lmd_bot.shapes.assets import shapes_diffusion_settings
+        from lmd_bot.shapes.world import IMAGE_SIZE
+
+        size = args.size or IMAGE_SIZE
+        settings = DiffusionSettings(device="cpu", dtype="float32")
+        components = load_components(shapes_diffusion_settings(settings))
+        label = f"shapes-world trained models, cpu float32, {torch.get_num_threads()} threads"
     else:
         size = args.size or 256
         components = tiny_components(sam=not args.no_sam)
         label = f"tiny random models, cpu float32, {torch.get_num_threads()} threads"
+    scenes = _SHAPES if args.shapes else _PHOTO
+
+    def layout(n: int, **changes):
+        return bench_layout(n, canvas=canvas, scenes=scenes, **changes)
+
     cache = ObjectCache(8 * 2**30)  # holds every run of the benchmark: reuse is never cut short
     # The two cases' object runs have different cache keys (their settings differ): one cache.
     renderers = {
@@ -221,13 +272,21 @@ def run_render(args: argparse.Namespace) -> int:
         )
         for case in ("worst", "best")
     }
+    if args.shapes:  # the pipeline as configured: guidance stops where the model's loss says
+        from lmd_bot.diffusion.pipeline import LmdPipeline
+
+        renderers["model"] = DiffusionRenderer(
+            LmdPipeline(components, object_batch_size=8, compile_guidance=args.compile_guidance),
+            size=size,
+            cache=cache,
+        )
     one_by_one = DiffusionRenderer(
         case_pipeline(components, best=False, object_batch_size=1, compile_guidance=args.compile_guidance),
         size=size,
     )
     table = load_flop_table()
     meter = CostMeter()
-    sam = "off" if args.no_sam else "on"
+    sam = "off" if args.no_sam or args.shapes else "on"
     compiled = ", guidance loss compiled" if args.compile_guidance else ""
     canvas = canvas_for(Aspect(args.aspect), 512)  # planned on the planner's frame, drawn at size
     drawn = fit(canvas.width, canvas.height, size)
@@ -237,14 +296,12 @@ def run_render(args: argparse.Namespace) -> int:
     # step count differs, so nothing here is reused from the cache later.
     warm_steps = 2 if args.steps != 2 else 3
     for mode in (RenderMode.LMD, RenderMode.LMD_PLUS):
-        renderers["worst"].render(
-            RenderRequest(layout=bench_layout(1, canvas=canvas), mode=mode, steps=warm_steps)
-        )
+        renderers["worst"].render(RenderRequest(layout=layout(1), mode=mode, steps=warm_steps))
 
     header = (
         f"{'mode':<5} {'round':<9} {'objects':>7} {'s/image':>8} {'obj s':>7} {'UNet':>6} {'fwd':>5} "
         f"{'guided':>6} {'SAM':>4} {'runs':>4} {'reused':>6} {'peak MB':>8} {'x sd':>6} {'sd u':>6} "
-        f"{'best u':>6}"
+        f"{'best u':>6} {'model u':>7}"
     )
     _say(header)
     _say("-" * len(header))
@@ -266,6 +323,9 @@ def run_render(args: argparse.Namespace) -> int:
         # sd: nothing guided; unbatched: the batched round's calls, in smaller batches.
         nothing_guided = mode is RenderMode.SD or unbatched
         best = "-" if nothing_guided else f"{metered(renderers['best'], request)[1]:6.2f}"
+        model = "-"
+        if "model" in renderers and not nothing_guided:
+            model = f"{metered(renderers['model'], request)[1]:7.2f}"
         st = out.stats
         peak = st.get("peak_gpu_mb", st.get("peak_rss_mb", 0.0))
         calls = st["unet_forwards"] + st["guided_passes"]
@@ -275,36 +335,32 @@ def run_render(args: argparse.Namespace) -> int:
             f"{calls:6.0f} "
             f"{st['unet_forwards']:5.0f} {st['guided_passes']:6.0f} {st['sam_calls']:4.0f} "
             f"{st['object_runs']:4.0f} {st['object_cache_hits']:6.0f} {peak:8.0f} {ratio} "
-            f"{units:6.2f} {best:>6}"
+            f"{units:6.2f} {best:>6} {model:>7}"
         )
         return out.seconds, units
 
     # Plain SD ignores the layout: one measurement stands for every object count, and the ratios.
-    sd_seconds, sd_units = measure(RenderMode.SD, "first", "any", bench_layout(0, canvas=canvas), None)
+    sd_seconds, sd_units = measure(RenderMode.SD, "first", "any", layout(0), None)
     k = args.candidates
     grids = []  # (mode, objects, time ratio, sd units ratio) of k candidates over one image
     if k > 1 and RenderMode.SD.value in names:
-        seconds, units = measure(
-            RenderMode.SD, f"{k}-cand", "any", bench_layout(0, canvas=canvas), sd_seconds, k
-        )
+        seconds, units = measure(RenderMode.SD, f"{k}-cand", "any", layout(0), sd_seconds, k)
         grids.append((RenderMode.SD, "any", seconds / sd_seconds, units / sd_units))
     for mode in (RenderMode(m) for m in names):
         if mode is RenderMode.SD:
             continue
         for n in args.objects:
             cache.clear()  # a first round computes everything
-            one = measure(mode, "first", n, bench_layout(n, canvas=canvas), sd_seconds)
+            one = measure(mode, "first", n, layout(n), sd_seconds)
             if k > 1:
                 cache.clear()
-                grid = measure(mode, f"{k}-cand", n, bench_layout(n, canvas=canvas), sd_seconds, k)
+                grid = measure(mode, f"{k}-cand", n, layout(n), sd_seconds, k)
                 grids.append((mode, n, grid[0] / one[0], grid[1] / one[1]))
             if mode in (RenderMode.LMD, RenderMode.LMD_PLUS) and n and not args.no_follow_ups:
-                measure(mode, "move", n, bench_layout(n, moved=True, canvas=canvas), sd_seconds)
-                measure(
-                    mode, "change", n, bench_layout(n, moved=True, changed=True, canvas=canvas), sd_seconds
-                )
+                measure(mode, "move", n, layout(n, moved=True), sd_seconds)
+                measure(mode, "change", n, layout(n, moved=True, changed=True), sd_seconds)
                 if n > 1:
-                    measure(mode, "unbatched", n, bench_layout(n, canvas=canvas), sd_seconds)
+                    measure(mode, "unbatched", n, layout(n), sd_seconds)
     if not args.no_self_check:
         from lmd_bot.commands.bench_selfcheck import check_lines, measure_check_cost
 
@@ -312,7 +368,7 @@ def run_render(args: argparse.Namespace) -> int:
             measure_check_cost(
                 renderers["worst"].pipeline,
                 mode=mode,
-                layout=bench_layout(n, canvas=canvas),
+                layout=layout(n),
                 steps=args.steps,
                 size=size,
                 retries=args.check_retries,
@@ -334,7 +390,9 @@ def run_render(args: argparse.Namespace) -> int:
         f"cache; peak MB: {kind}; x sd: time over plain SD's at {args.steps} steps. Seconds and calls "
         f"are the worst case (guidance never stops early).\n"
         f"Compute (sd u / best u): the worst / best case (guidance stops after the first guided step) "
-        f"in sd units, the calls made weighted by their FLOPs on the full-size models at "
+        f"in sd units{'' if args.shapes else ' (model u: --shapes only)'}; model u: the method's own "
+        f"early stop on the model's losses; the calls made weighted by their FLOPs on the full-size "
+        f"models at "
         f"{table.image_size} px; 1 sd unit = plain SD at 50 steps = {table.sd_gflops() / 1000:.1f} "
         f"TFLOPs (table: lmd-bot bench flops)"
     )

@@ -112,6 +112,18 @@ def test_bench_render_prints_every_mode_and_follow_up_round_with_its_costs(capsy
         assert 0 < one < every and abs(every - 2 * first) <= 0.05 * first
 
 
+def test_bench_render_on_the_shapes_models_measures_their_own_early_stop(capsys):
+    argv = ["bench", "render", "--shapes", "--modes", "lmd+", "--objects", "2", "--steps", "6"]
+    assert main([*argv, "--candidates", "1", "--no-follow-ups", "--no-self-check"]) == 0
+    out = capsys.readouterr().out
+    assert "shapes-world trained models" in out and "SAM off" in out
+    (row,) = [line.split() for line in out.splitlines() if line.startswith("lmd+ ")]
+    worst, best, model = (float(v) for v in row[-3:])
+    # The render as configured stops guidance where the model's own loss says: between the case
+    # that stops after the first pass and the one that never stops.
+    assert best < worst and best <= model <= worst
+
+
 def test_bench_layouts_follow_the_aspect():
     from lmd_bot.commands.bench import bench_layout
     from lmd_bot.layout.canvas import Aspect, canvas_for
