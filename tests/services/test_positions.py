@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from lmd_bot.services import PlanView, ResultView, StatusView
 from tests.jobs.renderers import spec
 from tests.services.conftest import ALICE, BOB, running_core
@@ -47,4 +49,4 @@ async def test_a_waiting_jobs_status_follows_the_line_and_never_repeats_itself(t
         for job in (first, second, plan.job):
             shown = _queued(notes, job.id)
             # Each edit says something new: never the same place twice in a row.
-            assert all(a != b for a, b in zip(shown, shown[1:], strict=False)), shown
+            assert all(a != b for a, b in itertools.pairwise(shown)), shown
