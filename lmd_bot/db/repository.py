@@ -33,7 +33,7 @@ from sqlalchemy.exc import OperationalError
 from lmd_bot.db import statements as sql
 from lmd_bot.db.engine import Database
 from lmd_bot.db.models import GuildConfig, utcnow
-from lmd_bot.db.records import finished_job_row, job_record, new_job_row, round_record, scene_record
+from lmd_bot.db.records import aware, finished_job_row, job_record, new_job_row, round_record, scene_record
 from lmd_bot.errors import StorageError
 from lmd_bot.jobs.models import CapReachedError
 from lmd_bot.layout.schema import SceneLayout
@@ -50,6 +50,9 @@ from lmd_bot.scenes.models import (
 )
 
 T = TypeVar("T")
+
+# Round records kept for re-reads of their scenes (a few hundred bytes to a few kB each).
+ROUNDS_KEPT = 4096
 
 _ACTIVE = sql.ACTIVE
 _SCENES, _ROUNDS, _JOBS, _MESSAGES = sql.SCENES, sql.ROUNDS, sql.JOBS, sql.MESSAGES
@@ -90,6 +93,16 @@ class FinishedJob:
 class Repository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Rounds never change once written: each instruction re-reads its scene's rounds, and
+        # those seen before are taken from here (matched by id and creation time) instead of
+        # parsing and validating every layout of the scene's history again.
+        self._rounds: dict[int, RoundRecord] = {}
+
+    def _keep(self, rounds: Iterable[RoundRecord]) -> None:
+        for round_ in rounds:
+            self._rounds[round_.id] = round_
+        while len(self._rounds) > ROUNDS_KEPT:  # the oldest first
+            del self._rounds[next(iter(self._rounds))]
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
         """``work`` in one write transaction (see :class:`~lmd_bot.db.engine.Database`)."""
@@ -161,7 +174,9 @@ class Repository:
             ).one()
             return scene_record(scene), first
 
-        return await self._write(work)
+        scene, first = await self._write(work)
+        self._keep([first])
+        return scene, first
 
     async def add_round(
         self,
@@ -220,7 +235,9 @@ class Repository:
                 (job_record(job_row) if job_row is not None else None),
             )
 
-        return await self._write(work)
+        scene, new_round, job_record_ = await self._write(work)
+        self._keep([new_round])
+        return scene, new_round, job_record_
 
     async def start_render(
         self,
@@ -312,15 +329,24 @@ class Repository:
 
     async def scene_tree(self, scene_id: int) -> tuple[SceneRecord, dict[int, RoundRecord]]:
         """A scene and all its rounds by id, in one read."""
+        known = self._rounds
 
         def work(c: Connection) -> tuple[SceneRecord, dict[int, RoundRecord]]:
             row = c.execute(sql.SCENE, {"scene_id": scene_id}).first()
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
-            rounds = c.execute(sql.ROUNDS_OF_SCENE, {"scene_id": scene_id})
-            return scene_record(row), {r.id: round_record(r) for r in rounds}
+            rounds = {}
+            for round_id, created_at in c.execute(sql.ROUND_STAMPS, {"scene_id": scene_id}):
+                seen = known.get(round_id)
+                if seen is None or seen.created_at != aware(created_at):
+                    rows = c.execute(sql.ROUNDS_OF_SCENE, {"scene_id": scene_id})
+                    return scene_record(row), {r.id: round_record(r) for r in rows}
+                rounds[round_id] = seen
+            return scene_record(row), rounds
 
-        return await self._read(work)
+        scene, rounds = await self._read(work)
+        self._keep(rounds.values())
+        return scene, rounds
 
     async def rounds(self, scene_id: int) -> dict[int, RoundRecord]:
         def work(c: Connection) -> dict[int, RoundRecord]:

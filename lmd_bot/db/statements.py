@@ -24,6 +24,10 @@ SCENE: Select = select(SCENES).where(SCENES.c.id == bindparam("scene_id"))
 SCENE_FOR_UPDATE: Select = SCENE.with_for_update()
 ROUND: Select = select(ROUNDS).where(ROUNDS.c.id == bindparam("round_id"))
 ROUNDS_OF_SCENE: Select = select(ROUNDS).where(ROUNDS.c.scene_id == bindparam("scene_id"))
+# Which rounds a scene has (by id and creation time), without their layouts.
+ROUND_STAMPS: Select = select(ROUNDS.c.id, ROUNDS.c.created_at).where(
+    ROUNDS.c.scene_id == bindparam("scene_id")
+)
 PARENT: Select = select(ROUNDS.c.scene_id, ROUNDS.c.candidates).where(ROUNDS.c.id == bindparam("round_id"))
 LAST_NUMBER: Select = select(func.coalesce(func.max(ROUNDS.c.number), 0)).where(
     ROUNDS.c.scene_id == bindparam("scene_id")
