@@ -4,7 +4,9 @@ Alembic is configured in code (no ``alembic.ini``): :func:`alembic_config` point
 ``migrations/`` and a URL, so ``lmd-bot`` and the tests migrate the same way, and an operator can
 still run ``alembic -x url=... upgrade head`` through ``lmd_bot/db/alembic.ini``.
 
-A transaction is one plain function of a SQLAlchemy :class:`~sqlalchemy.orm.Session`, run whole:
+A transaction is one plain function of a SQLAlchemy :class:`~sqlalchemy.engine.Connection`
+(table statements, no ORM session: its identity map and unit of work cost more of the event
+loop's time than the statements themselves), run whole:
 
 - On SQLite, on the event loop itself (see :class:`SqliteDatabase`): the loop is the single
   writer, so our writers never wait on each other. Through an async driver every statement,
@@ -37,8 +39,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from lmd_bot.errors import ConfigError
@@ -111,21 +112,21 @@ class Database(ABC):
         self.reads = 0
         self.waits = 0
 
-    async def write(self, work: Callable[[Session], T]) -> T:
+    async def write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work`` in one write transaction, committed if it returns, rolled back if it raises."""
         self.writes += 1
         return await self._write(work)
 
-    async def read(self, work: Callable[[Session], T]) -> T:
-        """Run ``work`` in a read-only session."""
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` on a connection whose transaction is rolled back (it only reads)."""
         self.reads += 1
         return await self._read(work)
 
     @abstractmethod
-    async def _write(self, work: Callable[[Session], T]) -> T: ...
+    async def _write(self, work: Callable[[Connection], T]) -> T: ...
 
     @abstractmethod
-    async def _read(self, work: Callable[[Session], T]) -> T: ...
+    async def _read(self, work: Callable[[Connection], T]) -> T: ...
 
     @abstractmethod
     async def run(self, work: Callable[[Connection], T], *, commit: bool = True) -> T:
@@ -176,34 +177,32 @@ class SqliteDatabase(Database):
         self.engine = now
         self.where = where
         self._waiting_engine = waiting
-        self._now = sessionmaker(now, expire_on_commit=False)
-        self._waiting = sessionmaker(waiting, expire_on_commit=False)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="lmd-db")
 
     @staticmethod
-    def _write_with(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-        with sessions.begin() as session:
-            return work(session)
+    def _write_with(engine: Engine, work: Callable[[Connection], T]) -> T:
+        with engine.begin() as connection:
+            return work(connection)
 
     @staticmethod
-    def _read_with(sessions: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-        with sessions() as session:
-            return work(session)
+    def _read_with(engine: Engine, work: Callable[[Connection], T]) -> T:
+        with engine.connect() as connection:
+            return work(connection)
 
-    async def _first_now(self, run: Callable[..., T], work: Callable[[Session], T]) -> T:
+    async def _first_now(self, run: Callable[..., T], work: Callable[[Connection], T]) -> T:
         try:
-            return run(self._now, work)
+            return run(self.engine, work)
         except OperationalError as exc:
             if not _busy(exc):
                 raise
         self.waits += 1
         log.info("%s is locked by another process: waiting in a thread", self.where)
-        return await asyncio.get_running_loop().run_in_executor(self._thread, run, self._waiting, work)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, run, self._waiting_engine, work)
 
-    async def _write(self, work: Callable[[Session], T]) -> T:
+    async def _write(self, work: Callable[[Connection], T]) -> T:
         return await self._first_now(self._write_with, work)
 
-    async def _read(self, work: Callable[[Session], T]) -> T:
+    async def _read(self, work: Callable[[Connection], T]) -> T:
         return await self._first_now(self._read_with, work)
 
     async def run(self, work: Callable[[Connection], T], *, commit: bool = True) -> T:
@@ -235,16 +234,15 @@ class ServerDatabase(Database):
         self.async_engine = engine
         self.engine = engine.sync_engine
         self.where = where
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock()
 
-    async def _write(self, work: Callable[[Session], T]) -> T:
-        async with self._write_lock, self._sessions.begin() as session:
-            return await session.run_sync(work)
+    async def _write(self, work: Callable[[Connection], T]) -> T:
+        async with self._write_lock, self.async_engine.begin() as connection:
+            return await connection.run_sync(work)
 
-    async def _read(self, work: Callable[[Session], T]) -> T:
-        async with self._sessions() as session:
-            return await session.run_sync(work)
+    async def _read(self, work: Callable[[Connection], T]) -> T:
+        async with self.async_engine.connect() as connection:
+            return await connection.run_sync(work)
 
     async def run(self, work: Callable[[Connection], T], *, commit: bool = True) -> T:
         async with self.async_engine.connect() as connection:

@@ -1,13 +1,20 @@
-"""Database rows as the records the services pass around (:mod:`lmd_bot.scenes.models`)."""
+"""Database rows as the records the services pass around (:mod:`lmd_bot.scenes.models`), and
+the rows of new jobs."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from lmd_bot.db.models import Job, Round, Scene
+from sqlalchemy.engine import Row
+
+from lmd_bot.db.models import utcnow
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.models import JobRecord, JobStatus, RoundKind, RoundRecord, SceneRecord
+
+if TYPE_CHECKING:
+    from lmd_bot.db.repository import FinishedJob, NewJob
 
 
 def aware(value: datetime | None) -> datetime | None:
@@ -17,7 +24,7 @@ def aware(value: datetime | None) -> datetime | None:
     return value
 
 
-def scene_record(row: Scene) -> SceneRecord:
+def scene_record(row: Row) -> SceneRecord:
     return SceneRecord(
         id=row.id,
         owner_id=row.owner_id,
@@ -36,7 +43,7 @@ def scene_record(row: Scene) -> SceneRecord:
     )
 
 
-def round_record(row: Round) -> RoundRecord:
+def round_record(row: Row) -> RoundRecord:
     return RoundRecord(
         id=row.id,
         scene_id=row.scene_id,
@@ -52,7 +59,7 @@ def round_record(row: Round) -> RoundRecord:
     )
 
 
-def job_record(row: Job) -> JobRecord:
+def job_record(row: Row) -> JobRecord:
     return JobRecord(
         id=row.id,
         scene_id=row.scene_id,
@@ -75,4 +82,46 @@ def job_record(row: Job) -> JobRecord:
         queued_at=aware(row.queued_at),
         started_at=aware(row.started_at),
         finished_at=aware(row.finished_at),
+    )
+
+
+def new_job_row(*, scene_id: int, round_id: int, seed: int, job: NewJob) -> dict[str, Any]:
+    """A queued job's row."""
+    return dict(
+        scene_id=scene_id,
+        round_id=round_id,
+        user_id=job.user_id,
+        guild_id=job.guild_id,
+        status=JobStatus.QUEUED.value,
+        mode=job.mode.value,
+        steps=job.steps,
+        seed=seed,
+        attempts=0,
+        flagged=False,
+        refine=job.refine,
+        queued_at=utcnow(),
+    )
+
+
+def finished_job_row(*, scene_id: int, round_id: int, seed: int, done: FinishedJob) -> dict[str, Any]:
+    """The row of a job created done."""
+    now = utcnow()
+    return dict(
+        scene_id=scene_id,
+        round_id=round_id,
+        user_id=done.user_id,
+        guild_id=done.guild_id,
+        status=JobStatus.DONE.value,
+        mode=done.mode.value,
+        steps=done.steps,
+        seed=seed,
+        attempts=0,
+        image_path=done.image_path,
+        overlay_path=done.overlay_path,
+        flagged=done.flagged,
+        render_seconds=done.render_seconds,
+        refine=done.refine,
+        queued_at=now,
+        started_at=now,
+        finished_at=now,
     )

@@ -8,9 +8,16 @@ A database that cannot be used right now (locked past its busy timeout, a full d
 server) raises :class:`~lmd_bot.errors.StorageError`, which says so to the user; the transaction
 is rolled back, so nothing is half-written.
 
-Each method's transaction is one plain function of a session, which the
-:class:`~lmd_bot.db.engine.Database` runs whole: on SQLite by its single writer thread (or a
-reader thread), so our own writers never wait on each other's locks.
+Each method's transaction is one plain function of a connection, which the
+:class:`~lmd_bot.db.engine.Database` runs whole: on SQLite on the event loop itself (the single
+writer), so our own writers never wait on each other's locks.
+
+Transactions are SQL statements on the tables (:mod:`lmd_bot.db.models` defines them), not ORM
+sessions with their loads and flushes: the session's identity map and unit of work cost a few
+hundred microseconds of the event loop's time per statement, several times the statement itself,
+and on the bot's busiest path (an instruction, a job's start and end) every user's next step
+waits behind them. Records are built from the rows a statement returns (``RETURNING``), or from
+what was written, never read back.
 """
 
 from __future__ import annotations
@@ -19,13 +26,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
+from lmd_bot.db import statements as sql
 from lmd_bot.db.engine import Database
-from lmd_bot.db.models import GuildConfig, Job, MessageLink, Round, Scene, utcnow
-from lmd_bot.db.records import job_record, round_record, scene_record
+from lmd_bot.db.models import GuildConfig, utcnow
+from lmd_bot.db.records import aware, finished_job_row, job_record, new_job_row, round_record, scene_record
 from lmd_bot.errors import StorageError
 from lmd_bot.jobs.models import CapReachedError
 from lmd_bot.layout.schema import SceneLayout
@@ -43,7 +51,12 @@ from lmd_bot.scenes.models import (
 
 T = TypeVar("T")
 
-_ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+# Round records kept for re-reads of their scenes (a few hundred bytes to a few kB each).
+ROUNDS_KEPT = 4096
+
+_ACTIVE = sql.ACTIVE
+_SCENES, _ROUNDS, _JOBS, _MESSAGES = sql.SCENES, sql.ROUNDS, sql.JOBS, sql.MESSAGES
+_GUILDS = GuildConfig.__table__
 
 
 class NotFoundError(LookupError):
@@ -80,15 +93,25 @@ class FinishedJob:
 class Repository:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # Rounds never change once written: each instruction re-reads its scene's rounds, and
+        # those seen before are taken from here (matched by id and creation time) instead of
+        # parsing and validating every layout of the scene's history again.
+        self._rounds: dict[int, RoundRecord] = {}
 
-    async def _write(self, work: Callable[[Session], T]) -> T:
+    def _keep(self, rounds: Iterable[RoundRecord]) -> None:
+        for round_ in rounds:
+            self._rounds[round_.id] = round_
+        while len(self._rounds) > ROUNDS_KEPT:  # the oldest first
+            del self._rounds[next(iter(self._rounds))]
+
+    async def _write(self, work: Callable[[Connection], T]) -> T:
         """``work`` in one write transaction (see :class:`~lmd_bot.db.engine.Database`)."""
         try:
             return await self._db.write(work)
         except OperationalError as exc:
             raise StorageError(f"database write failed: {exc.orig}") from exc
 
-    async def _read(self, work: Callable[[Session], T]) -> T:
+    async def _read(self, work: Callable[[Connection], T]) -> T:
         try:
             return await self._db.read(work)
         except OperationalError as exc:
@@ -114,39 +137,46 @@ class Repository:
         """A new scene with its first round (the plan, rendered as ``candidates`` seeds) as its
         head, in one transaction."""
 
-        def work(s: Session) -> tuple[SceneRecord, RoundRecord]:
-            scene = Scene(
-                owner_id=owner_id,
-                guild_id=guild_id,
-                channel_id=channel_id,
-                prompt=prompt,
-                mode=mode.value,
-                steps=steps,
-                seed=seed,
-                allow_everyone=False,
-                nsfw=nsfw,
-                created_at=utcnow(),
+        def work(c: Connection) -> tuple[SceneRecord, RoundRecord]:
+            scene_id = c.scalar(
+                insert(_SCENES)
+                .values(
+                    owner_id=owner_id,
+                    guild_id=guild_id,
+                    channel_id=channel_id,
+                    prompt=prompt,
+                    mode=mode.value,
+                    steps=steps,
+                    seed=seed,
+                    allow_everyone=False,
+                    nsfw=nsfw,
+                    created_at=utcnow(),
+                )
+                .returning(_SCENES.c.id)
             )
-            s.add(scene)
-            s.flush()
-            first = Round(
-                scene_id=scene.id,
+            first = _insert_round(
+                c,
+                scene_id=scene_id,
                 parent_id=None,
                 number=1,
-                kind=RoundKind.PLAN.value,
+                kind=RoundKind.PLAN,
                 instruction=prompt,
-                layout=layout.model_dump(mode="json"),
+                layout=layout,
                 seed=seed,
                 candidates=candidates,
-                notes=list(notes),
-                created_at=utcnow(),
+                notes=notes,
             )
-            s.add(first)
-            s.flush()
-            scene.head_round_id = first.id
-            return scene_record(scene), round_record(first)
+            scene = c.execute(
+                update(_SCENES)
+                .where(_SCENES.c.id == scene_id)
+                .values(head_round_id=first.id)
+                .returning(*_SCENES.c)
+            ).one()
+            return scene_record(scene), first
 
-        return await self._write(work)
+        scene, first = await self._write(work)
+        self._keep([first])
+        return scene, first
 
     async def add_round(
         self,
@@ -169,47 +199,45 @@ class Repository:
         ``done``, a job that is finished already (a picked candidate's image). Returns the updated
         scene too."""
 
-        def work(s: Session) -> tuple[SceneRecord, RoundRecord, JobRecord | None]:
-            scene = s.get(Scene, scene_id, with_for_update=True)
-            parent = s.get(Round, parent_id)
-            if scene is None or parent is None or parent.scene_id != scene_id:
+        def work(c: Connection) -> tuple[SceneRecord, RoundRecord, JobRecord | None]:
+            # The scene's row lock (PostgreSQL) makes two rounds of one scene take turns for a number.
+            found = c.execute(sql.SCENE_FOR_UPDATE, {"scene_id": scene_id}).first()
+            parent = c.execute(sql.PARENT, {"round_id": parent_id}).first()
+            if found is None or parent is None or parent.scene_id != scene_id:
                 raise NotFoundError(f"round {parent_id} of scene {scene_id}")
             if job is not None:
-                self._check_cap(s, job)
-            number = (
-                s.scalar(select(func.coalesce(func.max(Round.number), 0)).where(Round.scene_id == scene_id))
-            ) + 1
-            row = Round(
+                self._check_cap(c, job)
+            new_round = _insert_round(
+                c,
                 scene_id=scene_id,
                 parent_id=parent_id,
-                number=number,
-                kind=kind.value,
+                number=c.scalar(sql.LAST_NUMBER, {"scene_id": scene_id}) + 1,
+                kind=kind,
                 instruction=instruction,
-                layout=layout.model_dump(mode="json"),
+                layout=layout,
                 seed=seed,
                 candidates=parent.candidates if candidates is None else candidates,
-                notes=list(notes),
-                created_at=utcnow(),
+                notes=notes,
             )
-            s.add(row)
-            s.flush()
-            scene.head_round_id = row.id
-            scene.seed = seed
-            job_row = None
+            round_id = new_round.id
+            scene = c.execute(sql.SET_HEAD, {"scene_id": scene_id, "head": round_id, "new_seed": seed}).one()
+            job_values = None
             if job is not None:
-                job_row = self._new_job(scene_id=scene_id, round_id=row.id, seed=seed, job=job)
+                job_values = new_job_row(scene_id=scene_id, round_id=round_id, seed=seed, job=job)
             elif done is not None:
-                job_row = self._finished_job(scene_id=scene_id, round_id=row.id, seed=seed, done=done)
-            if job_row is not None:
-                s.add(job_row)
-                s.flush()
+                job_values = finished_job_row(scene_id=scene_id, round_id=round_id, seed=seed, done=done)
+            job_row = None
+            if job_values is not None:
+                job_row = c.execute(sql.NEW_JOB, job_values).one()
             return (
                 scene_record(scene),
-                round_record(row),
+                new_round,
                 (job_record(job_row) if job_row is not None else None),
             )
 
-        return await self._write(work)
+        scene, new_round, job_record_ = await self._write(work)
+        self._keep([new_round])
+        return scene, new_round, job_record_
 
     async def start_render(
         self,
@@ -224,53 +252,59 @@ class Repository:
         opened (a new scene's home), the plan message's link to the round, and the job (with the
         round's seed unless ``seed``). CapReachedError, and nothing written, at the user's cap."""
 
-        def work(s: Session) -> tuple[SceneRecord, RoundRecord, JobRecord]:
-            round_row = s.get(Round, round_id)
+        def work(c: Connection) -> tuple[SceneRecord, RoundRecord, JobRecord]:
+            round_row = c.execute(sql.ROUND, {"round_id": round_id}).first()
             if round_row is None:
                 raise NotFoundError(f"round {round_id}")
-            scene = s.get(Scene, round_row.scene_id, with_for_update=True)
-            self._check_cap(s, job)
+            scene_id = round_row.scene_id
+            scene = c.execute(sql.SCENE_FOR_UPDATE, {"scene_id": scene_id}).one()
+            self._check_cap(c, job)
             if thread_id is not None and scene.thread_id is None:
-                scene.thread_id, scene.plan_message_id = thread_id, plan_message_id
+                scene = c.execute(
+                    update(_SCENES)
+                    .where(_SCENES.c.id == scene_id)
+                    .values(thread_id=thread_id, plan_message_id=plan_message_id)
+                    .returning(*_SCENES.c)
+                ).one()
             if plan_message_id is not None:
-                self._link(s, plan_message_id, scene.id, round_id, None, MessageKind.PLAN)
-            job_row = self._new_job(
-                scene_id=scene.id, round_id=round_id, seed=round_row.seed if seed is None else seed, job=job
+                self._link(c, plan_message_id, scene_id, round_id, None, MessageKind.PLAN)
+            values = new_job_row(
+                scene_id=scene_id, round_id=round_id, seed=round_row.seed if seed is None else seed, job=job
             )
-            s.add(job_row)
-            s.flush()
+            job_row = c.execute(sql.NEW_JOB, values).one()
             return scene_record(scene), round_record(round_row), job_record(job_row)
 
         return await self._write(work)
 
     @staticmethod
-    def _check_cap(s: Session, job: NewJob) -> None:
-        active = s.scalar(
-            select(func.count()).select_from(Job).where(Job.user_id == job.user_id, Job.status.in_(_ACTIVE))
-        )
+    def _check_cap(c: Connection, job: NewJob) -> None:
+        active = _count_active(c, job.user_id)
         if active >= job.cap:
             raise CapReachedError(job.user_id, active)
 
     async def set_head(self, scene_id: int, round_id: int, seed: int) -> SceneRecord:
-        def work(s: Session) -> SceneRecord:
-            row = s.get(Scene, scene_id)
+        def work(c: Connection) -> SceneRecord:
+            row = c.execute(
+                update(_SCENES)
+                .where(_SCENES.c.id == scene_id)
+                .values(head_round_id=round_id, seed=seed)
+                .returning(*_SCENES.c)
+            ).first()
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
-            row.head_round_id, row.seed = round_id, seed
-            s.flush()
             return scene_record(row)
 
         return await self._write(work)
 
     async def set_allow_everyone(self, scene_id: int, allow: bool) -> None:
-        def work(s: Session) -> None:
-            s.execute(update(Scene).where(Scene.id == scene_id).values(allow_everyone=allow))
+        def work(c: Connection) -> None:
+            c.execute(update(_SCENES).where(_SCENES.c.id == scene_id).values(allow_everyone=allow))
 
         await self._write(work)
 
     async def scene(self, scene_id: int) -> SceneRecord:
-        def work(s: Session) -> SceneRecord:
-            row = s.get(Scene, scene_id)
+        def work(c: Connection) -> SceneRecord:
+            row = c.execute(sql.SCENE, {"scene_id": scene_id}).first()
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
             return scene_record(row)
@@ -278,15 +312,15 @@ class Repository:
         return await self._read(work)
 
     async def scene_by_thread(self, thread_id: int) -> SceneRecord | None:
-        def work(s: Session) -> SceneRecord | None:
-            row = s.scalar(select(Scene).where(Scene.thread_id == thread_id))
+        def work(c: Connection) -> SceneRecord | None:
+            row = c.execute(select(_SCENES).where(_SCENES.c.thread_id == thread_id)).first()
             return scene_record(row) if row is not None else None
 
         return await self._read(work)
 
     async def round(self, round_id: int) -> RoundRecord:
-        def work(s: Session) -> RoundRecord:
-            row = s.get(Round, round_id)
+        def work(c: Connection) -> RoundRecord:
+            row = c.execute(sql.ROUND, {"round_id": round_id}).first()
             if row is None:
                 raise NotFoundError(f"round {round_id}")
             return round_record(row)
@@ -295,64 +329,33 @@ class Repository:
 
     async def scene_tree(self, scene_id: int) -> tuple[SceneRecord, dict[int, RoundRecord]]:
         """A scene and all its rounds by id, in one read."""
+        known = self._rounds
 
-        def work(s: Session) -> tuple[SceneRecord, dict[int, RoundRecord]]:
-            row = s.get(Scene, scene_id)
+        def work(c: Connection) -> tuple[SceneRecord, dict[int, RoundRecord]]:
+            row = c.execute(sql.SCENE, {"scene_id": scene_id}).first()
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
-            rounds = s.scalars(select(Round).where(Round.scene_id == scene_id))
-            return scene_record(row), {r.id: round_record(r) for r in rounds}
+            rounds = {}
+            for round_id, created_at in c.execute(sql.ROUND_STAMPS, {"scene_id": scene_id}):
+                seen = known.get(round_id)
+                if seen is None or seen.created_at != aware(created_at):
+                    rows = c.execute(sql.ROUNDS_OF_SCENE, {"scene_id": scene_id})
+                    return scene_record(row), {r.id: round_record(r) for r in rows}
+                rounds[round_id] = seen
+            return scene_record(row), rounds
 
-        return await self._read(work)
+        scene, rounds = await self._read(work)
+        self._keep(rounds.values())
+        return scene, rounds
 
     async def rounds(self, scene_id: int) -> dict[int, RoundRecord]:
-        def work(s: Session) -> dict[int, RoundRecord]:
-            rows = s.scalars(select(Round).where(Round.scene_id == scene_id))
+        def work(c: Connection) -> dict[int, RoundRecord]:
+            rows = c.execute(select(_ROUNDS).where(_ROUNDS.c.scene_id == scene_id))
             return {r.id: round_record(r) for r in rows}
 
         return await self._read(work)
 
     # --- jobs ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _new_job(*, scene_id: int, round_id: int, seed: int, job: NewJob) -> Job:
-        return Job(
-            scene_id=scene_id,
-            round_id=round_id,
-            user_id=job.user_id,
-            guild_id=job.guild_id,
-            status=JobStatus.QUEUED.value,
-            mode=job.mode.value,
-            steps=job.steps,
-            seed=seed,
-            attempts=0,
-            flagged=False,
-            refine=job.refine,
-            queued_at=utcnow(),
-        )
-
-    @staticmethod
-    def _finished_job(*, scene_id: int, round_id: int, seed: int, done: FinishedJob) -> Job:
-        now = utcnow()
-        return Job(
-            scene_id=scene_id,
-            round_id=round_id,
-            user_id=done.user_id,
-            guild_id=done.guild_id,
-            status=JobStatus.DONE.value,
-            mode=done.mode.value,
-            steps=done.steps,
-            seed=seed,
-            attempts=0,
-            image_path=done.image_path,
-            overlay_path=done.overlay_path,
-            flagged=done.flagged,
-            render_seconds=done.render_seconds,
-            refine=done.refine,
-            queued_at=now,
-            started_at=now,
-            finished_at=now,
-        )
 
     async def create_job(
         self,
@@ -368,12 +371,10 @@ class Repository:
         """A queued job, with no cap check (for tools and tests; the services use
         :meth:`start_render`)."""
 
-        def work(s: Session) -> JobRecord:
+        def work(c: Connection) -> JobRecord:
             new = NewJob(user_id=user_id, guild_id=guild_id, mode=mode, steps=steps, cap=0)
-            row = self._new_job(scene_id=scene_id, round_id=round_id, seed=seed, job=new)
-            s.add(row)
-            s.flush()
-            return job_record(row)
+            values = new_job_row(scene_id=scene_id, round_id=round_id, seed=seed, job=new)
+            return job_record(c.execute(sql.NEW_JOB, values).one())
 
         return await self._write(work)
 
@@ -382,34 +383,35 @@ class Repository:
         is queued, running or done already: that one is returned instead, so a second press
         queues nothing. ``(job, created)``; CapReachedError, and nothing written, at the cap."""
 
-        def work(s: Session) -> tuple[JobRecord, bool]:
+        def work(c: Connection) -> tuple[JobRecord, bool]:
             # The source's row lock makes two presses at once take turns (PostgreSQL).
-            source = s.get(Job, source_id, with_for_update=True)
+            source = c.execute(select(_JOBS).where(_JOBS.c.id == source_id).with_for_update()).first()
             if source is None:
                 raise NotFoundError(f"job {source_id}")
-            existing = s.scalar(
-                select(Job)
+            existing = c.execute(
+                select(_JOBS)
                 .where(
-                    Job.refine_of == source_id,
-                    Job.status.in_([*_ACTIVE, JobStatus.DONE.value]),
+                    _JOBS.c.refine_of == source_id,
+                    _JOBS.c.status.in_([*_ACTIVE, JobStatus.DONE.value]),
                 )
-                .order_by(Job.id.desc())
+                .order_by(_JOBS.c.id.desc())
                 .limit(1)
-            )
+            ).first()
             if existing is not None:
                 return job_record(existing), False
-            self._check_cap(s, job)
-            row = self._new_job(scene_id=source.scene_id, round_id=source.round_id, seed=source.seed, job=job)
-            row.refine, row.refine_of = True, source_id
-            s.add(row)
-            s.flush()
+            self._check_cap(c, job)
+            values = new_job_row(
+                scene_id=source.scene_id, round_id=source.round_id, seed=source.seed, job=job
+            )
+            values.update(refine=True, refine_of=source_id)
+            row = c.execute(sql.NEW_JOB, values).one()
             return job_record(row), True
 
         return await self._write(work)
 
     async def job(self, job_id: int) -> JobRecord:
-        def work(s: Session) -> JobRecord:
-            row = s.get(Job, job_id)
+        def work(c: Connection) -> JobRecord:
+            row = c.execute(sql.JOB, {"job_id": job_id}).first()
             if row is None:
                 raise NotFoundError(f"job {job_id}")
             return job_record(row)
@@ -421,13 +423,11 @@ class Repository:
             if key in values and isinstance(values[key], JobStatus):
                 values[key] = values[key].value
 
-        def work(s: Session) -> JobRecord:
-            row = s.get(Job, job_id)
+        def work(c: Connection) -> JobRecord:
+            statement = sql.update_job(tuple(values))
+            row = c.execute(statement, {"job_id": job_id, **sql.new(values)}).first()
             if row is None:
                 raise NotFoundError(f"job {job_id}")
-            for key, value in values.items():
-                setattr(row, key, value)
-            s.flush()
             return job_record(row)
 
         return await self._write(work)
@@ -435,62 +435,57 @@ class Repository:
     async def finish_job_if_active(self, job_id: int, status: JobStatus, **values: Any) -> JobRecord | None:
         """Set a final status only if the job is still queued or running (events can race a cancel)."""
 
-        def work(s: Session) -> JobRecord | None:
-            row = s.get(Job, job_id, with_for_update=True)
-            if row is None or row.status not in _ACTIVE:
-                return None
-            row.status = status.value
-            row.finished_at = utcnow()
-            for key, value in values.items():
-                setattr(row, key, value)
-            s.flush()
-            return job_record(row)
+        def work(c: Connection) -> JobRecord | None:
+            # One statement: the check and the write cannot be split by a cancel.
+            new = {"status": status.value, "finished_at": utcnow(), **values}
+            statement = sql.update_job(tuple(new), only_active=True)
+            row = c.execute(statement, {"job_id": job_id, **sql.new(new)}).first()
+            return job_record(row) if row is not None else None
 
         return await self._write(work)
 
     async def count_active_jobs(self, user_id: int) -> int:
-        def work(s: Session) -> int:
-            return s.scalar(
-                select(func.count()).select_from(Job).where(Job.user_id == user_id, Job.status.in_(_ACTIVE))
-            )
-
-        return await self._read(work)
+        return await self._read(lambda c: _count_active(c, user_id))
 
     async def jobs_with_status(self, *statuses: JobStatus) -> list[JobRecord]:
-        def work(s: Session) -> list[JobRecord]:
-            rows = s.scalars(
-                select(Job)
-                .where(Job.status.in_([st.value for st in statuses]))
-                .order_by(Job.queued_at, Job.id)
+        def work(c: Connection) -> list[JobRecord]:
+            rows = c.execute(
+                select(_JOBS)
+                .where(_JOBS.c.status.in_([st.value for st in statuses]))
+                .order_by(_JOBS.c.queued_at, _JOBS.c.id)
             )
             return [job_record(r) for r in rows]
 
         return await self._read(work)
 
     async def active_jobs_of_scene(self, scene_id: int) -> list[JobRecord]:
-        def work(s: Session) -> list[JobRecord]:
-            rows = s.scalars(
-                select(Job).where(Job.scene_id == scene_id, Job.status.in_(_ACTIVE)).order_by(Job.id)
+        def work(c: Connection) -> list[JobRecord]:
+            rows = c.execute(
+                select(_JOBS)
+                .where(_JOBS.c.scene_id == scene_id, _JOBS.c.status.in_(_ACTIVE))
+                .order_by(_JOBS.c.id)
             )
             return [job_record(r) for r in rows]
 
         return await self._read(work)
 
     async def recent_jobs_of_user(self, user_id: int, limit: int = 10) -> list[JobRecord]:
-        def work(s: Session) -> list[JobRecord]:
-            rows = s.scalars(select(Job).where(Job.user_id == user_id).order_by(Job.id.desc()).limit(limit))
+        def work(c: Connection) -> list[JobRecord]:
+            rows = c.execute(
+                select(_JOBS).where(_JOBS.c.user_id == user_id).order_by(_JOBS.c.id.desc()).limit(limit)
+            )
             return [job_record(r) for r in rows]
 
         return await self._read(work)
 
     async def latest_done_job(self, round_id: int) -> JobRecord | None:
-        def work(s: Session) -> JobRecord | None:
-            row = s.scalar(
-                select(Job)
-                .where(Job.round_id == round_id, Job.status == JobStatus.DONE.value)
-                .order_by(Job.id.desc())
+        def work(c: Connection) -> JobRecord | None:
+            row = c.execute(
+                select(_JOBS)
+                .where(_JOBS.c.round_id == round_id, _JOBS.c.status == JobStatus.DONE.value)
+                .order_by(_JOBS.c.id.desc())
                 .limit(1)
-            )
+            ).first()
             return job_record(row) if row is not None else None
 
         return await self._read(work)
@@ -500,8 +495,8 @@ class Repository:
     async def link_message(
         self, message_id: int, *, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
     ) -> None:
-        def work(s: Session) -> None:
-            self._link(s, message_id, scene_id, round_id, job_id, kind)
+        def work(c: Connection) -> None:
+            self._link(c, message_id, scene_id, round_id, job_id, kind)
 
         await self._write(work)
 
@@ -509,36 +504,27 @@ class Repository:
         """The job's status message is ``message_id`` now: stored on the job, and linked to its
         round (so a reaction or button on it finds the scene), in one transaction."""
 
-        def work(s: Session) -> None:
-            row = s.get(Job, job_id)
+        def work(c: Connection) -> None:
+            row = c.execute(sql.SET_STATUS_MESSAGE, {"job_id": job_id, "message_id": message_id}).first()
             if row is None:
                 raise NotFoundError(f"job {job_id}")
-            row.status_message_id = message_id
-            self._link(s, message_id, row.scene_id, row.round_id, job_id, MessageKind.STATUS)
+            self._link(c, message_id, row.scene_id, row.round_id, job_id, MessageKind.STATUS)
 
         await self._write(work)
 
     @staticmethod
     def _link(
-        s: Session, message_id: int, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
+        c: Connection, message_id: int, scene_id: int, round_id: int, job_id: int | None, kind: MessageKind
     ) -> None:
-        row = s.get(MessageLink, message_id)
-        if row is None:
-            s.add(
-                MessageLink(
-                    message_id=message_id,
-                    scene_id=scene_id,
-                    round_id=round_id,
-                    job_id=job_id,
-                    kind=kind.value,
-                )
-            )
-        else:
-            row.scene_id, row.round_id, row.job_id, row.kind = scene_id, round_id, job_id, kind.value
+        """Point ``message_id`` at the round (a new link, or a message that shows another now)."""
+        values = {"scene_id": scene_id, "round_id": round_id, "job_id": job_id, "kind": kind.value}
+        moved = c.execute(sql.MOVE_LINK, {"link_id": message_id, **sql.new(values)})
+        if moved.rowcount == 0:
+            c.execute(sql.NEW_LINK, {"message_id": message_id, **values})
 
     async def message(self, message_id: int) -> MessageRef | None:
-        def work(s: Session) -> MessageRef | None:
-            row = s.get(MessageLink, message_id)
+        def work(c: Connection) -> MessageRef | None:
+            row = c.execute(select(_MESSAGES).where(_MESSAGES.c.message_id == message_id)).first()
             if row is None:
                 return None
             return MessageRef(
@@ -554,8 +540,8 @@ class Repository:
     # --- server settings -----------------------------------------------------------------------
 
     async def server_settings(self, guild_id: int) -> ServerSettings:
-        def work(s: Session) -> ServerSettings:
-            row = s.get(GuildConfig, guild_id)
+        def work(c: Connection) -> ServerSettings:
+            row = c.execute(select(_GUILDS.c.data).where(_GUILDS.c.guild_id == guild_id)).first()
             return ServerSettings.model_validate(row.data) if row is not None else ServerSettings()
 
         return await self._read(work)
@@ -563,11 +549,45 @@ class Repository:
     async def save_server_settings(self, guild_id: int, value: ServerSettings, *, by: int | None) -> None:
         data = value.model_dump(mode="json")
 
-        def work(s: Session) -> None:
-            row = s.get(GuildConfig, guild_id)
-            if row is None:
-                s.add(GuildConfig(guild_id=guild_id, data=data, updated_by=by, updated_at=utcnow()))
-            else:
-                row.data, row.updated_by, row.updated_at = data, by, utcnow()
+        def work(c: Connection) -> None:
+            values = {"data": data, "updated_by": by, "updated_at": utcnow()}
+            changed = c.execute(update(_GUILDS).where(_GUILDS.c.guild_id == guild_id).values(**values))
+            if changed.rowcount == 0:
+                c.execute(insert(_GUILDS).values(guild_id=guild_id, **values))
 
         await self._write(work)
+
+
+def _count_active(c: Connection, user_id: int) -> int:
+    """The user's queued and running jobs."""
+    return c.scalar(sql.ACTIVE_JOBS_OF_USER, {"user_id": user_id})
+
+
+def _insert_round(
+    c: Connection,
+    *,
+    scene_id: int,
+    parent_id: int | None,
+    number: int,
+    kind: RoundKind,
+    instruction: str,
+    layout: SceneLayout,
+    seed: int,
+    candidates: int,
+    notes: Iterable[str],
+) -> RoundRecord:
+    """A new round's row, and its record (built from what was written, not read back)."""
+    values = {
+        "scene_id": scene_id,
+        "parent_id": parent_id,
+        "number": number,
+        "kind": kind.value,
+        "instruction": instruction,
+        "layout": layout.model_dump(mode="json"),
+        "seed": seed,
+        "candidates": candidates,
+        "notes": list(notes),
+        "created_at": utcnow(),
+    }
+    round_id = c.scalar(sql.NEW_ROUND, values)
+    return RoundRecord(id=round_id, **{**values, "kind": kind, "layout": layout})

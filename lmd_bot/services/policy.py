@@ -94,10 +94,10 @@ class ServerPolicy:
         self.guard.check_place(guild_id=actor.guild_id, channel_id=actor.channel_id, server=server)
         return server
 
-    async def check_cap(self, user_id: int, server: ServerSettings | None) -> None:
-        """Refuse early (before asking the planner) when the user's queue share is used up; the
-        job's own transaction checks again."""
-        active = await self._repo.count_active_jobs(user_id)
+    def check_cap(self, user_id: int, server: ServerSettings | None, active: int) -> None:
+        """Refuse early (before asking the planner) when the user's ``active`` jobs (those the
+        render tracker follows: no database read) use up their queue share; the job's own
+        transaction counts them in the database and refuses too."""
         if active >= self.cap(server):
             raise CapReachedError(user_id, active)
 

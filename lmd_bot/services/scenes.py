@@ -126,7 +126,7 @@ class SceneService:
         count = self._policy.candidates(server, candidates)
         self._guard.text.check(text)
         self._guard.rate.hit(actor.user_id)
-        await self._policy.check_cap(actor.user_id, server)
+        self._policy.check_cap(actor.user_id, server, self._tracker.active_jobs(actor.user_id))
         log.info("imagine user=%s guild=%s prompt=%r", actor.user_id, actor.guild_id, text)
         result = await self._planner.plan(text, canvas=self._canvas(aspect or Aspect.SQUARE))
         if result.layout is None:
@@ -232,7 +232,7 @@ class SceneService:
             server = await self._policy.server(scene.guild_id)
             self._guard.text.check(text, what="instruction")
             self._guard.rate.hit(actor.user_id)
-            await self._policy.check_cap(actor.user_id, server)
+            self._policy.check_cap(actor.user_id, server, self._tracker.active_jobs(actor.user_id))
             base_id = base_round_id or scene.head_round_id
             if base_id not in rounds:
                 raise SceneNotFoundError(f"round {base_id} not in scene {scene_id}")
@@ -283,7 +283,7 @@ class SceneService:
         await self._ensure_editor(actor, scene)
         server = await self._policy.server(scene.guild_id)
         self._guard.rate.hit(actor.user_id)
-        await self._policy.check_cap(actor.user_id, server)
+        self._policy.check_cap(actor.user_id, server, self._tracker.active_jobs(actor.user_id))
         async with self._lock(scene.id):
             scene, rounds = await self._tree(scene.id)
             path = branch_path(rounds, round_.id)

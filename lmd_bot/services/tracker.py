@@ -18,7 +18,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +41,7 @@ from lmd_bot.jobs.models import (
 from lmd_bot.scenes.models import JobRecord, JobStatus, MessageKind, RoundRecord, SceneRecord
 from lmd_bot.services.images import ImageStore
 from lmd_bot.services.job_specs import job_spec
+from lmd_bot.services.live import PLACE, Live, Place, place_status
 from lmd_bot.services.notifier import DestinationGoneError, Notifier
 from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.retry import retrying
@@ -63,20 +63,6 @@ FINISH_FAILED = "Something went wrong finishing this image; it has been logged."
 QUEUE_SHRUNK = "The bot restarted with a smaller queue, and this image no longer fit in it."
 
 Update = StatusView | ResultView | FailureView
-
-
-@dataclass
-class _Live:
-    """A queued or running job the tracker is following."""
-
-    job: JobRecord
-    scene: SceneRecord
-    round: RoundRecord
-    queued_at: float  # monotonic
-    position: int | None = None
-    # Why the job is on another try: kept on its running statuses, which follow within moments
-    # and would otherwise replace the "retrying" status before anyone saw it.
-    retry_note: str | None = None
 
 
 class RenderTracker:
@@ -101,13 +87,14 @@ class RenderTracker:
         self._throttle = EditThrottle(
             settings.discord.status_edit_interval_s, self._deliver, self._tasks, clock
         )
-        self._live: dict[int, _Live] = {}
+        self._live: dict[int, Live] = {}
         # Each job's status message as last posted: a view built before the message existed is
         # delivered as an edit of it, without asking the database.
         self._status_ids: dict[int, int] = {}
         self.avg_render_s: float | None = None
         self._positions_task: asyncio.Task[None] | None = None
         self._positions_dirty = False
+        self._running_now = 0  # jobs running at the last look at the queue (for ETAs)
         self._pump: asyncio.Task[None] | None = None
         self._pump_idle = False
         self.events_handled = 0
@@ -151,7 +138,7 @@ class RenderTracker:
 
     async def submit(self, scene: SceneRecord, round_: RoundRecord, job: JobRecord, attempt: int = 1) -> None:
         """Queue ``job``; if the queue refuses it, the job is marked failed and the error raised."""
-        self._live[job.id] = _Live(job=job, scene=scene, round=round_, queued_at=self._clock())
+        self._live[job.id] = Live(job=job, scene=scene, round=round_, queued_at=self._clock())
         try:
             spec = await job_spec(self.settings, self._repo, self._images, scene, round_, job, attempt)
             await self.queue.submit(spec)
@@ -161,6 +148,11 @@ class RenderTracker:
             raise
         log.info("job %s queued (scene %s round %s seed %s)", job.id, scene.id, round_.number, job.seed)
         self._refresh_positions_soon()
+
+    def active_jobs(self, user_id: int) -> int:
+        """The user's queued and running jobs: those followed here (every active job, once the
+        jobs a previous run left are resumed)."""
+        return sum(1 for live in self._live.values() if live.job.user_id == user_id)
 
     def deliver(self, view: ResultView) -> None:
         """Show a result that took no render (a picked candidate) as rendered ones are shown."""
@@ -225,7 +217,7 @@ class RenderTracker:
             except NotFoundError:
                 continue
             if job.id in known:
-                self._live[job.id] = _Live(job=job, scene=scene, round=round_, queued_at=self._clock())
+                self._live[job.id] = Live(job=job, scene=scene, round=round_, queued_at=self._clock())
                 continue
             attempt = 1
             if job.status == JobStatus.RUNNING:
@@ -276,11 +268,11 @@ class RenderTracker:
                 log.exception("handling %s failed", event.kind)
             self.events_handled += 1
 
-    async def _live_job(self, job_id: int) -> _Live:
+    async def _live_job(self, job_id: int) -> Live:
         live = self._live.get(job_id)
         if live is None:
             job = await self._repo.job(job_id)
-            live = _Live(
+            live = Live(
                 job=job,
                 scene=await self._repo.scene(job.scene_id),
                 round=await self._repo.round(job.round_id),
@@ -303,7 +295,7 @@ class RenderTracker:
                     attempts=event.attempt,
                     started_at=datetime.now(UTC),
                 )
-                live.position = None
+                live.position = live.waiting = None
                 self._push_status(live, "running", step=0, total=live.job.steps, note=live.retry_note)
             case JobProgress():
                 self._push_status(
@@ -345,7 +337,7 @@ class RenderTracker:
             case JobCancelled():
                 await self._end_cancelled(event.job_id, event.reason or "cancelled")
 
-    async def _on_done(self, live: _Live, event: JobDone) -> None:
+    async def _on_done(self, live: Live, event: JobDone) -> None:
         self._live.pop(event.job_id, None)
         policy = await self._policy.safety(live.scene.guild_id, nsfw_channel=live.scene.nsfw)
         withheld = event.flagged and policy == "withhold"
@@ -412,7 +404,7 @@ class RenderTracker:
             )
         )
 
-    async def _fail(self, live: _Live, message: str) -> None:
+    async def _fail(self, live: Live, message: str) -> None:
         """End a job failed (retryable) and tell its owner, even if the database is busy."""
         try:
             job = await self._end(live, JobStatus.FAILED, error=message)
@@ -423,7 +415,7 @@ class RenderTracker:
                 return  # cancelled meanwhile
         self._push_failure(live, message, job)
 
-    def _push_failure(self, live: _Live, message: str, job: JobRecord | None = None) -> None:
+    def _push_failure(self, live: Live, message: str, job: JobRecord | None = None) -> None:
         job = job or live.job.model_copy(update={"status": JobStatus.FAILED, "error": message})
         self._push_final(
             FailureView(scene=live.scene, job=job, round_number=live.round.number, message=message)
@@ -432,7 +424,7 @@ class RenderTracker:
     # --- internals: the database and the disk may be busy ---------------------------------------
 
     async def _end(
-        self, live: _Live | int, status: JobStatus, *, later: JobStatus | None = None, **values: Any
+        self, live: Live | int, status: JobStatus, *, later: JobStatus | None = None, **values: Any
     ) -> JobRecord | None:
         """Record a job's end (None if it ended already: a cancel raced it). While the database
         stays busy past the retries: StorageError, and the job is marked ``later`` (default
@@ -491,25 +483,19 @@ class RenderTracker:
 
     def _push_status(
         self,
-        live: _Live,
+        live: Live,
         state: str,
         *,
         step: int | None = None,
         total: int | None = None,
         preview: bytes | None = None,
         note: str | None = None,
-        position: int | None = None,
-        waiting: int | None = None,
-        eta: float | None = None,
     ) -> None:
         view = StatusView(
             scene=live.scene,
             job=live.job,
             round_number=live.round.number,
             state=state,  # type: ignore[arg-type]
-            position=position,
-            waiting=waiting,
-            eta_s=eta,
             step=step,
             total_steps=total,
             preview_png=preview,
@@ -529,14 +515,13 @@ class RenderTracker:
             self._positions_dirty = False
             await asyncio.sleep(0)
             snap = await self.queue.snapshot()
-            running = len(snap.running)
+            self._running_now = len(snap.running)
             for position, queued in enumerate(snap.queued, start=1):
                 live = self._live.get(queued.job_id)
-                if live is None or live.position == position:
+                if live is None or (live.position, live.waiting) == (position, len(snap.queued)):
                     continue
-                live.position = position
-                eta = self.avg_render_s * (position - 1 + running) if self.avg_render_s is not None else None
-                self._push_status(live, "queued", position=position, waiting=len(snap.queued), eta=eta)
+                live.position, live.waiting = position, len(snap.queued)
+                self._throttle.push(live.job.id, PLACE)
 
     # --- internals: delivering updates ---------------------------------------------------------
 
@@ -550,11 +535,14 @@ class RenderTracker:
             case FailureView():
                 return await self._notifier.show_failure(view)
 
-    async def _deliver(self, job_id: Hashable, view: Update | None) -> None:
+    async def _deliver(self, job_id: Hashable, view: Update | Place | None) -> None:
         if view is None:
             self._status_ids.pop(job_id, None)  # type: ignore[arg-type]
             return
-        if self._notifier is None:
+        if isinstance(view, Place):
+            live = self._live.get(job_id)  # type: ignore[arg-type]
+            view = place_status(live, self._running_now, self.avg_render_s) if live else None
+        if self._notifier is None or view is None:
             return
         known = self._status_ids.get(view.job.id, view.job.status_message_id)
         if known != view.job.status_message_id:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
+from datetime import UTC, datetime
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from lmd_bot.db import Repository, open_database
 from lmd_bot.db.engine import alembic_config
@@ -270,4 +272,32 @@ async def test_a_sqlite_file_locked_by_another_process_is_waited_for_off_the_eve
     await write
     ticker.cancel()
     assert (await repo.scene(scene.id)).allow_everyone and db.waits == 1
+    await db.close()
+
+
+async def test_a_scenes_tree_reads_rounds_as_stored_even_after_they_were_seen(db_url):
+    """Rounds seen before are not parsed again, but a round the database holds differently (its
+    id reused by a row written elsewhere) is read as stored, and new rounds appear."""
+    db = open_database(db_url)
+    await db.migrate()
+    repo, other = Repository(db), Repository(db)  # another writer the first one does not hear of
+    scene, first = await _scene(repo)
+    _, tree = await repo.scene_tree(scene.id)
+    assert tree == {first.id: first}
+    _, second, _ = await other.add_round(
+        scene_id=scene.id, parent_id=first.id, kind=RoundKind.REVISE, instruction="a", layout=LAYOUT, seed=5
+    )
+    scene, tree = await repo.scene_tree(scene.id)
+    assert tree == {first.id: first, second.id: second} and scene.head_round_id == second.id
+    moved = LAYOUT.model_copy(update={"background": "A beach"})
+
+    def rewrite(connection):
+        connection.execute(
+            text("UPDATE rounds SET layout = :layout, created_at = :at WHERE id = :id"),
+            {"layout": moved.model_dump_json(), "at": datetime(2030, 1, 1, tzinfo=UTC), "id": second.id},
+        )
+
+    await db.run(rewrite)
+    _, tree = await repo.scene_tree(scene.id)
+    assert tree[second.id].layout.background == "A beach" and tree[first.id] == first
     await db.close()

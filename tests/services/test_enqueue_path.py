@@ -66,7 +66,8 @@ async def test_an_instruction_queues_its_job_in_one_transaction_then_shows_the_p
         assert revised.job.id in queued_at_plan and revised.job.id in queued_at_picture
         assert writes_at_plan == 1
         assert watcher.mine("write") == 2  # and the plan message's link, after
-        assert watcher.mine("read") == 2  # the scene with its rounds, the user's active jobs
+        # The scene with its rounds; the user's active jobs are counted where they are followed.
+        assert watcher.mine("read") == 1
         # The user sees the plan's words, then its picture on the same message.
         shown_plan, picture = watcher.shown
         assert isinstance(shown_plan, PlanView) and shown_plan.overlay_png is None

@@ -1,0 +1,60 @@
+"""What the render tracker knows of each job it follows, and a waiting job's place in the line.
+
+A waiting job's status says "position P of N". The queue changes with every submit, start and
+end, and each change can move every waiting job; building each one's status view on every change
+(most of them replaced before the throttle sends them) made the status fan-out quadratic in the
+line's length on the event loop. So a change only notes each job's new place and pushes
+:data:`PLACE`; :func:`place_status` builds the view when the throttle sends it, at most once per
+``discord.status_edit_interval_s``, and only if the place it says differs from the one shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lmd_bot.scenes.models import JobRecord, RoundRecord, SceneRecord
+from lmd_bot.services.views import StatusView
+
+
+@dataclass
+class Live:
+    """A queued or running job the tracker is following."""
+
+    job: JobRecord
+    scene: SceneRecord
+    round: RoundRecord
+    queued_at: float  # monotonic
+    # Its place in the line and the line's length (None once it runs), and those its status
+    # message shows.
+    position: int | None = None
+    waiting: int | None = None
+    shown: tuple[int, int] | None = None
+    # Why the job is on another try: kept on its running statuses, which follow within moments
+    # and would otherwise replace the "retrying" status before anyone saw it.
+    retry_note: str | None = None
+
+
+class Place:
+    """Pushed to the throttle for a waiting job whose place changed: "show its place then"."""
+
+
+PLACE = Place()
+
+
+def place_status(live: Live, running: int, avg_render_s: float | None) -> StatusView | None:
+    """The waiting job's status from its place now; None once it left the line, or while its
+    message says that place already (a new ETA alone is no edit: Discord counts the shown one
+    down by itself)."""
+    if live.position is None or live.waiting is None or live.shown == (live.position, live.waiting):
+        return None
+    live.shown = (live.position, live.waiting)
+    ahead = live.position - 1 + running
+    return StatusView(
+        scene=live.scene,
+        job=live.job,
+        round_number=live.round.number,
+        state="queued",
+        position=live.position,
+        waiting=live.waiting,
+        eta_s=avg_render_s * ahead if avg_render_s is not None else None,
+    )
