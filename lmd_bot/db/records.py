@@ -85,43 +85,38 @@ def job_record(row: Row) -> JobRecord:
     )
 
 
-def new_job_row(*, scene_id: int, round_id: int, seed: int, job: NewJob) -> dict[str, Any]:
-    """A queued job's row."""
+def _job_row(*, scene_id: int, round_id: int, seed: int, job: NewJob | FinishedJob) -> dict[str, Any]:
+    """The columns every new job row has, from what asked for it."""
     return dict(
         scene_id=scene_id,
         round_id=round_id,
         user_id=job.user_id,
         guild_id=job.guild_id,
-        status=JobStatus.QUEUED.value,
         mode=job.mode.value,
         steps=job.steps,
         seed=seed,
         attempts=0,
-        flagged=False,
         refine=job.refine,
-        queued_at=utcnow(),
     )
+
+
+def new_job_row(*, scene_id: int, round_id: int, seed: int, job: NewJob) -> dict[str, Any]:
+    """A queued job's row."""
+    row = _job_row(scene_id=scene_id, round_id=round_id, seed=seed, job=job)
+    return {**row, "status": JobStatus.QUEUED.value, "flagged": False, "queued_at": utcnow()}
 
 
 def finished_job_row(*, scene_id: int, round_id: int, seed: int, done: FinishedJob) -> dict[str, Any]:
     """The row of a job created done."""
     now = utcnow()
-    return dict(
-        scene_id=scene_id,
-        round_id=round_id,
-        user_id=done.user_id,
-        guild_id=done.guild_id,
-        status=JobStatus.DONE.value,
-        mode=done.mode.value,
-        steps=done.steps,
-        seed=seed,
-        attempts=0,
-        image_path=done.image_path,
-        overlay_path=done.overlay_path,
-        flagged=done.flagged,
-        render_seconds=done.render_seconds,
-        refine=done.refine,
-        queued_at=now,
-        started_at=now,
-        finished_at=now,
-    )
+    return {
+        **_job_row(scene_id=scene_id, round_id=round_id, seed=seed, job=done),
+        "status": JobStatus.DONE.value,
+        "image_path": done.image_path,
+        "overlay_path": done.overlay_path,
+        "flagged": done.flagged,
+        "render_seconds": done.render_seconds,
+        "queued_at": now,
+        "started_at": now,
+        "finished_at": now,
+    }

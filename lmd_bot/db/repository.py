@@ -284,12 +284,7 @@ class Repository:
 
     async def set_head(self, scene_id: int, round_id: int, seed: int) -> SceneRecord:
         def work(c: Connection) -> SceneRecord:
-            row = c.execute(
-                update(_SCENES)
-                .where(_SCENES.c.id == scene_id)
-                .values(head_round_id=round_id, seed=seed)
-                .returning(*_SCENES.c)
-            ).first()
+            row = c.execute(sql.SET_HEAD, {"scene_id": scene_id, "head": round_id, "new_seed": seed}).first()
             if row is None:
                 raise NotFoundError(f"scene {scene_id}")
             return scene_record(row)
