@@ -419,6 +419,8 @@ class SceneService:
             withheld=withheld,
             render_s=job.render_seconds,
             reshown=True,
+            # The buttons it was first posted with: ✨ for this image where the server refines on request.
+            refinable=not withheld and await self._policy.offers_refine(scene.guild_id, job),
         )
 
     async def layout_json(self, round_id: int) -> str:

@@ -94,6 +94,44 @@ async def test_the_refine_button_posts_the_refined_image_as_a_new_result_once(tm
         assert len(await world.core.repo.recent_jobs_of_user(OWNER)) == 2
 
 
+async def test_a_result_shown_again_by_undo_has_the_buttons_it_was_first_posted_with(tmp_path):
+    async with discord_world(tmp_path, diffusion={"refine": "button"}) as world:
+        _, thread_id, first = await first_result(world, seed=21)
+        [job] = await world.core.repo.recent_jobs_of_user(OWNER)
+        assert f"lmd:refine:{job.id}" in _buttons(first)
+
+        async def undone_from(message) -> dict:
+            """🔄 on ``message``, then ↩️ on the new result: the message showing ``message``'s round again."""
+            shown = len(results_in(world, thread_id))
+            world.click(_buttons(message)[0], OWNER, int(message["id"]))
+            await world.settle()
+            rerolled = (
+                await eventually(
+                    lambda: len(results_in(world, thread_id)) > shown and results_in(world, thread_id)
+                )
+            )[-1]
+            await recorded(world.core, int(rerolled["id"]))
+            world.click(_buttons(rerolled)[1], OWNER, int(rerolled["id"]))
+            await world.settle()
+            back = results_in(world, thread_id)[-1]
+            assert back["content"] == "Back to round 1"
+            await recorded(world.core, int(back["id"]))
+            return back
+
+        back = await undone_from(first)
+        assert _buttons(back) == _buttons(first)  # ✨ again, for the image shown: round 1's job
+
+        world.click(f"lmd:refine:{job.id}", OWNER, int(back["id"]))  # ✨ on the image shown again
+        await world.settle()
+        refined = await eventually(
+            lambda: [m for m in results_in(world, thread_id) if "refined" in m["embeds"][0]["title"]]
+        )
+        await recorded(world.core, int(refined[0]["id"]))
+        back = await undone_from(refined[0])  # round 1 shows its newest image now: the refined one
+        assert back["embeds"][0]["title"] == "Round 1 · refined ✨ (shown again)"
+        assert _buttons(back) == _buttons(refined[0])  # refined: no ✨
+
+
 async def test_settings_refine_is_shown_and_changed_by_admins(tmp_path):
     async with discord_world(tmp_path, diffusion={"refine": "button"}) as world:
         token = world.slash("settings", OWNER, world.text_id, admin=True, refine="off")
