@@ -7,11 +7,13 @@
     > move the cup to the right
     > /reroll
     > /undo
+    > /refine                               # where diffusion.refine is "button"
 
 The first line (or ``/imagine PROMPT``) starts a scene; later lines are instructions to it.
 Images (each round's plan, result and overlay) are written to ``--out``. The database, the queue
 and the worker process are the bot's own (configured as for the bot; ``--db`` picks another
-database, e.g. a scratch file).
+database, e.g. a scratch file). SDXL refinement follows ``diffusion.refine`` as in the bot: ``on``
+refines every image, ``button`` offers ``/refine`` for the last one (the ✨ button's terminal form).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ CONSOLE_USER = 0
 HELP = """Type a scene to start (or /imagine PROMPT), then instructions to change it.
   /reroll         the current round again with a new seed (a grid: every candidate)
   /pick N         go on from candidate N of the last grid (--candidates)
+  /refine         refine the last image with the SDXL refiner (diffusion.refine = "button")
   /undo           back to the previous round
   /layout         the current layout as JSON
   /queue          what is rendering and waiting
@@ -78,7 +81,7 @@ class ConsoleNotifier:
         self.out = out
         self.say = say
         self.finished: dict[int, asyncio.Event] = {}
-        self.last_result: dict[int, int] = {}  # scene id -> the job of its latest result
+        self.last_result: dict[int, ResultView] = {}  # scene id -> its latest result
         self._last_line: dict[int, str] = {}
 
     def waiter(self, job_id: int) -> asyncio.Event:
@@ -102,16 +105,19 @@ class ConsoleNotifier:
         return view.job.id
 
     async def show_result(self, view: ResultView) -> int:
-        self.last_result[view.scene.id] = view.job.id
-        stem = f"scene{view.scene.id}-round{view.round.number}-seed{view.job.seed}"
+        self.last_result[view.scene.id] = view
+        refined = "-refined" if view.job.refine else ""  # beside the image it refines, not over it
+        stem = f"scene{view.scene.id}-round{view.round.number}-seed{view.job.seed}{refined}"
         if view.withheld:
             self.say(f"  round {view.round.number}: withheld (flagged by the safety checker)")
         else:
             await asyncio.to_thread(self._write, stem, view.image_png, view.overlay_png)
             took = f" in {view.render_s:.1f} s" if view.render_s is not None else ""
             flagged = " (flagged by the safety checker)" if view.spoiler else ""
+            refined = ", refined" if view.job.refine else ""
             self.say(
-                f"  round {view.round.number}, seed {view.job.seed}{took}{flagged}: {self.out / stem}.png"
+                f"  round {view.round.number}, seed {view.job.seed}{refined}{took}{flagged}: "
+                f"{self.out / stem}.png"
             )
             if view.round.candidates > 1:
                 seeds = candidate_seeds(view.job.seed, view.round.candidates)
@@ -121,6 +127,8 @@ class ConsoleNotifier:
                 self.say(f"  {view.check.line()}")
             if warning := view.guidance_warning():
                 self.say(f"  warning: {warning}")
+            if view.refinable and view.round.candidates == 1:  # where the bot shows ✨ Refine
+                self.say("  /refine refines it with the SDXL refiner")
         self.waiter(view.job.id).set()
         return view.job.id
 
@@ -209,8 +217,21 @@ async def chat(
                 if grid is None or not rest.strip().isdigit():
                     say("Pick a candidate of the last grid: /pick 1 to /pick 4.")
                     continue
-                picked = await core.candidates.pick(actor, grid, int(rest))
+                picked = await core.candidates.pick(actor, grid.job.id, int(rest))
                 await notifier.waiter(picked.job.id).wait()
+            elif command == "/refine":
+                last = notifier.last_result.get(scene_id)
+                if last is None:
+                    say("Nothing to refine yet: /refine refines the last image once it is rendered.")
+                elif last.round.candidates > 1:
+                    say("Pick a candidate first (/pick N), then /refine it.")
+                else:
+                    job, queued = await core.refines.refine(actor, last.job.id)
+                    if queued or job.status.active:
+                        say("refining the last image")
+                        await notifier.waiter(job.id).wait()
+                    else:
+                        say("That image was refined already: see the refined file above.")
             elif command == "/layout":
                 say(await scenes.layout_json((await scenes.head_round(scene_id)).id))
             else:

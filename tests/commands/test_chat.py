@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from PIL import Image
+
 from lmd_bot.commands.chat import chat
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.rendering import candidate_seeds
@@ -18,10 +20,10 @@ from tests.services.conftest import make_settings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def _preview_core(tmp_path: Path):
+async def _preview_core(tmp_path: Path, **sections):
     """A core with the scripted planner and the instant preview renderer; new seeds 10, 11, …"""
     return await open_core(
-        make_settings(tmp_path),
+        make_settings(tmp_path, **sections),
         planner=ScriptedPlanner(),
         renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
         new_seed=iter(range(10, 20)).__next__,
@@ -75,6 +77,49 @@ async def test_chat_renders_a_grid_of_candidates_and_picks_one(tmp_path):
     assert f"4 candidates (1: seed 10, 2: seed {seeds[1]}," in text
     assert "This grid has 4 candidates: pick 1 to 4." in text
     assert f"round 2, seed {seeds[1]}" in text and f"round 3, seed {seeds[1]}" in text
+
+
+async def test_chat_refines_as_diffusion_refine_says(tmp_path):
+    """``on`` refines every image and says so; ``button`` offers /refine for the last image (the
+    preview renderer's refinement doubles the image's size)."""
+
+    async def chatted(refine: str, script: list[str], **imagine) -> tuple[str, dict[str, tuple[int, int]]]:
+        home = tmp_path / f"{refine}-{len(list(tmp_path.iterdir()))}"  # a database of its own
+        core = await _preview_core(home, diffusion={"refine": refine})
+        said: list[str] = []
+        out = home / "out"
+        try:
+            await chat(core, _lines(script), out, said.append, **imagine)
+        finally:
+            await core.close()
+        return "\n".join(said), {p.name: Image.open(p).size for p in out.iterdir() if "plan" not in p.name}
+
+    text, sizes = await chatted("on", ["a red apple, a blue cup", "/refine"])
+    [line] = [t for t in text.splitlines() if t.startswith("  round 1, seed 10")]
+    assert line.startswith("  round 1, seed 10, refined in ")
+    assert line.endswith("/out/scene1-round1-seed10-refined.png")
+    assert sizes["scene1-round1-seed10-refined.png"] == (1024, 1024)
+    assert "/refine refines" not in text and "can't be refined" in text  # refined already
+
+    text, sizes = await chatted("button", ["/refine", "a red apple, a blue cup", "/refine", "/refine"])
+    assert "Start a scene first" in text
+    assert "  /refine refines it with the SDXL refiner" in text and "refining the last image" in text
+    assert "  round 1, seed 10, refined in " in text
+    assert "can't be refined" in text  # the second /refine: the last image is the refined one
+    assert sorted(sizes) == [  # the refined image beside the first, not over it
+        "scene1-round1-seed10-overlay.png",
+        "scene1-round1-seed10-refined-overlay.png",
+        "scene1-round1-seed10-refined.png",
+        "scene1-round1-seed10.png",
+    ]
+    assert sizes["scene1-round1-seed10.png"] == (512, 512)
+    assert sizes["scene1-round1-seed10-refined.png"] == (1024, 1024)
+
+    text, _ = await chatted("button", ["a red apple, a blue cup", "/refine"], candidates=2)
+    assert "Pick a candidate first" in text and "refining" not in text  # a grid is not refined
+
+    text, _ = await chatted("off", ["a red apple, a blue cup", "/refine"])
+    assert "SDXL refinement is off on this bot" in text and "/refine refines" not in text
 
 
 async def test_lmd_bot_chat_command_with_the_real_planner(tmp_path):
