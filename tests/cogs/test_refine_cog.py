@@ -12,21 +12,11 @@ from lmd_bot.config import DiffusionSettings
 from lmd_bot.jobs.renderers import RendererSpec
 from tests.cogs.conftest import recorded
 from tests.cogs.world import OTHER, OWNER, discord_world, eventually, field, first_result, imagine, results_in
+from tests.services.conftest import TINY_QUEUE, TINY_REFINING, TINY_RENDER_S
 
-RENDER_S = 240  # tiny models in a spawned worker on a loaded 2-core machine
-DIFFUSION = {
-    "mode": "lmd",
-    "steps": 4,
-    "size": 128,
-    "refine": "button",
-    "refine_size": 256,
-    "use_sam": False,
-    "gligen_model": "",
-    "self_check": False,
-}
 TINY = RendererSpec(
     factory="lmd_bot.jobs.renderers:diffusion_renderer",
-    kwargs={"diffusion": DiffusionSettings(**DIFFUSION).model_dump(mode="json"), "tiny": True},
+    kwargs={"diffusion": DiffusionSettings(**TINY_REFINING).model_dump(mode="json"), "tiny": True},
 )
 
 
@@ -38,12 +28,12 @@ async def test_the_refine_button_posts_the_refined_image_as_a_new_result_once(tm
     async with discord_world(
         tmp_path,
         renderer=TINY,
-        diffusion=DIFFUSION,
-        queue={"job_timeout_s": RENDER_S, "worker_start_timeout_s": RENDER_S},
+        diffusion=TINY_REFINING,
+        queue=TINY_QUEUE,
     ) as world:
         token = await imagine(world, seed=21)
         thread_id = int(world.original(token)["thread"]["id"])
-        [result] = await eventually(lambda: results_in(world, thread_id), RENDER_S)
+        [result] = await eventually(lambda: results_in(world, thread_id), TINY_RENDER_S)
         await recorded(world.core, int(result["id"]))
         scene = await world.core.repo.scene_by_thread(thread_id)
         [job] = await world.core.repo.recent_jobs_of_user(OWNER)
@@ -66,7 +56,7 @@ async def test_the_refine_button_posts_the_refined_image_as_a_new_result_once(tm
         assert "Refining this image" in said and "being refined already" in said
 
         results = await eventually(
-            lambda: len(results_in(world, thread_id)) == 2 and results_in(world, thread_id), RENDER_S
+            lambda: len(results_in(world, thread_id)) == 2 and results_in(world, thread_id), TINY_RENDER_S
         )
         refined = results[1]
         await recorded(world.core, int(refined["id"]))

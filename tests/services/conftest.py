@@ -22,6 +22,21 @@ ALICE = Actor(user_id=1, guild_id=100, channel_id=10)
 BOB = Actor(user_id=2, guild_id=100, channel_id=10)
 ADMIN = Actor(user_id=3, guild_id=100, channel_id=10, is_admin=True)
 
+TINY_RENDER_S = 240  # tiny models in a spawned worker on a loaded 2-core machine
+# The ✨ Refine tests' bot (service and Discord): the tiny models, refining on request with the
+# tiny random SDXL-refiner-shaped model; small and fast, no SAM, GLIGEN or self-check.
+TINY_REFINING = {
+    "mode": "lmd",
+    "steps": 4,
+    "size": 128,
+    "refine": "button",
+    "refine_size": 256,
+    "use_sam": False,
+    "gligen_model": "",
+    "self_check": False,
+}
+TINY_QUEUE = {"job_timeout_s": TINY_RENDER_S, "worker_start_timeout_s": TINY_RENDER_S}
+
 
 def make_settings(tmp_path: Path, **sections: dict[str, Any]):
     base: dict[str, dict[str, Any]] = {

@@ -16,22 +16,9 @@ from lmd_bot.scenes.models import JobStatus
 from lmd_bot.services import PlanView, ResultView, SettingsChange
 from lmd_bot.services.errors import NotOwnerError, NotRefinableError, RefineOffError
 from lmd_bot.services.job_specs import SourceImageGoneError
-from tests.services.conftest import ADMIN, ALICE, BOB, running_core
+from tests.services.conftest import ADMIN, ALICE, BOB, TINY_QUEUE, TINY_REFINING, TINY_RENDER_S, running_core
 
-TINY_RENDER_S = 240  # tiny models in a spawned worker on a loaded 2-core machine
-TINY = {
-    "diffusion": {
-        "mode": "lmd",
-        "steps": 4,
-        "size": 128,
-        "refine": "button",
-        "refine_size": 256,
-        "use_sam": False,
-        "gligen_model": "",
-        "self_check": False,
-    },
-    "queue": {"renderer": "tiny", "job_timeout_s": TINY_RENDER_S, "worker_start_timeout_s": TINY_RENDER_S},
-}
+TINY = {"diffusion": TINY_REFINING, "queue": {"renderer": "tiny", **TINY_QUEUE}}
 
 
 def _size(png: bytes) -> tuple[int, int]:
