@@ -46,6 +46,10 @@ class NotRefinableError(LmdError):
     user_message = "That image can't be refined: only a finished render that wasn't refined yet can."
 
 
+class GridNotRefinableError(NotRefinableError):
+    user_message = "That's a grid of candidates: pick one first (its Pick button), then refine it."
+
+
 class CandidateCountError(LmdError):
     """A candidate count out of 1..MAX_CANDIDATES (from a command, a setting or the terminal)."""
 

@@ -17,7 +17,13 @@ from lmd_bot.db.repository import NewJob, NotFoundError, Repository
 from lmd_bot.guard import Guard
 from lmd_bot.rendering import Refine
 from lmd_bot.scenes.models import JobRecord, JobStatus
-from lmd_bot.services.errors import NotOwnerError, NotRefinableError, RefineOffError, SceneNotFoundError
+from lmd_bot.services.errors import (
+    GridNotRefinableError,
+    NotOwnerError,
+    NotRefinableError,
+    RefineOffError,
+    SceneNotFoundError,
+)
 from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.tracker import RenderTracker
 from lmd_bot.services.views import Actor
@@ -52,6 +58,8 @@ class RefineService:
             raise RefineOffError(f"refinement is off for guild {scene.guild_id}")
         if source.status != JobStatus.DONE or source.refine or source.image_path is None:
             raise NotRefinableError(f"job {job_id} is {source.status}, refined={source.refine}")
+        if round_.candidates > 1:  # the refiner takes one image; a grid's job holds several
+            raise GridNotRefinableError(f"job {job_id} is a grid of {round_.candidates} candidates")
         self._guard.rate.hit(actor.user_id)
         new = NewJob(
             user_id=actor.user_id,

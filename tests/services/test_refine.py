@@ -14,7 +14,7 @@ from PIL import Image
 from lmd_bot.rendering import Refine, RenderMode
 from lmd_bot.scenes.models import JobStatus
 from lmd_bot.services import PlanView, ResultView, SettingsChange
-from lmd_bot.services.errors import NotOwnerError, NotRefinableError, RefineOffError
+from lmd_bot.services.errors import GridNotRefinableError, NotOwnerError, NotRefinableError, RefineOffError
 from lmd_bot.services.job_specs import SourceImageGoneError
 from tests.services.conftest import ADMIN, ALICE, BOB, TINY_QUEUE, TINY_REFINING, TINY_RENDER_S, running_core
 
@@ -83,6 +83,11 @@ async def test_servers_choose_off_on_or_button_where_the_bot_has_a_refiner(tmp_p
         assert result.refinable
         with pytest.raises(NotOwnerError):  # only the scene's editors refine
             await app.refines.refine(BOB, result.job.id)
+
+        _, grid = await _rendered(app, notes, mode=RenderMode.SD, candidates=2)
+        with pytest.raises(GridNotRefinableError) as err:  # one image at a time: pick first
+            await app.refines.refine(ALICE, grid.job.id)
+        assert "pick one first" in err.value.user_message
 
 
 async def test_a_bot_without_a_refiner_offers_none_and_says_why_to_admins(tmp_path):
