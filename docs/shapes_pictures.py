@@ -144,8 +144,8 @@ def three_rounds(renderer, steps: int) -> Image.Image:
         ("2: move the circle", _layout("a gray wall", [triangle, moved, square]), [triangle[1], square[1]]),
         # the circle (where round 2 put it) and the square are untouched
         (
-            "3: make the triangle orange",
-            _layout("a gray wall", [("an orange triangle", triangle[1]), moved, square]),
+            "3: make the triangle blue",
+            _layout("a gray wall", [("a blue triangle", triangle[1]), moved, square]),
             [moved[1], square[1]],
         ),
     ]
