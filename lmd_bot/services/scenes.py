@@ -26,6 +26,7 @@ from lmd_bot.errors import LmdError, PlannerError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome
 from lmd_bot.layout.canvas import SQUARE_512, Aspect, Canvas, canvas_for, requested_aspect
+from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.planner.base import Planner
 from lmd_bot.planner.manual import edit_box_text, editable_json, read_user_layout
 from lmd_bot.rendering import Refine, RenderMode
@@ -197,6 +198,30 @@ class SceneService:
             refine=self._policy.refine(server) is Refine.ON,
         )
 
+    async def _new_layout_round(
+        self,
+        base: RoundRecord,
+        kind: RoundKind,
+        instruction: str,
+        layout: SceneLayout,
+        notes: list[str],
+        job: NewJob,
+    ) -> PlanView:
+        """A new layout for ``base``'s scene (a revision or the user's own) as its next round with
+        the base's seed, its job created with it; the plan to show, with what changed."""
+        scene, new_round, created = await self._repo.add_round(
+            scene_id=base.scene_id,
+            parent_id=base.id,
+            kind=kind,
+            instruction=instruction,
+            layout=layout,
+            seed=base.seed,
+            notes=notes,
+            job=job,
+        )
+        changes = describe_changes(base.layout, layout)
+        return PlanView(scene=scene, round=new_round, changes=changes, notes=notes, job=created)
+
     # --- follow-up rounds ----------------------------------------------------------------------
 
     async def scene_for_thread(self, thread_id: int) -> SceneRecord | None:
@@ -249,23 +274,8 @@ class SceneService:
                 return reply
             layout = result.layout
             self._guard.text.check_layout(layout)
-            scene, new_round, job = await self._repo.add_round(
-                scene_id=scene_id,
-                parent_id=base.id,
-                kind=RoundKind.REVISE,
-                instruction=text,
-                layout=layout,
-                seed=base.seed,
-                notes=result.notes,
-                job=self._new_job(actor, scene, server),
-            )
-        plan = PlanView(
-            scene=scene,
-            round=new_round,
-            changes=describe_changes(base.layout, layout),
-            notes=result.notes,
-            job=job,
-        )
+            job = self._new_job(actor, scene, server)
+            plan = await self._new_layout_round(base, RoundKind.REVISE, text, layout, result.notes, job)
         return await self._plans.queue_and_show(plan, presenter)
 
     async def edit_layout(self, actor: Actor, round_id: int, text: str, presenter: Presenter) -> PlanView:
@@ -304,23 +314,10 @@ class SceneService:
                 layout.summary(),
                 read.notes,
             )
-            scene, new_round, job = await self._repo.add_round(
-                scene_id=scene.id,
-                parent_id=base.id,
-                kind=RoundKind.LAYOUT,
-                instruction=LAYOUT_INSTRUCTION,
-                layout=layout,
-                seed=base.seed,
-                notes=read.notes,
-                job=self._new_job(actor, scene, server),
+            job = self._new_job(actor, scene, server)
+            plan = await self._new_layout_round(
+                base, RoundKind.LAYOUT, LAYOUT_INSTRUCTION, layout, read.notes, job
             )
-        plan = PlanView(
-            scene=scene,
-            round=new_round,
-            changes=describe_changes(base.layout, layout),
-            notes=read.notes,
-            job=job,
-        )
         return await self._plans.queue_and_show(plan, presenter)
 
     async def edit_layout_file(
