@@ -55,7 +55,7 @@ T = TypeVar("T")
 ROUNDS_KEPT = 4096
 
 _ACTIVE = sql.ACTIVE
-_SCENES, _ROUNDS, _JOBS, _MESSAGES = sql.SCENES, sql.ROUNDS, sql.JOBS, sql.MESSAGES
+_SCENES, _JOBS, _MESSAGES = sql.SCENES, sql.JOBS, sql.MESSAGES
 _GUILDS = GuildConfig.__table__
 
 
@@ -345,8 +345,7 @@ class Repository:
 
     async def rounds(self, scene_id: int) -> dict[int, RoundRecord]:
         def work(c: Connection) -> dict[int, RoundRecord]:
-            rows = c.execute(select(_ROUNDS).where(_ROUNDS.c.scene_id == scene_id))
-            return {r.id: round_record(r) for r in rows}
+            return {r.id: round_record(r) for r in c.execute(sql.ROUNDS_OF_SCENE, {"scene_id": scene_id})}
 
         return await self._read(work)
 

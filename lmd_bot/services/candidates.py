@@ -116,6 +116,4 @@ class CandidateService:
         try:
             return await self._repo.job(job_id)
         except NotFoundError:
-            raise SceneNotFoundError(
-                f"job {job_id}", user_message="I can't find that grid any more."
-            ) from None
+            raise SceneNotFoundError(f"job {job_id}", user_message=GRID_GONE) from None
