@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from dataclasses import dataclass
 
 from lmd_bot.layout.canvas import SQUARE_512, Aspect, Canvas, canvas_for, fit
 from lmd_bot.rendering import RenderMode
@@ -58,11 +59,13 @@ _SHAPES_CAPTIONS = (
 )
 
 
+@dataclass(frozen=True)
 class _Scenes:
     """The captions and background of the benchmark's scenes."""
 
-    def __init__(self, captions: tuple[str, ...], changed: str, background: str) -> None:
-        self.captions, self.changed, self.background = captions, changed, background
+    captions: tuple[str, ...]
+    changed: str  # the first object's caption in the "change" round
+    background: str
 
 
 _PHOTO = _Scenes(_CAPTIONS, "a purple plum", "A realistic photo of a kitchen")
@@ -179,18 +182,23 @@ def bench_layout(
     )
 
 
-def _guidance_case(params, *, best: bool):
+def _guidance_case(params, *, best: bool | None):
     """Worst: a threshold of 0, which no loss falls below; best: a threshold just under the carried
-    loss a run starts from, which every loss computed (40 at most with the defaults) is below."""
+    loss a run starts from, which every loss computed (40 at most with the defaults) is below;
+    None: the threshold as configured (the model's own losses decide)."""
     from lmd_bot.diffusion.guidance import INITIAL_LOSS
 
+    if best is None:
+        return params
     threshold = INITIAL_LOSS / params.loss_scale * 0.999 if best else 0.0
     return params.model_copy(update={"loss_threshold": threshold})
 
 
-def case_pipeline(components, *, best: bool, object_batch_size: int = 8, compile_guidance: bool = False):
+def case_pipeline(
+    components, *, best: bool | None, object_batch_size: int = 8, compile_guidance: bool = False
+):
     """A pipeline with the default settings of every mode but the guidance's early stop: never
-    (worst case) or right after the first loss computed (best case)."""
+    (worst case), right after the first loss computed (best case), or as configured (None)."""
     from lmd_bot.diffusion.params import FastParams, LmdParams
     from lmd_bot.diffusion.pipeline import LmdPipeline
 
@@ -257,29 +265,18 @@ def run_render(args: argparse.Namespace) -> int:
         size = args.size or 256
         components = tiny_components(sam=not args.no_sam)
         label = f"tiny random models, cpu float32, {torch.get_num_threads()} threads"
-    scenes = _SHAPES if args.shapes else _PHOTO
-
-    def layout(n: int, **changes):
-        return bench_layout(n, canvas=canvas, scenes=scenes, **changes)
-
     cache = ObjectCache(8 * 2**30)  # holds every run of the benchmark: reuse is never cut short
-    # The two cases' object runs have different cache keys (their settings differ): one cache.
+    # The cases' object runs have different cache keys (their settings differ): one cache. On
+    # trained models (--shapes) also the pipeline as configured: its own losses stop guidance.
+    cases = {"worst": False, "best": True} | ({"model": None} if args.shapes else {})
     renderers = {
         case: DiffusionRenderer(
-            case_pipeline(components, best=case == "best", compile_guidance=args.compile_guidance),
+            case_pipeline(components, best=best, compile_guidance=args.compile_guidance),
             size=size,
             cache=cache,
         )
-        for case in ("worst", "best")
+        for case, best in cases.items()
     }
-    if args.shapes:  # the pipeline as configured: guidance stops where the model's loss says
-        from lmd_bot.diffusion.pipeline import LmdPipeline
-
-        renderers["model"] = DiffusionRenderer(
-            LmdPipeline(components, object_batch_size=8, compile_guidance=args.compile_guidance),
-            size=size,
-            cache=cache,
-        )
     one_by_one = DiffusionRenderer(
         case_pipeline(components, best=False, object_batch_size=1, compile_guidance=args.compile_guidance),
         size=size,
@@ -290,6 +287,11 @@ def run_render(args: argparse.Namespace) -> int:
     compiled = ", guidance loss compiled" if args.compile_guidance else ""
     canvas = canvas_for(Aspect(args.aspect), 512)  # planned on the planner's frame, drawn at size
     drawn = fit(canvas.width, canvas.height, size)
+    scenes = _SHAPES if args.shapes else _PHOTO
+
+    def layout(n: int, **changes):
+        return bench_layout(n, canvas=canvas, scenes=scenes, **changes)
+
     _say(f"lmd-bot bench render: {label}; {drawn} ({args.aspect}), {args.steps} steps, SAM {sam}{compiled}")
 
     # Warm up both UNets (first-call allocations, kernel selection) outside the measurements; the
