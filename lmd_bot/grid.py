@@ -77,8 +77,6 @@ def grid_overlay_png(layout: SceneLayout, overlays: Sequence[bytes]) -> bytes:
     return _to_png(out)
 
 
-def candidate_overlays(
-    layout: SceneLayout, pngs: Sequence[bytes], missing: Sequence[int] = ()
-) -> list[bytes]:
-    """The layout over each candidate."""
-    return [draw_overlay(layout, png, missing=missing) for png in pngs]
+def candidate_overlays(layout: SceneLayout, pngs: Sequence[bytes]) -> list[bytes]:
+    """The layout over each candidate (grids are not self-checked: no object is marked missing)."""
+    return [draw_overlay(layout, png) for png in pngs]
