@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -108,10 +110,36 @@ def run_train(args: argparse.Namespace) -> int:
     )
     logging.getLogger("lmd_bot.shapes").setLevel(logging.INFO)
     trainer = Trainer(args.out, config, torch.device(args.device))
-    trainer.run(progress=not args.no_progress)
+    with _stop_on_signals(trainer.request_stop):
+        trainer.run(progress=not args.no_progress)
     for note in trainer.state.notes:
         _say(note)
+    if trainer.stopped_early:
+        _say(
+            f"stopped at {trainer.state.phase} step {trainer.state.step}, checkpoint saved in {args.out}; "
+            "run the same command to resume"
+        )
+        return 130
     return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(request_stop):
+    """The first Ctrl-C (or SIGTERM) asks for a stop at the next step boundary; a second one
+    quits at once, losing the steps since the last checkpoint."""
+
+    def first(signum, frame):
+        _say("stopping after this step to save a checkpoint (Ctrl-C again to quit without saving)")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler)
+        request_stop()
+
+    previous = {sig: signal.signal(sig, first) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def run_export(args: argparse.Namespace) -> int:

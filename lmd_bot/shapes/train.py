@@ -130,6 +130,16 @@ class Trainer:
         self.adapter_optimizer: torch.optim.Optimizer | None = None
         self.state = TrainState(config=config)
         self._last_save = time.monotonic()
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """End the run after the step in progress, with a checkpoint (safe from a signal handler:
+        an interrupt mid-step would save half an optimizer update and break exact resumption)."""
+        self._stop_requested = True
+
+    @property
+    def stopped_early(self) -> bool:
+        return self._stop_requested
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -452,9 +462,14 @@ class Trainer:
                             f"VAE colours within {worst:.1f}/255 at step {self.state.step}"
                         )
                         break
+                if self._stop_requested:
+                    break
                 if time.monotonic() - self._last_save > cfg.checkpoint_minutes * 60:
                     self.save()
             bar.close()
+            if self._stop_requested:
+                self.save()
+                return
             if phase == "vae":
                 self._finish_vae()
             if phase != PHASES[-1]:

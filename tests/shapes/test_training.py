@@ -1,5 +1,10 @@
 """Training is reproducible from its seed and resumes exactly; the grounding loss pulls the right way."""
 
+import re
+import signal
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -115,3 +120,27 @@ def test_grounding_loss_is_low_when_the_phrase_attends_inside_its_mask():
     assert bad_ratio < 1e-3
     # No signal (pure noise, alpha_bar 0): nothing to localise, no loss.
     assert grounding_loss(probs(~inside), targets, torch.zeros(1))[0] == 0
+
+
+def test_ctrl_c_saves_the_steps_done_since_the_last_checkpoint_and_says_how_to_resume(tmp_path):
+    """Training runs for hours: an interrupt (Ctrl-C, or SIGTERM from `docker stop`) ends it at a
+    step boundary with a checkpoint, not with the minutes since the last periodic one lost."""
+    out = tmp_path / "train"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lmd_bot.cli", "shapes", "train", "--out", str(out), "--seed", "3",
+         "--vae-steps", "2", "--joint-steps", "500", "--adapter-steps", "0", "--batch", "2",
+         "--gligen-start", "1", "--checkpoint-minutes", "1000"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen = ""
+    while not re.search(r"joint:.*\b([3-9]|[1-9]\d+)/500", seen):
+        chunk = proc.stderr.read(1)
+        assert chunk, f"training ended early: {seen[-2000:]}"
+        seen += chunk
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    seen += rest
+    assert proc.returncode == 130, seen[-2000:]
+    saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["state"]
+    assert saved["phase"] == "joint" and 3 <= saved["step"] < 500
+    assert f"stopped at joint step {saved['step']}" in seen and "same command" in seen
