@@ -190,8 +190,14 @@ class RetryButton(_RoundButton, template=r"lmd:retry:(?P<id>\d+)"):
 
     async def act(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        job = await scenes_of(interaction).retry(actor_from_interaction(interaction), self.target_id)
-        await reply(interaction, f"Queued again (seed `{job.seed}`).")
+        job, queued = await scenes_of(interaction).retry(actor_from_interaction(interaction), self.target_id)
+        if queued:
+            said = f"Queued again (seed `{job.seed}`)."
+        elif job.status.active:
+            said = f"This is queued again already (seed `{job.seed}`); the status is in the thread."
+        else:
+            said = "This was rendered again already: the result is in the thread."
+        await reply(interaction, said)
 
 
 DYNAMIC_ITEMS = (
