@@ -102,10 +102,12 @@ class SceneService:
     # --- /imagine ------------------------------------------------------------------------------
 
     async def check_imagine(self, actor: Actor, prompt: str) -> None:
-        """Fast checks (no planner call, no writes) an adapter can run before acknowledging."""
-        await self._policy.check_place(actor)
+        """Fast checks (no planner call, no writes) an adapter can run before acknowledging:
+        their refusals concern the asker alone, so they may be said privately."""
+        server = await self._policy.check_place(actor)
         self._guard.text.check(self._policy.user_text(prompt, "prompt"))
         self._guard.rate.check(actor.user_id)
+        self._policy.check_cap(actor.user_id, server, self._tracker.active_jobs(actor.user_id))
 
     async def imagine(
         self,

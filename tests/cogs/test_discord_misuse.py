@@ -5,6 +5,7 @@ against the fake REST API (tests/cogs/world.py)."""
 from __future__ import annotations
 
 from tests.cogs.world import OWNER, discord_world, eventually, imagine, results_in
+from tests.fakes.fake_discord import EPHEMERAL
 from tests.jobs.renderers import spec
 
 
@@ -37,3 +38,20 @@ async def test_retry_pressed_twice_renders_the_round_again_once(tmp_path):
         await eventually(lambda: results_in(world, thread_id))
         await world.settle()
         assert len(results_in(world, thread_id)) == 1
+
+
+async def test_imagine_at_the_queue_cap_is_refused_privately_before_planning(tmp_path):
+    """The cap's refusal concerns one person, like the ban list's and the rate limit's: it was a
+    public "thinking…" reply turned into "You have 2 images in the queue already" for the whole
+    channel, after a planner call."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    async with discord_world(tmp_path, renderer=spec("gated", folder=str(gate))) as world:
+        for prompt in ("a red apple", "a blue cup"):
+            await imagine(world, prompt)
+        token = await imagine(world, "a green pear")
+        (gate / "go").touch()
+        answer = world.callback(token)
+        assert answer["type"] == 4 and answer["data"]["flags"] == EPHEMERAL, answer
+        assert "2 images in the queue already" in answer["data"]["content"]
+        assert [prompt for _, _, prompt in world.core.planner.calls] == ["a red apple", "a blue cup"]
