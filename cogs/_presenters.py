@@ -6,7 +6,7 @@ from __future__ import annotations
 import discord
 
 from cogs._common import reply
-from cogs._format import file, plan_embed, thread_name
+from cogs._format import as_written, cut, file, plan_embed, thread_name
 from cogs._notifier import result_message
 from cogs._views import buttons_for, result_buttons
 from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
@@ -25,7 +25,7 @@ class CommandPresenter:
 
     async def show_plan(self, view: PlanView) -> PlanShown:
         message = await self.interaction.edit_original_response(
-            content=f"**{discord.utils.escape_markdown(view.scene.prompt)[:1800]}**",
+            content=f"**{cut(as_written(view.scene.prompt), 1800)}**",
             embed=plan_embed(view),
             allowed_mentions=NO_PINGS,  # the prompt echoed: "<@id>" in it pings nobody
         )

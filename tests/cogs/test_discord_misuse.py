@@ -4,7 +4,10 @@ against the fake REST API (tests/cogs/world.py)."""
 
 from __future__ import annotations
 
-from tests.cogs.world import OWNER, discord_world, eventually, imagine, results_in
+import re
+
+from lmd_bot.testing import ScriptedPlanner, layout_of
+from tests.cogs.world import OWNER, discord_world, eventually, first_result, imagine, results_in
 from tests.fakes.fake_discord import EPHEMERAL
 from tests.jobs.renderers import spec
 
@@ -55,3 +58,54 @@ async def test_imagine_at_the_queue_cap_is_refused_privately_before_planning(tmp
         assert answer["type"] == 4 and answer["data"]["flags"] == EPHEMERAL, answer
         assert "2 images in the queue already" in answer["data"]["content"]
         assert [prompt for _, _, prompt in world.core.planner.calls] == ["a red apple", "a blue cup"]
+
+
+# A masked link, bold, a heading marker: what a caption (the planner copies the user's words)
+# must not turn into when the bot shows it.
+MARKUP = "a sign saying **[free nitro](https://evil.example)** __now__"
+_MASKED_LINK = re.compile(r"(?<!\\)\[[^\]]*\]\(https?://")
+_BOLD = re.compile(r"(?<!\\)\*\*|(?<!\\)__")
+
+
+def _embed_text(message) -> str:
+    parts = []
+    for embed in message["embeds"]:
+        parts += [embed.get("title") or "", embed.get("description") or ""]
+        parts += [f["value"] for f in embed.get("fields", [])]
+    return "\n".join(parts)
+
+
+async def test_captions_are_shown_as_written_not_as_markdown(tmp_path):
+    """A caption with a masked link was shown as a clickable "free nitro" in the bot's own plan
+    and result embeds (and /info, /queue the prompts): the target hidden, the bot vouching for it."""
+    layout = layout_of(
+        [{"id": 1, "caption": MARKUP, "box": [16, 16, 200, 100]}],
+        background="a wall [click](https://evil.example)",
+        negative="**everything**",
+    )
+    planner = ScriptedPlanner(plans={MARKUP: layout})
+    async with discord_world(tmp_path, planner=planner) as world:
+        token, _, result = await first_result(world, MARKUP)
+        info = world.slash("info", OWNER, world.text_id)
+        await world.settle()
+        [listed] = world.callback(info)["data"]["embeds"]
+        for shown in (_embed_text(world.original(token)), _embed_text(result)):
+            assert "free nitro" in shown and "evil.example" in shown
+            assert not _MASKED_LINK.search(shown) and not _BOLD.search(shown), shown
+        assert "free nitro" in listed["description"] and not _MASKED_LINK.search(listed["description"])
+
+
+async def test_a_plan_of_long_marked_up_captions_fits_discord_s_embed_limits(tmp_path):
+    """Escaped, the longest captions take twice the characters: the plan and the result must
+    still be messages Discord accepts (description 4096, an embed 6000 in all)."""
+    caption = ("a_b*" * 40)[:120]
+    objects = [{"id": i, "caption": f"{caption}", "box": [i * 30, 16, 28, 28]} for i in range(1, 17)]
+    layout = layout_of(objects, background="_" * 400, negative="*" * 400)
+    planner = ScriptedPlanner(plans={"a crowd": layout})
+    async with discord_world(tmp_path, planner=planner) as world:
+        token, _, result = await first_result(world, "a crowd")
+        plan = world.original(token)
+        for message in (plan, result):
+            [main, *_] = message["embeds"]
+            assert len(main["description"]) <= 4096 and len(_embed_text(message)) <= 6000
+            assert "more" in main["description"] or main["description"].count("\n") == 15
