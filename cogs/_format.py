@@ -46,6 +46,12 @@ HELP_TEXT = (
     "scene, `/settings` is for admins."
 )
 
+# The bot addressed with words where no scene lives (a channel, a thread of no scene).
+NO_SCENE_HERE = (
+    "There's no scene here to change. Start one with `/imagine prompt: …` in a text channel: I "
+    "open a thread for it, and in that thread you tell me what to change."
+)
+
 
 def _listed(items: list[str], limit: int, sep: str = ", ") -> str:
     """``items`` joined with ``sep``, cut to ``limit`` characters with "… and N more"."""

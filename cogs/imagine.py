@@ -16,9 +16,9 @@ from cogs._common import (
     permission_message,
     strip_mention,
 )
-from cogs._format import HELP_TEXT
+from cogs._format import HELP_TEXT, NO_SCENE_HERE
 from cogs._notifier import reopening
-from cogs._presenters import CommandPresenter, ThreadPresenter
+from cogs._presenters import NO_PINGS, CommandPresenter, ThreadPresenter
 from cogs._views import submit_form
 from lmd_bot.errors import LmdError
 from lmd_bot.layout.canvas import Aspect
@@ -144,6 +144,9 @@ class ImagineCog(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
             return
+        if message.guild is None:  # a direct message is always for the bot: say where it draws
+            await message.reply(no_thread_here(message.channel), mention_author=False)
+            return
         me = self.bot.user
         mentioned = me is not None and me in message.mentions
         text = strip_mention(message.content, me.id if me else 0) if mentioned or self.content_intent else ""
@@ -151,10 +154,13 @@ class ImagineCog(commands.Cog):
         if mentioned and not text and layout_file is None:  # "@lmd-bot" alone: explain the bot
             await message.reply(HELP_TEXT, mention_author=False)
             return
-        if not (text or layout_file) or not isinstance(message.channel, discord.Thread):
+        if not (text or layout_file):
             return
-        scene = await self.scenes.scene_for_thread(message.channel.id)
+        in_thread = isinstance(message.channel, discord.Thread)
+        scene = await self.scenes.scene_for_thread(message.channel.id) if in_thread else None
         if scene is None:
+            if mentioned:  # addressed where no scene is: say how one starts
+                await message.reply(NO_SCENE_HERE, mention_author=False, allowed_mentions=NO_PINGS)
             return
         actor = actor_from_message(message)
         if not await self.scenes.may_edit(actor, scene):

@@ -8,7 +8,7 @@ import re
 
 from lmd_bot.testing import ScriptedPlanner, layout_of
 from tests.cogs.world import OWNER, discord_world, eventually, first_result, imagine, results_in
-from tests.fakes.fake_discord import EPHEMERAL
+from tests.fakes.fake_discord import BOT_ID, DM, EPHEMERAL
 from tests.jobs.renderers import spec
 
 
@@ -109,3 +109,38 @@ async def test_a_plan_of_long_marked_up_captions_fits_discord_s_embed_limits(tmp
             [main, *_] = message["embeds"]
             assert len(main["description"]) <= 4096 and len(_embed_text(message)) <= 6000
             assert "more" in main["description"] or main["description"].count("\n") == 15
+
+
+# --- the bot addressed where it has no scene ------------------------------------------------------
+
+
+def _bot_replies(world, channel_id: int) -> list[dict]:
+    return [m for m in world.api.messages_in(channel_id) if m["author"]["id"] == str(BOT_ID)]
+
+
+async def test_an_instruction_to_the_bot_outside_a_scene_thread_is_answered(tmp_path):
+    """ "@lmd-bot draw a red apple" in a channel, or in a thread that is no scene's, was met with
+    silence: the bot addressed by name, and no answer at all."""
+    async with discord_world(tmp_path) as world:
+        world.say(OWNER, world.text_id, "draw a red apple on a table", mention_bot=True)
+        await world.settle()
+        [said] = _bot_replies(world, world.text_id)
+        assert "/imagine" in said["content"] and said["mentions"] == []
+        assert str(said["message_reference"]["message_id"]) in {
+            str(m["id"]) for m in world.api.messages_in(world.text_id)
+        }
+        world.say(OWNER, world.text_id, "nice weather today")  # not addressed: left alone
+        await world.settle()
+        assert len(_bot_replies(world, world.text_id)) == 1
+        assert not world.core.planner.calls
+
+
+async def test_a_direct_message_to_the_bot_is_answered(tmp_path):
+    """A DM ("draw me a cat") got no answer: the bot draws in servers, and says so."""
+    async with discord_world(tmp_path) as world:
+        dm = world.api.add_channel(None, "dm", type=DM)
+        world.say(OWNER, dm, "draw me a cat")
+        await world.settle()
+        [said] = _bot_replies(world, dm)
+        assert "/imagine" in said["content"] and "server" in said["content"]
+        assert not world.core.planner.calls
