@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import discord
 
-from cogs._common import missing_permissions, permission_message
+from cogs._common import SCENE_PERMISSIONS, missing_permissions, permission_message
 from cogs._format import (
     done_content,
     failed_content,
@@ -32,6 +32,8 @@ REROLL_EMOJI = "🔄"
 ARCHIVED_THREAD = 50083  # Discord's error code for a write in an archived thread
 UNKNOWN_MESSAGE = 10008
 T = TypeVar("T")
+# What a result's image and embeds need, besides posting at all.
+SHOWING_RESULTS = {attr: SCENE_PERMISSIONS[attr] for attr in ("attach_files", "embed_links")}
 
 
 async def result_files(view: ResultView, limit: int | None) -> list[discord.File]:
@@ -143,12 +145,22 @@ class DiscordNotifier:
     async def show_status(self, view: StatusView) -> int | None:
         thread = await self._thread(view.scene.thread_id)
         # Every edit says what the message holds now: an old preview must not linger.
-        fields: dict = {"content": status_content(view), "embeds": [], "attachments": []}
-        fields["view"] = None if view.state == "cancelled" else status_buttons(view.job.id)
+        fields: dict = {
+            "content": status_content(view),
+            "view": None if view.state == "cancelled" else status_buttons(view.job.id),
+        }
         if view.preview_png and view.state != "cancelled":
-            fields["embeds"] = [discord.Embed().set_thumbnail(url="attachment://preview.png")]
-            fields["attachments"] = [file(view.preview_png, "preview.png")]
-        return await self._post(thread, view.job.status_message_id, **fields)
+            try:
+                return await self._post(
+                    thread,
+                    view.job.status_message_id,
+                    **fields,
+                    embeds=[discord.Embed().set_thumbnail(url="attachment://preview.png")],
+                    attachments=[file(view.preview_png, "preview.png")],
+                )
+            except discord.Forbidden:  # Attach Files or Embed Links taken away: the status in words
+                log.info("job %s: status without its preview in %s", view.job.id, thread.id)
+        return await self._post(thread, view.job.status_message_id, **fields, embeds=[], attachments=[])
 
     async def show_result(self, view: ResultView) -> int | None:
         """The result as a new message that pings its owner (an edit notifies nobody, and in a
@@ -156,22 +168,46 @@ class DiscordNotifier:
         thread = await self._thread(view.scene.thread_id)
         limit = thread.guild.filesize_limit if getattr(thread, "guild", None) else None
         embeds, files = await result_message(view, limit)
-        sent = await self._in_thread(
-            thread,
-            lambda: thread.send(
-                content=ready_content(view),
-                embeds=embeds,
-                files=files,
-                view=buttons_for(view),
-                allowed_mentions=pinging(view.scene.owner_id),
-            ),
-        )
+        try:
+            sent = await self._in_thread(
+                thread,
+                lambda: thread.send(
+                    content=ready_content(view),
+                    embeds=embeds,
+                    files=files,
+                    view=buttons_for(view),
+                    allowed_mentions=pinging(view.scene.owner_id),
+                ),
+            )
+        except discord.Forbidden:
+            # Attach Files or Embed Links taken away since the scene began: the result in words,
+            # with its buttons, so its owner hears of it and knows what to ask for.
+            said = f"{ready_content(view)}\n{self._cannot_show(thread, view)}"
+            sent = await self._in_thread(
+                thread,
+                lambda: thread.send(
+                    content=said, view=buttons_for(view), allowed_mentions=pinging(view.scene.owner_id)
+                ),
+            )
         try:
             await self._in_thread(thread, lambda: sent.add_reaction(REROLL_EMOJI))
         except (discord.HTTPException, DestinationGoneError):
             log.info("could not add the reroll reaction in %s", thread.id)
         await self._shrink_status(thread, view.job.id, view.job.status_message_id, done_content(view))
         return sent.id
+
+    @staticmethod
+    def _cannot_show(thread, view: ResultView) -> str:
+        """Why a result came without its image: the permissions the bot lacks in ``thread``."""
+        try:
+            lacking = missing_permissions(thread.permissions_for(thread.guild.me), SHOWING_RESULTS)
+        except (AttributeError, discord.ClientException):  # the channel is not in the cache
+            lacking = []
+        names = ", ".join(f"**{name}**" for name in lacking) or "the permissions to post images"
+        return (
+            f"⚠️ I may not post its image here: a server admin needs to give me {names} in this "
+            f"channel (seed `{view.job.seed}`)."
+        )
 
     async def _shrink_status(self, thread, job_id: int, message_id: int | None, line: str) -> None:
         """The job's status message, once its end is posted below it: one line, no buttons."""

@@ -4,6 +4,7 @@ against the fake REST API (tests/cogs/world.py)."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 from lmd_bot.testing import ScriptedPlanner, layout_of
@@ -144,3 +145,32 @@ async def test_a_direct_message_to_the_bot_is_answered(tmp_path):
         [said] = _bot_replies(world, dm)
         assert "/imagine" in said["content"] and "server" in said["content"]
         assert not world.core.planner.calls
+
+
+# --- permissions taken away while a scene runs ----------------------------------------------------
+
+
+async def test_a_result_the_bot_may_not_upload_still_arrives_and_names_the_permission(tmp_path, caplog):
+    """An admin takes Attach Files from the bot while an image renders: the result's post was
+    refused, the status stayed at "rendering…" for good, and its owner was never told."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    async with discord_world(tmp_path, renderer=spec("gated", folder=str(gate))) as world:
+        token = await imagine(world, seed=9)
+        thread_id = int(world.original(token)["thread"]["id"])
+        await eventually(lambda: (gate / "started-9").exists())
+        world.api.deny(world.text_id, attach_files=True)
+        (gate / "go").touch()
+        [result] = await eventually(
+            lambda: [m for m in world.api.messages_in(thread_id) if "is ready" in m["content"]]
+        )
+        assert [u["id"] for u in result["mentions"]] == [str(OWNER)]
+        assert "**Attach Files**" in result["content"] and not result["attachments"]
+        assert any(b.startswith("lmd:reroll:") for b in _buttons(result))
+        [status] = [m for m in world.api.messages_in(thread_id) if m["content"].startswith("✅")]
+        assert not status["components"]  # no Cancel left on a finished job
+        await world.settle()
+        assert await world.core.repo.message(int(result["id"])) is not None  # 🔄 on it works
+        [told] = _bot_replies(world, world.text_id)[1:]  # after the plan: the admins hear of it
+        assert "**Attach Files**" in told["content"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

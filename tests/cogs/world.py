@@ -66,6 +66,8 @@ class World:
             self.state.parse_thread_create(data)
         elif event == "THREAD_UPDATE":
             self.state.parse_thread_update(data)
+        elif event == "CHANNEL_UPDATE":
+            self.state.parse_channel_update(data)
 
     # --- what users do --------------------------------------------------------------------------
 
