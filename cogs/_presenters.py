@@ -5,14 +5,32 @@ from __future__ import annotations
 
 import discord
 
-from cogs._common import reply
+from cogs._common import missing_permissions, permission_message, reply
 from cogs._format import as_written, cut, file, plan_embed, thread_name
 from cogs._notifier import result_message
 from cogs._views import buttons_for, result_buttons
+from lmd_bot.errors import LmdError
 from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
 
 # The planner's words and the user's prompt, echoed, may hold "<@id>": they ping nobody.
 NO_PINGS = discord.AllowedMentions.none()
+MAX_ACTIVE_THREADS = 160006  # Discord's error code: the server's active threads are at the maximum
+
+
+class NoThreadError(LmdError):
+    """Discord would not open the scene's thread from its plan: no scene without one."""
+
+    def __init__(self, exc: discord.HTTPException, permissions: discord.Permissions) -> None:
+        if isinstance(exc, discord.Forbidden):
+            said = permission_message(missing_permissions(permissions))
+        elif exc.code == MAX_ACTIVE_THREADS:
+            said = (
+                "This server has as many open threads as Discord allows, so I can't open one for "
+                "this scene. Archive a few threads, then try again."
+            )
+        else:
+            said = "Discord wouldn't let me open a thread for this scene just now; try again in a moment."
+        super().__init__(f"thread refused: {exc}", user_message=said)
 
 
 class CommandPresenter:
@@ -29,9 +47,12 @@ class CommandPresenter:
             embed=plan_embed(view),
             allowed_mentions=NO_PINGS,  # the prompt echoed: "<@id>" in it pings nobody
         )
-        self.thread = await message.create_thread(
-            name=thread_name(view.scene.prompt), auto_archive_duration=self.archive_minutes
-        )
+        try:
+            self.thread = await message.create_thread(
+                name=thread_name(view.scene.prompt), auto_archive_duration=self.archive_minutes
+            )
+        except discord.HTTPException as exc:  # the command's answer says why, in place of the plan
+            raise NoThreadError(exc, self.interaction.app_permissions) from exc
         return PlanShown(message_id=message.id, thread_id=self.thread.id)
 
     async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:

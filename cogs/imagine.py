@@ -136,7 +136,8 @@ class ImagineCog(commands.Cog):
             )
         except LmdError as exc:  # refused before the plan was shown: the "thinking" reply says why
             log.info("imagine refused: %s", exc)
-            await interaction.edit_original_response(content=exc.user_message)
+            # ... in place of the plan, if it was shown but could not open its thread
+            await interaction.edit_original_response(content=exc.user_message, embed=None, attachments=[])
 
     # --- instructions in a scene thread ---------------------------------------------------------
 

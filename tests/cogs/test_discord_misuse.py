@@ -174,3 +174,25 @@ async def test_a_result_the_bot_may_not_upload_still_arrives_and_names_the_permi
         [told] = _bot_replies(world, world.text_id)[1:]  # after the plan: the admins hear of it
         assert "**Attach Files**" in told["content"]
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_thread_discord_will_not_open_leaves_no_plan_behind(tmp_path):
+    """The plan is posted, then its thread is refused (a busy server's 1000 active threads, or a
+    permission): the plan stayed in the channel as if it would render, under "Something went
+    wrong on my side"."""
+    async with discord_world(tmp_path) as world:
+        world.api.fail(
+            "POST",
+            r"/channels/\d+/messages/\d+/threads",
+            400,
+            160006,
+            "Maximum number of active threads reached",
+        )
+        token = await imagine(world)
+        answer = world.original(token)
+        assert answer["embeds"] == [] and "thread" in answer["content"], answer
+        assert "went wrong" not in answer["content"] + _said(world, token)
+        world.api.fail("POST", r"/channels/\d+/messages/\d+/threads", 403, 50013, "Missing Permissions")
+        token = await imagine(world)
+        answer = world.original(token)
+        assert answer["embeds"] == [] and "admin" in answer["content"] + _said(world, token), answer
