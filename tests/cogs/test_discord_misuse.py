@@ -8,7 +8,8 @@ import logging
 import re
 
 from lmd_bot.testing import ScriptedPlanner, layout_of
-from tests.cogs.world import OWNER, discord_world, eventually, first_result, imagine, results_in
+from tests.cogs.conftest import recorded
+from tests.cogs.world import OWNER, discord_world, eventually, field, first_result, imagine, results_in
 from tests.fakes.fake_discord import BOT_ID, DM, EPHEMERAL
 from tests.jobs.renderers import spec
 
@@ -196,3 +197,22 @@ async def test_a_thread_discord_will_not_open_leaves_no_plan_behind(tmp_path):
         token = await imagine(world)
         answer = world.original(token)
         assert answer["embeds"] == [] and "admin" in answer["content"] + _said(world, token), answer
+
+
+async def test_pick_pressed_twice_continues_from_the_candidate_once(tmp_path):
+    """A double click on Pick 2 made two rounds of the same candidate, each posted and pinging."""
+    async with discord_world(tmp_path) as world:
+        token = await imagine(world, seed=21, candidates=2)
+        thread_id = int(world.original(token)["thread"]["id"])
+        [grid] = await eventually(lambda: [m for m in world.api.messages_in(thread_id) if field(m, "Seeds")])
+        await recorded(world.core, int(grid["id"]))
+        [pick] = [b for b in _buttons(grid) if b.endswith(":2") and b.startswith("lmd:pick:")]
+        first = world.click(pick, OWNER, int(grid["id"]))
+        second = world.click(pick, OWNER, int(grid["id"]))
+        await world.settle()
+        assert "Candidate 2 it is: round 2" in _said(world, first)
+        assert "already" in _said(world, second) and "round 2" in _said(world, second)
+        await eventually(lambda: results_in(world, thread_id))
+        await world.settle()
+        assert len(results_in(world, thread_id)) == 1
+        assert len(await world.core.repo.rounds(1)) == 2  # the grid's round and one pick
