@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import discord
@@ -59,10 +59,11 @@ async def result_message(
     return result_embeds(view, [f.filename for f in files]), files
 
 
-async def reopening(thread, call: Callable[[], Awaitable[T]]) -> T:
+async def reopening(thread, call: Callable[[], Awaitable[T]], files: Sequence[discord.File] = ()) -> T:
     """Run ``call`` (a write in ``thread``); an archived thread, which refuses edits, reactions and
-    posts, is reopened and the call made again. DestinationGoneError when it is locked (only
-    moderators reopen those) or cannot be reopened."""
+    posts, is reopened and the call made again (with its ``files`` rewound: the refused upload read
+    them to their end). DestinationGoneError when it is locked (only moderators reopen those) or
+    cannot be reopened."""
     try:
         return await call()
     except discord.HTTPException as exc:
@@ -76,7 +77,14 @@ async def reopening(thread, call: Callable[[], Awaitable[T]]) -> T:
         # Locked meanwhile (only moderators may reopen it), or deleted.
         raise DestinationGoneError(f"thread {thread.id} is archived and cannot be reopened") from exc
     log.info("reopened the archived thread %s to write in it", thread.id)
+    rewind(files)
     return await call()
+
+
+def rewind(files: Sequence[discord.File]) -> None:
+    """Files read by a request Discord refused, ready to be sent again from their start."""
+    for f in files:
+        f.reset()
 
 
 def pinging(user_id: int) -> discord.AllowedMentions:
@@ -102,11 +110,14 @@ class DiscordNotifier:
                 raise DestinationGoneError(thread_id) from exc
         return channel
 
-    async def _in_thread(self, thread, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` (a request in ``thread``) as Discord allows (:func:`reopening`); a deleted
-        thread or one the bot lost is gone; a refusal tells the channel's admins."""
+    async def _in_thread(
+        self, thread, call: Callable[[], Awaitable[T]], files: Sequence[discord.File] = ()
+    ) -> T:
+        """Run ``call`` (a request in ``thread``, uploading ``files``) as Discord allows
+        (:func:`reopening`); a deleted thread or one the bot lost is gone; a refusal tells the
+        channel's admins."""
         try:
-            return await reopening(thread, call)
+            return await reopening(thread, call, files)
         except discord.NotFound as exc:
             raise DestinationGoneError(thread.id) from exc
         except discord.Forbidden:
@@ -116,18 +127,20 @@ class DiscordNotifier:
     async def _post(self, thread, message_id: int | None, **fields) -> int:
         """Edit ``message_id`` in ``thread``, or post a new message if there is none (or it was
         deleted); returns the message's id."""
+        files = [f for f in fields.get("attachments", ()) if isinstance(f, discord.File)]
         if message_id is not None:
             try:
                 edited = await self._in_thread(
-                    thread, lambda: thread.get_partial_message(message_id).edit(**fields)
+                    thread, lambda: thread.get_partial_message(message_id).edit(**fields), files
                 )
                 return edited.id
             except DestinationGoneError as exc:
                 if not _unknown_message(exc.__cause__):
                     raise
+            rewind(files)
         if "attachments" in fields:
             fields["files"] = fields.pop("attachments")
-        sent = await self._in_thread(thread, lambda: thread.send(**fields))
+        sent = await self._in_thread(thread, lambda: thread.send(**fields), files)
         return sent.id
 
     async def _warn_missing_permissions(self, thread) -> None:
@@ -178,6 +191,7 @@ class DiscordNotifier:
                     view=buttons_for(view),
                     allowed_mentions=pinging(view.scene.owner_id),
                 ),
+                files,
             )
         except discord.Forbidden:
             # Attach Files or Embed Links taken away since the scene began: the result in words,
