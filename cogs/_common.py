@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 
 from lmd_bot.errors import LmdError
-from lmd_bot.services import Actor, CandidateService, RefineService, SceneService
+from lmd_bot.services import Actor, CandidateService, DestinationGoneError, RefineService, SceneService
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +126,18 @@ async def on_app_command_error(interaction: discord.Interaction, error: app_comm
     await reply(interaction, text)
 
 
+# A scene's thread a moderator locked (or deleted): nothing can be posted there.
+THREAD_CLOSED = "This scene's thread is locked or gone, so I can't post there any more."
+
+
 async def item_error(interaction: discord.Interaction, error: Exception) -> None:
     """Buttons and modals: the same policy as commands."""
     if isinstance(error, LmdError):
         log.info("component: %s", error)
         await reply(interaction, error.user_message)
+    elif isinstance(error, DestinationGoneError):
+        log.info("component in a closed thread: %s", error)
+        await reply(interaction, THREAD_CLOSED)
     elif isinstance(error, discord.Forbidden):
         await reply(interaction, permission_message(missing_permissions(interaction.app_permissions)))
     else:

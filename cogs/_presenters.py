@@ -7,7 +7,7 @@ import discord
 
 from cogs._common import missing_permissions, permission_message, reply
 from cogs._format import as_written, cut, file, plan_embed, thread_name
-from cogs._notifier import result_message
+from cogs._notifier import reopening, result_message
 from cogs._views import buttons_for, result_buttons
 from lmd_bot.errors import LmdError
 from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
@@ -74,7 +74,8 @@ class CommandPresenter:
 
 class ThreadPresenter:
     """In a scene's thread: a reply to the user's message, or (a button, the Edit box) a new
-    message with private answers to the interaction."""
+    message with private answers to the interaction. A button or a box may come from a thread
+    Discord archived meanwhile (after a day without messages): it is reopened to answer there."""
 
     def __init__(
         self,
@@ -89,19 +90,29 @@ class ThreadPresenter:
 
     async def show_plan(self, view: PlanView) -> PlanShown:
         if self.reply_to is not None:
-            message = await self.reply_to.reply(mention_author=False, embed=plan_embed(view))
+            message = await reopening(
+                self.channel, lambda: self.reply_to.reply(mention_author=False, embed=plan_embed(view))
+            )
         else:
-            message = await self.channel.send(embed=plan_embed(view))
+            message = await reopening(self.channel, lambda: self.channel.send(embed=plan_embed(view)))
         return PlanShown(message_id=message.id)
 
     async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
-        await self.channel.get_partial_message(shown.message_id).edit(
-            embed=plan_embed(view), attachments=[file(view.overlay_png, "plan.png")]
+        picture = file(view.overlay_png, "plan.png")
+        await reopening(
+            self.channel,
+            lambda: self.channel.get_partial_message(shown.message_id).edit(
+                embed=plan_embed(view), attachments=[picture]
+            ),
+            [picture],
         )
 
     async def show_reply(self, view: ReplyView) -> None:
         if self.reply_to is not None:
-            await self.reply_to.reply(view.text, mention_author=False, allowed_mentions=NO_PINGS)
+            await reopening(
+                self.channel,
+                lambda: self.reply_to.reply(view.text, mention_author=False, allowed_mentions=NO_PINGS),
+            )
         elif self.interaction is not None:
             await reply(self.interaction, view.text)
 
@@ -110,16 +121,18 @@ class ThreadPresenter:
 
 
 async def show_undo(channel, view: UndoView) -> int:
-    """The round an undo went back to: its result shown again, or its plan if never rendered."""
+    """The round an undo went back to: its result shown again, or its plan if never rendered
+    (in the scene's thread, reopened if Discord archived it)."""
     title = f"Back to round {view.round.number}"
     if view.result is not None:
         embeds, files = await result_message(view.result, getattr(channel.guild, "filesize_limit", None))
-        message = await channel.send(content=title, embeds=embeds, files=files, view=buttons_for(view.result))
+        fields = {"content": title, "embeds": embeds, "view": buttons_for(view.result)}
     else:
-        message = await channel.send(
-            content=f"{title} (not rendered yet: press Reroll to render it).",
-            embed=plan_embed(view, title=f"Plan · round {view.round.number}"),
-            file=file(view.overlay_png, "plan.png"),
-            view=result_buttons(view.round.id),
-        )
+        files = [file(view.overlay_png, "plan.png")]
+        fields = {
+            "content": f"{title} (not rendered yet: press Reroll to render it).",
+            "embed": plan_embed(view, title=f"Plan · round {view.round.number}"),
+            "view": result_buttons(view.round.id),
+        }
+    message = await reopening(channel, lambda: channel.send(**fields, files=files), files)
     return message.id

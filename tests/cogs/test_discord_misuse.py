@@ -216,3 +216,52 @@ async def test_pick_pressed_twice_continues_from_the_candidate_once(tmp_path):
         await world.settle()
         assert len(results_in(world, thread_id)) == 1
         assert len(await world.core.repo.rounds(1)) == 2  # the grid's round and one pick
+
+
+# --- coming back to a scene the next day ----------------------------------------------------------
+
+
+async def test_the_edit_box_and_undo_work_in_a_thread_discord_archived_meanwhile(tmp_path, caplog):
+    """A scene's thread archives itself after a day; its owner comes back, types a change in ✏️
+    Edit, or presses ↩️ Undo: the bot's post in the archived thread was refused (50083), the new
+    round's job cancelled, and the answer was "Something went wrong on my side"."""
+    async with discord_world(tmp_path) as world:
+        _, thread_id, result = await first_result(world)
+        world.api.archive(thread_id)
+        await world.settle()
+        [edit] = [b for b in _buttons(result) if b.startswith("lmd:edit:")]
+        token = world.submit(
+            edit.replace("lmd:edit:", "lmd:instruct:"), OWNER, thread_id, {"instruction": "add a cat"}
+        )
+        await world.settle()
+        assert "Done" in _said(world, token), _said(world, token)
+        assert not world.api.channels[thread_id]["thread_metadata"]["archived"]
+        results = await eventually(
+            lambda: len(results_in(world, thread_id)) == 2 and results_in(world, thread_id)
+        )
+        await recorded(world.core, int(results[1]["id"]))
+        world.api.archive(thread_id)
+        await world.settle()
+        [undo] = [b for b in _buttons(results[1]) if b.startswith("lmd:undo:")]
+        token = world.click(undo, OWNER, int(results[1]["id"]))
+        await world.settle()
+        assert "Back to round 1" in _said(world, token), _said(world, token)
+        public = [m for m in world.api.messages_in(thread_id) if not m["flags"] & EPHEMERAL]
+        assert public[-1]["content"] == "Back to round 1" and public[-1]["attachments"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_button_in_a_thread_a_moderator_locked_says_so(tmp_path):
+    async with discord_world(tmp_path) as world:
+        _, thread_id, _ = await first_result(world)
+        world.say(OWNER, thread_id, "add a cat")
+        results = await eventually(
+            lambda: len(results_in(world, thread_id)) == 2 and results_in(world, thread_id)
+        )
+        await recorded(world.core, int(results[1]["id"]))
+        world.api.archive(thread_id, locked=True)
+        await world.settle()
+        [undo] = [b for b in _buttons(results[1]) if b.startswith("lmd:undo:")]
+        token = world.click(undo, OWNER, int(results[1]["id"]))
+        await world.settle()
+        assert "locked" in _said(world, token), _said(world, token)
