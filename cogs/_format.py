@@ -206,12 +206,13 @@ def image_name(view: ResultView, kind: str, ext: str = "png") -> str:
 
 
 def ready_content(view: ResultView) -> str:
-    """The line above a result: it pings the owner (the result is a new message for this)."""
+    """The line above a result: it pings who asked for it (the result is a new message for this;
+    in a shared scene that may be someone other than its owner)."""
     what = "was withheld" if view.withheld else "is ready"
     refined = " refined" if view.job.refine_of is not None else ""
     if view.round.candidates > 1:
-        return f"<@{view.scene.owner_id}> round {view.round.number} {what}: pick a candidate to go on from."
-    return f"<@{view.scene.owner_id}> round {view.round.number}{refined} {what}."
+        return f"<@{view.job.user_id}> round {view.round.number} {what}: pick a candidate to go on from."
+    return f"<@{view.job.user_id}> round {view.round.number}{refined} {what}."
 
 
 def done_content(view: ResultView) -> str:
@@ -220,14 +221,14 @@ def done_content(view: ResultView) -> str:
 
 
 def failure_content(view: FailureView) -> str:
-    """A failure's own message: it pings the owner (a new message, as a result is)."""
+    """A failure's own message: it pings who asked for the render (a new message, as a result is)."""
     if not view.retryable:
         hint = ""
     elif view.job.refine_of is not None:
         hint = " Press **Refine** to try again."
     else:
         hint = " Press **Retry** to try again."
-    return f"<@{view.scene.owner_id}> ⚠️ Round {view.round_number}: {view.message}{hint}"
+    return f"<@{view.job.user_id}> ⚠️ Round {view.round_number}: {view.message}{hint}"
 
 
 def failed_content(view: FailureView) -> str:

@@ -176,8 +176,8 @@ class DiscordNotifier:
         return await self._post(thread, view.job.status_message_id, **fields, embeds=[], attachments=[])
 
     async def show_result(self, view: ResultView) -> int | None:
-        """The result as a new message that pings its owner (an edit notifies nobody, and in a
-        busy thread it would sit above newer messages); the status message shrinks to a line."""
+        """The result as a new message that pings who asked for it (an edit notifies nobody, and in
+        a busy thread it would sit above newer messages); the status message shrinks to a line."""
         thread = await self._thread(view.scene.thread_id)
         limit = thread.guild.filesize_limit if getattr(thread, "guild", None) else None
         embeds, files = await result_message(view, limit)
@@ -189,18 +189,18 @@ class DiscordNotifier:
                     embeds=embeds,
                     files=files,
                     view=buttons_for(view),
-                    allowed_mentions=pinging(view.scene.owner_id),
+                    allowed_mentions=pinging(view.job.user_id),
                 ),
                 files,
             )
         except discord.Forbidden:
             # Attach Files or Embed Links taken away since the scene began: the result in words,
-            # with its buttons, so its owner hears of it and knows what to ask for.
+            # with its buttons, so who asked hears of it and knows what to ask for.
             said = f"{ready_content(view)}\n{self._cannot_show(thread, view)}"
             sent = await self._in_thread(
                 thread,
                 lambda: thread.send(
-                    content=said, view=buttons_for(view), allowed_mentions=pinging(view.scene.owner_id)
+                    content=said, view=buttons_for(view), allowed_mentions=pinging(view.job.user_id)
                 ),
             )
         try:
@@ -236,15 +236,15 @@ class DiscordNotifier:
             log.info("could not shrink the status message of job %s", job_id)
 
     async def show_failure(self, view: FailureView) -> int | None:
-        """A new message that pings the owner with what failed and what to do (an edit of the
-        status message would notify nobody); the status message shrinks to a line."""
+        """A new message that pings who asked for the render with what failed and what to do (an
+        edit of the status message would notify nobody); the status message shrinks to a line."""
         thread = await self._thread(view.scene.thread_id)
         sent = await self._in_thread(
             thread,
             lambda: thread.send(
                 content=failure_content(view),
                 view=failure_buttons(view.job.id, view.job.round_id, view.retryable, view.job.refine_of),
-                allowed_mentions=pinging(view.scene.owner_id),
+                allowed_mentions=pinging(view.job.user_id),
             ),
         )
         await self._shrink_status(thread, view.job.id, view.job.status_message_id, failed_content(view))
