@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 
 import discord
 from discord import app_commands
@@ -26,6 +29,47 @@ SCENE_PERMISSIONS = {
     "add_reactions": "Add Reactions",
     "read_message_history": "Read Message History",
 }
+
+
+class RestartingError(LmdError):
+    user_message = "I'm restarting right now; send that again in a minute."
+
+
+class InFlight:
+    """The requests the bot is answering that wait on the planner (an ``/imagine``, an instruction,
+    an edit box: seconds each). A shutdown lets them finish before the core stops, so their plans
+    are shown and their jobs stored (and rendered after the restart), and turns new ones away."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task] = set()
+        self._closing = False
+
+    @contextlib.asynccontextmanager
+    async def answering(self) -> AsyncIterator[None]:
+        """Around a request's work; RestartingError once the bot is shutting down."""
+        if self._closing:
+            raise RestartingError("shutting down")
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            yield
+        finally:
+            self._running.discard(task)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Take no more requests; wait up to ``timeout_s`` for those under way."""
+        self._closing = True
+        running = self._running - {asyncio.current_task()}
+        if running:
+            log.info("finishing %d request(s) before shutting down", len(running))
+            _, late = await asyncio.wait(running, timeout=timeout_s)
+            if late:
+                log.warning("%d request(s) still unanswered at shutdown", len(late))
+
+
+def in_flight_of(interaction: discord.Interaction) -> InFlight:
+    return interaction.client.in_flight  # type: ignore[attr-defined]
 
 
 def scenes_of(interaction: discord.Interaction) -> SceneService:

@@ -12,6 +12,7 @@ from discord.ext import commands
 from cogs._common import (
     actor_from_interaction,
     actor_from_message,
+    in_flight_of,
     missing_permissions,
     permission_message,
     strip_mention,
@@ -121,23 +122,24 @@ class ImagineCog(commands.Cog):
             return
         actor = actor_from_interaction(interaction)
         await self.scenes.check_imagine(actor, prompt)  # refusals are ephemeral: nothing is public yet
-        await interaction.response.defer(thinking=True)
-        presenter = CommandPresenter(interaction, archive_minutes=self.archive_minutes)
-        try:
-            await self.scenes.imagine(
-                actor,
-                prompt,
-                presenter,
-                mode=RenderMode(mode.value) if mode else None,
-                seed=seed,
-                steps=steps,
-                aspect=Aspect(aspect.value) if aspect else None,
-                candidates=candidates,
-            )
-        except LmdError as exc:  # refused before the plan was shown: the "thinking" reply says why
-            log.info("imagine refused: %s", exc)
-            # ... in place of the plan, if it was shown but could not open its thread
-            await interaction.edit_original_response(content=exc.user_message, embed=None, attachments=[])
+        async with in_flight_of(interaction).answering():
+            await interaction.response.defer(thinking=True)
+            presenter = CommandPresenter(interaction, archive_minutes=self.archive_minutes)
+            try:
+                await self.scenes.imagine(
+                    actor,
+                    prompt,
+                    presenter,
+                    mode=RenderMode(mode.value) if mode else None,
+                    seed=seed,
+                    steps=steps,
+                    aspect=Aspect(aspect.value) if aspect else None,
+                    candidates=candidates,
+                )
+            except LmdError as exc:  # refused before the plan was shown: the "thinking" reply says why
+                log.info("imagine refused: %s", exc)
+                # ... in place of the plan, if it was shown but could not open its thread
+                await interaction.edit_original_response(content=exc.user_message, embed=None, attachments=[])
 
     # --- instructions in a scene thread ---------------------------------------------------------
 
@@ -175,9 +177,9 @@ class ImagineCog(commands.Cog):
                 delete_after=20,
             )
             return
-        await self._react(message, SEEN_EMOJI)
         try:
-            async with message.channel.typing():
+            async with self.bot.in_flight.answering(), message.channel.typing():  # type: ignore[attr-defined]
+                await self._react(message, SEEN_EMOJI)
                 presenter = ThreadPresenter(message.channel, reply_to=message)
                 if layout_file is not None:  # a layout file wins over the words beside it
                     attached = AttachedFile(

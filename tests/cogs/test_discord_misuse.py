@@ -4,6 +4,7 @@ against the fake REST API (tests/cogs/world.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 
@@ -172,7 +173,9 @@ async def test_a_result_the_bot_may_not_upload_still_arrives_and_names_the_permi
         assert not status["components"]  # no Cancel left on a finished job
         await world.settle()
         assert await world.core.repo.message(int(result["id"])) is not None  # 🔄 on it works
-        [told] = _bot_replies(world, world.text_id)[1:]  # after the plan: the admins hear of it
+        told = await eventually(lambda: _bot_replies(world, world.text_id)[1:])  # the admins hear of it
+        assert len(told) == 1, told
+        [told] = told
         assert "**Attach Files**" in told["content"]
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
@@ -284,3 +287,36 @@ async def test_in_a_shared_scene_the_result_pings_who_asked_for_it(tmp_path):
         )
         assert [u["id"] for u in results[1]["mentions"]] == [str(OTHER)]
         assert results[1]["content"].startswith(f"<@{OTHER}>")
+
+
+# --- a restart while people wait for a plan -------------------------------------------------------
+
+
+async def test_plans_being_made_when_the_bot_stops_are_finished_and_rendered_after_the_restart(tmp_path):
+    """Stopping the bot (a deploy, SIGTERM) while the planner worked on an /imagine and on an
+    instruction: the /imagine stayed "thinking…" for good and the instruction got 👀 and nothing;
+    both were lost. Now they finish first (new ones are told the bot is restarting), and their
+    renders come after the restart."""
+    from tests.fakes.fake_discord import FakeDiscordAPI
+
+    planner = ScriptedPlanner()
+    async with FakeDiscordAPI() as api:
+        async with discord_world(tmp_path, api=api, planner=planner) as world:
+            _, thread_id, _ = await first_result(world)
+            planner.delay_s = 0.5  # the LLM thinks
+            token = world.slash("imagine", OWNER, world.text_id, prompt="a green pear")
+            world.say(OWNER, thread_id, "add a cat")
+            await eventually(lambda: len(planner.calls) == 3)
+            stopping = asyncio.create_task(world.bot.close())
+            await asyncio.sleep(0.05)
+            late = world.slash("imagine", OTHER, world.text_id, prompt="a red kite")
+            await stopping
+        assert "restarting" in world.callback(late)["data"]["content"]
+        plan = api.messages[api.interactions[token]["original"]]
+        assert plan["embeds"][0]["title"] == "Plan · round 1" and "thread" in plan
+        new_thread = int(plan["thread"]["id"])
+        assert any(
+            m["embeds"] and m["embeds"][0]["title"] == "Plan · round 2" for m in api.messages_in(thread_id)
+        )
+        async with discord_world(tmp_path, api=api) as world:
+            await eventually(lambda: results_in(world, new_thread) and len(results_in(world, thread_id)) == 2)
