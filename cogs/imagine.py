@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._common import (
+    THREAD_CLOSED,
     actor_from_interaction,
     actor_from_message,
     in_flight_of,
@@ -224,6 +225,12 @@ class ImagineCog(commands.Cog):
             is_admin=bool(member and member.guild_permissions.manage_guild),
         )
         try:
+            scene = await self.scenes.scene_of_message(payload.message_id)
+            if scene is None:
+                return  # not a message of a scene
+            if scene.thread_id != payload.channel_id and await self._gone(scene.thread_id):
+                # The plan, left in the channel: its scene's results would go nowhere.
+                raise LmdError(f"scene {scene.id}: thread gone", user_message=THREAD_CLOSED)
             job = await self.scenes.reroll_message(actor, payload.message_id)
         except LmdError as exc:
             channel = await self._channel(payload.channel_id)
@@ -254,6 +261,14 @@ class ImagineCog(commands.Cog):
 
     async def _channel(self, channel_id: int):
         return self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+
+    async def _gone(self, thread_id: int | None) -> bool:
+        """Whether a scene's thread was deleted, locked by a moderator, or lost to the bot."""
+        try:
+            thread = await self._channel(thread_id) if thread_id is not None else None
+        except (discord.NotFound, discord.Forbidden):
+            return True
+        return thread is None or bool(getattr(thread, "locked", False))
 
     # --- /share ---------------------------------------------------------------------------------
 

@@ -357,6 +357,11 @@ class SceneService:
         await self._tracker.submit(scene, new_round, job)
         return job
 
+    async def scene_of_message(self, message_id: int) -> SceneRecord | None:
+        """The scene a message shows a round of (its plan, a status, a result), if any."""
+        ref = await self._repo.message(message_id)
+        return None if ref is None else await self._scene(ref.scene_id)
+
     async def reroll_message(self, actor: Actor, message_id: int) -> JobRecord | None:
         """A 🔄 on a message: reroll the round it shows; None if the message shows no round."""
         ref = await self._repo.message(message_id)

@@ -10,7 +10,17 @@ import re
 
 from lmd_bot.testing import ScriptedPlanner, layout_of
 from tests.cogs.conftest import recorded
-from tests.cogs.world import OTHER, OWNER, discord_world, eventually, field, first_result, imagine, results_in
+from tests.cogs.world import (
+    GUILD_ID,
+    OTHER,
+    OWNER,
+    discord_world,
+    eventually,
+    field,
+    first_result,
+    imagine,
+    results_in,
+)
 from tests.fakes.fake_discord import BOT_ID, DM, EPHEMERAL
 from tests.jobs.renderers import spec
 
@@ -320,3 +330,20 @@ async def test_plans_being_made_when_the_bot_stops_are_finished_and_rendered_aft
         )
         async with discord_world(tmp_path, api=api) as world:
             await eventually(lambda: results_in(world, new_thread) and len(results_in(world, thread_id)) == 2)
+
+
+async def test_a_reroll_on_the_plan_of_a_scene_whose_thread_was_deleted_says_so(tmp_path):
+    """The plan stays in the channel after its thread is deleted; a 🔄 on it rendered the round
+    again for a thread that no longer exists: the GPU's time spent, and the user told nothing."""
+    async with discord_world(tmp_path) as world:
+        token, thread_id, _ = await first_result(world)
+        world.api.delete_channel(thread_id)
+        world.state.parse_thread_delete(
+            {"id": str(thread_id), "guild_id": str(GUILD_ID), "parent_id": str(world.text_id), "type": 11}
+        )
+        await world.settle()
+        world.react(OWNER, world.text_id, world.api.interactions[token]["original"])
+        await world.settle()
+        [said] = _bot_replies(world, world.text_id)[1:]
+        assert said["content"].startswith(f"<@{OWNER}>") and "thread" in said["content"]
+        assert len(await world.core.repo.recent_jobs_of_user(OWNER)) == 1  # nothing rendered again
