@@ -248,12 +248,11 @@ def queue_embed(view: QueueView) -> discord.Embed:
         who = f"<@{e.user_id}>" if e.same_server else "someone"
         return f"{who} · {what} · {e.steps} steps, {e.mode}"
 
-    running = "\n".join(f"🎨 {line(e)}" for e in view.running) or "nothing"
-    waiting = "\n".join(f"`{e.position:>2}` {line(e)}" for e in view.waiting[:20]) or "nobody waiting"
-    if len(view.waiting) > 20:
-        waiting += f"\n… and {len(view.waiting) - 20} more"
-    embed.add_field(name="Rendering", value=running[:1024], inline=False)
-    embed.add_field(name=f"Waiting ({len(view.waiting)})", value=waiting[:1024], inline=False)
+    # Whole lines only: a line cut short could end in an escaping backslash or half a mention.
+    running = _listed([f"🎨 {line(e)}" for e in view.running], FIELD_CHARS, "\n") or "nothing"
+    waiting = _listed([f"`{e.position:>2}` {line(e)}" for e in view.waiting], FIELD_CHARS, "\n")
+    embed.add_field(name="Rendering", value=running, inline=False)
+    embed.add_field(name=f"Waiting ({len(view.waiting)})", value=waiting or "nobody waiting", inline=False)
     if view.eta_per_job_s is not None:
         embed.set_footer(text=f"About {_seconds(view.eta_per_job_s)} per image lately.")
     return embed

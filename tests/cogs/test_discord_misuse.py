@@ -108,6 +108,33 @@ async def test_captions_are_shown_as_written_not_as_markdown(tmp_path):
         assert "free nitro" in listed["description"] and not _MASKED_LINK.search(listed["description"])
 
 
+def test_a_long_queue_lists_whole_lines_of_prompts_as_written():
+    """/queue's fields were cut at 1024 characters wherever that fell: inside a line, after an
+    escaping backslash of a prompt shown as written."""
+    from cogs._format import queue_embed
+    from lmd_bot.services import QueueEntry, QueueView
+
+    def entry(position: int) -> QueueEntry:
+        prompt = "__a_b_c__ " * 6  # every character but the spaces escaped: twice as long
+        return QueueEntry(
+            position=position,
+            job_id=position,
+            user_id=7,
+            same_server=True,
+            prompt=prompt,
+            round_number=1,
+            steps=20,
+            mode="lmd+",
+        )
+
+    view = QueueView(running=[entry(0)], waiting=[entry(i) for i in range(1, 41)], eta_per_job_s=None)
+    embed = queue_embed(view)
+    waiting = embed.fields[1].value
+    assert len(waiting) <= 1024 and waiting.endswith("more")
+    assert all(line.startswith("`") for line in waiting.splitlines()[:-1])
+    assert "__" not in waiting.replace("\\_", "")
+
+
 async def test_a_plan_of_long_marked_up_captions_fits_discord_s_embed_limits(tmp_path):
     """Escaped, the longest captions take twice the characters: the plan and the result must
     still be messages Discord accepts (description 4096, an embed 6000 in all)."""
