@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
+from collections.abc import AsyncIterator
 
 import discord
 from discord import app_commands
 
 from lmd_bot.errors import LmdError
-from lmd_bot.services import Actor, CandidateService, RefineService, SceneService
+from lmd_bot.services import Actor, CandidateService, DestinationGoneError, RefineService, SceneService
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,47 @@ SCENE_PERMISSIONS = {
     "add_reactions": "Add Reactions",
     "read_message_history": "Read Message History",
 }
+
+
+class RestartingError(LmdError):
+    user_message = "I'm restarting right now; send that again in a minute."
+
+
+class InFlight:
+    """The requests the bot is answering that wait on the planner (an ``/imagine``, an instruction,
+    an edit box: seconds each). A shutdown lets them finish before the core stops, so their plans
+    are shown and their jobs stored (and rendered after the restart), and turns new ones away."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task] = set()
+        self._closing = False
+
+    @contextlib.asynccontextmanager
+    async def answering(self) -> AsyncIterator[None]:
+        """Around a request's work; RestartingError once the bot is shutting down."""
+        if self._closing:
+            raise RestartingError("shutting down")
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.add(task)
+        try:
+            yield
+        finally:
+            self._running.discard(task)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Take no more requests; wait up to ``timeout_s`` for those under way."""
+        self._closing = True
+        running = self._running - {asyncio.current_task()}
+        if running:
+            log.info("finishing %d request(s) before shutting down", len(running))
+            _, late = await asyncio.wait(running, timeout=timeout_s)
+            if late:
+                log.warning("%d request(s) still unanswered at shutdown", len(late))
+
+
+def in_flight_of(interaction: discord.Interaction) -> InFlight:
+    return interaction.client.in_flight  # type: ignore[attr-defined]
 
 
 def scenes_of(interaction: discord.Interaction) -> SceneService:
@@ -126,11 +170,18 @@ async def on_app_command_error(interaction: discord.Interaction, error: app_comm
     await reply(interaction, text)
 
 
+# A scene's thread a moderator locked (or deleted): nothing can be posted there.
+THREAD_CLOSED = "This scene's thread is locked or gone, so I can't post there any more."
+
+
 async def item_error(interaction: discord.Interaction, error: Exception) -> None:
     """Buttons and modals: the same policy as commands."""
     if isinstance(error, LmdError):
         log.info("component: %s", error)
         await reply(interaction, error.user_message)
+    elif isinstance(error, DestinationGoneError):
+        log.info("component in a closed thread: %s", error)
+        await reply(interaction, THREAD_CLOSED)
     elif isinstance(error, discord.Forbidden):
         await reply(interaction, permission_message(missing_permissions(interaction.app_permissions)))
     else:

@@ -25,6 +25,8 @@ from lmd_bot.services import (
 ACCENT = discord.Colour(0x7C5CFF)
 THREAD_NAME_MAX = 100
 FIELD_CHARS = 1024  # Discord's limit on an embed field's value
+DESCRIPTION_CHARS = 4096  # ... on an embed's description
+EMBED_CHARS = 6000  # ... on an embed's text in all: title, description, fields, footer
 _DIGITS = "0123456789"
 
 HELP_TEXT = (
@@ -44,29 +46,55 @@ HELP_TEXT = (
     "scene, `/settings` is for admins."
 )
 
+# The bot addressed with words where no scene lives (a channel, a thread of no scene).
+NO_SCENE_HERE = (
+    "There's no scene here to change. Start one with `/imagine prompt: …` in a text channel: I "
+    "open a thread for it, and in that thread you tell me what to change."
+)
 
-def _listed(items: list[str], limit: int) -> str:
-    """``items`` joined with commas, cut to ``limit`` characters with "… and N more"."""
-    text = ", ".join(items)
+
+def _listed(items: list[str], limit: int, sep: str = ", ") -> str:
+    """``items`` joined with ``sep``, cut to ``limit`` characters with "… and N more"."""
+    text = sep.join(items)
     if len(text) <= limit:
         return text
     shown: list[str] = []
     for item in items:
-        if len(", ".join([*shown, item])) + len(f", … and {len(items)} more") > limit:
+        if len(sep.join([*shown, item])) + len(f"{sep}… and {len(items)} more") > limit:
             break
         shown.append(item)
-    return ", ".join(shown) + f", … and {len(items) - len(shown)} more"
+    return sep.join([*shown, f"… and {len(items) - len(shown)} more"])
+
+
+def as_written(text: str) -> str:
+    """Words people or the planner wrote (a prompt, a caption), shown as they were written: their
+    markdown is not rendered, so a caption's masked link cannot hide its target behind the bot's
+    name, and ``**`` or ``__`` in it cannot restyle the bot's message."""
+    return discord.utils.escape_markdown(text)
+
+
+def cut(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters, ending in "…" when cut; an escaped text keeps no
+    lone backslash at the end (it would escape what follows)."""
+    if len(text) <= limit:
+        return text
+    kept = text[: limit - 1]
+    if (len(kept) - len(kept.rstrip("\\"))) % 2:
+        kept = kept[:-1]
+    return kept + "…"
 
 
 def thread_name(prompt: str) -> str:
     return prompt if len(prompt) <= THREAD_NAME_MAX else prompt[: THREAD_NAME_MAX - 1].rstrip() + "…"
 
 
-def _objects(layout: SceneLayout, limit: int = 20) -> str:
-    lines = [f"`{o.id:>2}` {o.caption}" for o in layout.objects[:limit]]
-    if len(layout.objects) > limit:
-        lines.append(f"… and {len(layout.objects) - limit} more")
-    return "\n".join(lines) or "*(no objects: background only)*"
+def _with_objects(embed: discord.Embed, layout: SceneLayout) -> discord.Embed:
+    """``embed`` (its other parts set) with the layout's objects as its description, as many as
+    Discord's limits leave room for, then "… and N more"."""
+    lines = [f"`{o.id:>2}` {as_written(o.caption)}" for o in layout.objects]
+    room = min(DESCRIPTION_CHARS, EMBED_CHARS - len(embed))
+    embed.description = _listed(lines, room, "\n") or "*(no objects: background only)*"
+    return embed
 
 
 def _seconds(value: float) -> str:
@@ -80,24 +108,23 @@ def file(data: bytes, name: str, *, spoiler: bool = False) -> discord.File:
 def plan_embed(plan: PlanView | UndoView, *, title: str | None = None) -> discord.Embed:
     layout, scene = plan.round.layout, plan.scene
     embed = discord.Embed(colour=ACCENT, title=title or f"Plan · round {plan.round.number}")
-    embed.description = _objects(layout)
-    facts = [f"Background: {layout.background}"]
+    facts = [f"Background: {as_written(layout.background)}"]
     if layout.negative:
-        facts.append(f"Avoid: {layout.negative}")
+        facts.append(f"Avoid: {as_written(layout.negative)}")
     n = len(layout.objects)
     facts += [f"{n} object{'s' if n != 1 else ''}", f"mode {scene.mode.value}", f"seed {plan.round.seed}"]
     if layout.width != layout.height:
         facts.append(f"canvas {layout.width}x{layout.height}")
     if plan.round.candidates > 1:
         facts.append(f"{plan.round.candidates} candidates")
-    embed.add_field(name="Scene", value=" · ".join(facts)[:1024], inline=False)
+    embed.add_field(name="Scene", value=cut(" · ".join(facts), FIELD_CHARS), inline=False)
     if isinstance(plan, PlanView) and plan.changes:
-        embed.add_field(name="Changed", value=plan.changes[:1024], inline=False)
-    if isinstance(plan, PlanView) and plan.notes:
+        embed.add_field(name="Changed", value=cut(as_written(plan.changes), FIELD_CHARS), inline=False)
+    if isinstance(plan, PlanView) and plan.notes:  # a footer shows no markdown
         embed.set_footer(text="Adjusted: " + "; ".join(plan.notes)[:2000])
     if plan.overlay_png is not None:  # a new plan's picture follows its words
         embed.set_image(url="attachment://plan.png")
-    return embed
+    return _with_objects(embed, layout)
 
 
 def status_content(view: StatusView, now: float | None = None) -> str:
@@ -131,7 +158,7 @@ def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discor
     elif view.round.kind is RoundKind.PICK:
         title += f" · {view.round.instruction}"  # "candidate 3 of round 1"
     title += " (shown again)" if view.reshown else ""
-    main = discord.Embed(colour=ACCENT, title=title, description=_objects(layout))
+    main = discord.Embed(colour=ACCENT, title=title)
     if count > 1:
         seeds = candidate_seeds(job.seed, count)
         main.add_field(name="Seeds", value=" · ".join(f"{k}: `{s}`" for k, s in enumerate(seeds, 1)))
@@ -149,7 +176,7 @@ def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discor
     if timing:
         main.add_field(name="Time", value=" · ".join(timing), inline=False)
     if view.check is not None:
-        main.add_field(name="Self-check", value=view.check.line()[:1024], inline=False)
+        main.add_field(name="Self-check", value=cut(as_written(view.check.line()), FIELD_CHARS), inline=False)
     if warning := view.guidance_warning():
         main.add_field(name="⚠️ Guidance", value=warning[:1024], inline=False)
     if view.withheld:
@@ -158,15 +185,14 @@ def result_embeds(view: ResultView, attached: Sequence[str] = ()) -> list[discor
             value="The safety checker flagged this image, and this server withholds flagged images.",
             inline=False,
         )
-        return [main]
-    if view.spoiler:
+    elif view.spoiler:
         main.add_field(
             name="Spoiler",
             value="The safety checker flagged this image: it and its layout are attached as spoilers.",
             inline=False,
         )
-        return [main]
-    if not attached:
+    _with_objects(main, layout)
+    if view.withheld or view.spoiler or not attached:
         return [main]
     embeds = [main.set_image(url=f"attachment://{attached[0]}")]
     embeds += [discord.Embed(colour=ACCENT).set_image(url=f"attachment://{name}") for name in attached[1:]]
@@ -180,12 +206,13 @@ def image_name(view: ResultView, kind: str, ext: str = "png") -> str:
 
 
 def ready_content(view: ResultView) -> str:
-    """The line above a result: it pings the owner (the result is a new message for this)."""
+    """The line above a result: it pings who asked for it (the result is a new message for this;
+    in a shared scene that may be someone other than its owner)."""
     what = "was withheld" if view.withheld else "is ready"
     refined = " refined" if view.job.refine_of is not None else ""
     if view.round.candidates > 1:
-        return f"<@{view.scene.owner_id}> round {view.round.number} {what}: pick a candidate to go on from."
-    return f"<@{view.scene.owner_id}> round {view.round.number}{refined} {what}."
+        return f"<@{view.job.user_id}> round {view.round.number} {what}: pick a candidate to go on from."
+    return f"<@{view.job.user_id}> round {view.round.number}{refined} {what}."
 
 
 def done_content(view: ResultView) -> str:
@@ -194,14 +221,14 @@ def done_content(view: ResultView) -> str:
 
 
 def failure_content(view: FailureView) -> str:
-    """A failure's own message: it pings the owner (a new message, as a result is)."""
+    """A failure's own message: it pings who asked for the render (a new message, as a result is)."""
     if not view.retryable:
         hint = ""
     elif view.job.refine_of is not None:
         hint = " Press **Refine** to try again."
     else:
         hint = " Press **Retry** to try again."
-    return f"<@{view.scene.owner_id}> ⚠️ Round {view.round_number}: {view.message}{hint}"
+    return f"<@{view.job.user_id}> ⚠️ Round {view.round_number}: {view.message}{hint}"
 
 
 def failed_content(view: FailureView) -> str:
@@ -213,16 +240,19 @@ def queue_embed(view: QueueView) -> discord.Embed:
     embed = discord.Embed(colour=ACCENT, title="Queue")
 
     def line(e) -> str:
-        what = f"round {e.round_number}: {e.prompt[:60]}" if e.prompt else "a job from another server"
+        what = (
+            f"round {e.round_number}: {as_written(e.prompt[:60])}"
+            if e.prompt
+            else "a job from another server"
+        )
         who = f"<@{e.user_id}>" if e.same_server else "someone"
         return f"{who} · {what} · {e.steps} steps, {e.mode}"
 
-    running = "\n".join(f"🎨 {line(e)}" for e in view.running) or "nothing"
-    waiting = "\n".join(f"`{e.position:>2}` {line(e)}" for e in view.waiting[:20]) or "nobody waiting"
-    if len(view.waiting) > 20:
-        waiting += f"\n… and {len(view.waiting) - 20} more"
-    embed.add_field(name="Rendering", value=running[:1024], inline=False)
-    embed.add_field(name=f"Waiting ({len(view.waiting)})", value=waiting[:1024], inline=False)
+    # Whole lines only: a line cut short could end in an escaping backslash or half a mention.
+    running = _listed([f"🎨 {line(e)}" for e in view.running], FIELD_CHARS, "\n") or "nothing"
+    waiting = _listed([f"`{e.position:>2}` {line(e)}" for e in view.waiting], FIELD_CHARS, "\n")
+    embed.add_field(name="Rendering", value=running, inline=False)
+    embed.add_field(name=f"Waiting ({len(view.waiting)})", value=waiting or "nobody waiting", inline=False)
     if view.eta_per_job_s is not None:
         embed.set_footer(text=f"About {_seconds(view.eta_per_job_s)} per image lately.")
     return embed
@@ -238,10 +268,9 @@ def info_embed(jobs: list[JobSummary]) -> discord.Embed:
         where = f" in <#{s.thread_id}>" if s.thread_id else ""
         status = s.job.status.value + (f" (position {s.position})" if s.position else "")
         when = f"<t:{int(s.job.queued_at.timestamp())}:R>"
-        lines.append(
-            f"**{s.prompt[:50]}** round {s.round_number}{where} · seed `{s.job.seed}` · {status} · {when}"
-        )
-    embed.description = "\n".join(lines)[:4000]
+        prompt = as_written(s.prompt[:50])
+        lines.append(f"**{prompt}** round {s.round_number}{where} · seed `{s.job.seed}` · {status} · {when}")
+    embed.description = _listed(lines, DESCRIPTION_CHARS, "\n")
     return embed
 
 

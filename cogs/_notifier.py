@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import discord
 
-from cogs._common import missing_permissions, permission_message
+from cogs._common import SCENE_PERMISSIONS, missing_permissions, permission_message
 from cogs._format import (
     done_content,
     failed_content,
@@ -32,6 +32,8 @@ REROLL_EMOJI = "🔄"
 ARCHIVED_THREAD = 50083  # Discord's error code for a write in an archived thread
 UNKNOWN_MESSAGE = 10008
 T = TypeVar("T")
+# What a result's image and embeds need, besides posting at all.
+SHOWING_RESULTS = {attr: SCENE_PERMISSIONS[attr] for attr in ("attach_files", "embed_links")}
 
 
 async def result_files(view: ResultView, limit: int | None) -> list[discord.File]:
@@ -57,10 +59,11 @@ async def result_message(
     return result_embeds(view, [f.filename for f in files]), files
 
 
-async def reopening(thread, call: Callable[[], Awaitable[T]]) -> T:
+async def reopening(thread, call: Callable[[], Awaitable[T]], files: Sequence[discord.File] = ()) -> T:
     """Run ``call`` (a write in ``thread``); an archived thread, which refuses edits, reactions and
-    posts, is reopened and the call made again. DestinationGoneError when it is locked (only
-    moderators reopen those) or cannot be reopened."""
+    posts, is reopened and the call made again (with its ``files`` rewound: the refused upload read
+    them to their end). DestinationGoneError when it is locked (only moderators reopen those) or
+    cannot be reopened."""
     try:
         return await call()
     except discord.HTTPException as exc:
@@ -74,7 +77,14 @@ async def reopening(thread, call: Callable[[], Awaitable[T]]) -> T:
         # Locked meanwhile (only moderators may reopen it), or deleted.
         raise DestinationGoneError(f"thread {thread.id} is archived and cannot be reopened") from exc
     log.info("reopened the archived thread %s to write in it", thread.id)
+    rewind(files)
     return await call()
+
+
+def rewind(files: Sequence[discord.File]) -> None:
+    """Files read by a request Discord refused, ready to be sent again from their start."""
+    for f in files:
+        f.reset()
 
 
 def pinging(user_id: int) -> discord.AllowedMentions:
@@ -100,11 +110,14 @@ class DiscordNotifier:
                 raise DestinationGoneError(thread_id) from exc
         return channel
 
-    async def _in_thread(self, thread, call: Callable[[], Awaitable[T]]) -> T:
-        """Run ``call`` (a request in ``thread``) as Discord allows (:func:`reopening`); a deleted
-        thread or one the bot lost is gone; a refusal tells the channel's admins."""
+    async def _in_thread(
+        self, thread, call: Callable[[], Awaitable[T]], files: Sequence[discord.File] = ()
+    ) -> T:
+        """Run ``call`` (a request in ``thread``, uploading ``files``) as Discord allows
+        (:func:`reopening`); a deleted thread or one the bot lost is gone; a refusal tells the
+        channel's admins."""
         try:
-            return await reopening(thread, call)
+            return await reopening(thread, call, files)
         except discord.NotFound as exc:
             raise DestinationGoneError(thread.id) from exc
         except discord.Forbidden:
@@ -114,18 +127,20 @@ class DiscordNotifier:
     async def _post(self, thread, message_id: int | None, **fields) -> int:
         """Edit ``message_id`` in ``thread``, or post a new message if there is none (or it was
         deleted); returns the message's id."""
+        files = [f for f in fields.get("attachments", ()) if isinstance(f, discord.File)]
         if message_id is not None:
             try:
                 edited = await self._in_thread(
-                    thread, lambda: thread.get_partial_message(message_id).edit(**fields)
+                    thread, lambda: thread.get_partial_message(message_id).edit(**fields), files
                 )
                 return edited.id
             except DestinationGoneError as exc:
                 if not _unknown_message(exc.__cause__):
                     raise
+            rewind(files)
         if "attachments" in fields:
             fields["files"] = fields.pop("attachments")
-        sent = await self._in_thread(thread, lambda: thread.send(**fields))
+        sent = await self._in_thread(thread, lambda: thread.send(**fields), files)
         return sent.id
 
     async def _warn_missing_permissions(self, thread) -> None:
@@ -143,35 +158,70 @@ class DiscordNotifier:
     async def show_status(self, view: StatusView) -> int | None:
         thread = await self._thread(view.scene.thread_id)
         # Every edit says what the message holds now: an old preview must not linger.
-        fields: dict = {"content": status_content(view), "embeds": [], "attachments": []}
-        fields["view"] = None if view.state == "cancelled" else status_buttons(view.job.id)
+        fields: dict = {
+            "content": status_content(view),
+            "view": None if view.state == "cancelled" else status_buttons(view.job.id),
+        }
         if view.preview_png and view.state != "cancelled":
-            fields["embeds"] = [discord.Embed().set_thumbnail(url="attachment://preview.png")]
-            fields["attachments"] = [file(view.preview_png, "preview.png")]
-        return await self._post(thread, view.job.status_message_id, **fields)
+            try:
+                return await self._post(
+                    thread,
+                    view.job.status_message_id,
+                    **fields,
+                    embeds=[discord.Embed().set_thumbnail(url="attachment://preview.png")],
+                    attachments=[file(view.preview_png, "preview.png")],
+                )
+            except discord.Forbidden:  # Attach Files or Embed Links taken away: the status in words
+                log.info("job %s: status without its preview in %s", view.job.id, thread.id)
+        return await self._post(thread, view.job.status_message_id, **fields, embeds=[], attachments=[])
 
     async def show_result(self, view: ResultView) -> int | None:
-        """The result as a new message that pings its owner (an edit notifies nobody, and in a
-        busy thread it would sit above newer messages); the status message shrinks to a line."""
+        """The result as a new message that pings who asked for it (an edit notifies nobody, and in
+        a busy thread it would sit above newer messages); the status message shrinks to a line."""
         thread = await self._thread(view.scene.thread_id)
         limit = thread.guild.filesize_limit if getattr(thread, "guild", None) else None
         embeds, files = await result_message(view, limit)
-        sent = await self._in_thread(
-            thread,
-            lambda: thread.send(
-                content=ready_content(view),
-                embeds=embeds,
-                files=files,
-                view=buttons_for(view),
-                allowed_mentions=pinging(view.scene.owner_id),
-            ),
-        )
+        try:
+            sent = await self._in_thread(
+                thread,
+                lambda: thread.send(
+                    content=ready_content(view),
+                    embeds=embeds,
+                    files=files,
+                    view=buttons_for(view),
+                    allowed_mentions=pinging(view.job.user_id),
+                ),
+                files,
+            )
+        except discord.Forbidden:
+            # Attach Files or Embed Links taken away since the scene began: the result in words,
+            # with its buttons, so who asked hears of it and knows what to ask for.
+            said = f"{ready_content(view)}\n{self._cannot_show(thread, view)}"
+            sent = await self._in_thread(
+                thread,
+                lambda: thread.send(
+                    content=said, view=buttons_for(view), allowed_mentions=pinging(view.job.user_id)
+                ),
+            )
         try:
             await self._in_thread(thread, lambda: sent.add_reaction(REROLL_EMOJI))
         except (discord.HTTPException, DestinationGoneError):
             log.info("could not add the reroll reaction in %s", thread.id)
         await self._shrink_status(thread, view.job.id, view.job.status_message_id, done_content(view))
         return sent.id
+
+    @staticmethod
+    def _cannot_show(thread, view: ResultView) -> str:
+        """Why a result came without its image: the permissions the bot lacks in ``thread``."""
+        try:
+            lacking = missing_permissions(thread.permissions_for(thread.guild.me), SHOWING_RESULTS)
+        except (AttributeError, discord.ClientException):  # the channel is not in the cache
+            lacking = []
+        names = ", ".join(f"**{name}**" for name in lacking) or "the permissions to post images"
+        return (
+            f"⚠️ I may not post its image here: a server admin needs to give me {names} in this "
+            f"channel (seed `{view.job.seed}`)."
+        )
 
     async def _shrink_status(self, thread, job_id: int, message_id: int | None, line: str) -> None:
         """The job's status message, once its end is posted below it: one line, no buttons."""
@@ -186,15 +236,15 @@ class DiscordNotifier:
             log.info("could not shrink the status message of job %s", job_id)
 
     async def show_failure(self, view: FailureView) -> int | None:
-        """A new message that pings the owner with what failed and what to do (an edit of the
-        status message would notify nobody); the status message shrinks to a line."""
+        """A new message that pings who asked for the render with what failed and what to do (an
+        edit of the status message would notify nobody); the status message shrinks to a line."""
         thread = await self._thread(view.scene.thread_id)
         sent = await self._in_thread(
             thread,
             lambda: thread.send(
                 content=failure_content(view),
                 view=failure_buttons(view.job.id, view.job.round_id, view.retryable, view.job.refine_of),
-                allowed_mentions=pinging(view.scene.owner_id),
+                allowed_mentions=pinging(view.job.user_id),
             ),
         )
         await self._shrink_status(thread, view.job.id, view.job.status_message_id, failed_content(view))

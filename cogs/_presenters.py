@@ -5,14 +5,32 @@ from __future__ import annotations
 
 import discord
 
-from cogs._common import reply
-from cogs._format import file, plan_embed, thread_name
-from cogs._notifier import result_message
+from cogs._common import missing_permissions, permission_message, reply
+from cogs._format import as_written, cut, file, plan_embed, thread_name
+from cogs._notifier import reopening, result_message
 from cogs._views import buttons_for, result_buttons
+from lmd_bot.errors import LmdError
 from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
 
 # The planner's words and the user's prompt, echoed, may hold "<@id>": they ping nobody.
 NO_PINGS = discord.AllowedMentions.none()
+MAX_ACTIVE_THREADS = 160006  # Discord's error code: the server's active threads are at the maximum
+
+
+class NoThreadError(LmdError):
+    """Discord would not open the scene's thread from its plan: no scene without one."""
+
+    def __init__(self, exc: discord.HTTPException, permissions: discord.Permissions) -> None:
+        if isinstance(exc, discord.Forbidden):
+            said = permission_message(missing_permissions(permissions))
+        elif exc.code == MAX_ACTIVE_THREADS:
+            said = (
+                "This server has as many open threads as Discord allows, so I can't open one for "
+                "this scene. Archive a few threads, then try again."
+            )
+        else:
+            said = "Discord wouldn't let me open a thread for this scene just now; try again in a moment."
+        super().__init__(f"thread refused: {exc}", user_message=said)
 
 
 class CommandPresenter:
@@ -25,13 +43,16 @@ class CommandPresenter:
 
     async def show_plan(self, view: PlanView) -> PlanShown:
         message = await self.interaction.edit_original_response(
-            content=f"**{discord.utils.escape_markdown(view.scene.prompt)[:1800]}**",
+            content=f"**{cut(as_written(view.scene.prompt), 1800)}**",
             embed=plan_embed(view),
             allowed_mentions=NO_PINGS,  # the prompt echoed: "<@id>" in it pings nobody
         )
-        self.thread = await message.create_thread(
-            name=thread_name(view.scene.prompt), auto_archive_duration=self.archive_minutes
-        )
+        try:
+            self.thread = await message.create_thread(
+                name=thread_name(view.scene.prompt), auto_archive_duration=self.archive_minutes
+            )
+        except discord.HTTPException as exc:  # the command's answer says why, in place of the plan
+            raise NoThreadError(exc, self.interaction.app_permissions) from exc
         return PlanShown(message_id=message.id, thread_id=self.thread.id)
 
     async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
@@ -53,7 +74,8 @@ class CommandPresenter:
 
 class ThreadPresenter:
     """In a scene's thread: a reply to the user's message, or (a button, the Edit box) a new
-    message with private answers to the interaction."""
+    message with private answers to the interaction. A button or a box may come from a thread
+    Discord archived meanwhile (after a day without messages): it is reopened to answer there."""
 
     def __init__(
         self,
@@ -68,19 +90,29 @@ class ThreadPresenter:
 
     async def show_plan(self, view: PlanView) -> PlanShown:
         if self.reply_to is not None:
-            message = await self.reply_to.reply(mention_author=False, embed=plan_embed(view))
+            message = await reopening(
+                self.channel, lambda: self.reply_to.reply(mention_author=False, embed=plan_embed(view))
+            )
         else:
-            message = await self.channel.send(embed=plan_embed(view))
+            message = await reopening(self.channel, lambda: self.channel.send(embed=plan_embed(view)))
         return PlanShown(message_id=message.id)
 
     async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
-        await self.channel.get_partial_message(shown.message_id).edit(
-            embed=plan_embed(view), attachments=[file(view.overlay_png, "plan.png")]
+        picture = file(view.overlay_png, "plan.png")
+        await reopening(
+            self.channel,
+            lambda: self.channel.get_partial_message(shown.message_id).edit(
+                embed=plan_embed(view), attachments=[picture]
+            ),
+            [picture],
         )
 
     async def show_reply(self, view: ReplyView) -> None:
         if self.reply_to is not None:
-            await self.reply_to.reply(view.text, mention_author=False, allowed_mentions=NO_PINGS)
+            await reopening(
+                self.channel,
+                lambda: self.reply_to.reply(view.text, mention_author=False, allowed_mentions=NO_PINGS),
+            )
         elif self.interaction is not None:
             await reply(self.interaction, view.text)
 
@@ -89,16 +121,18 @@ class ThreadPresenter:
 
 
 async def show_undo(channel, view: UndoView) -> int:
-    """The round an undo went back to: its result shown again, or its plan if never rendered."""
+    """The round an undo went back to: its result shown again, or its plan if never rendered
+    (in the scene's thread, reopened if Discord archived it)."""
     title = f"Back to round {view.round.number}"
     if view.result is not None:
         embeds, files = await result_message(view.result, getattr(channel.guild, "filesize_limit", None))
-        message = await channel.send(content=title, embeds=embeds, files=files, view=buttons_for(view.result))
+        fields = {"content": title, "embeds": embeds, "view": buttons_for(view.result)}
     else:
-        message = await channel.send(
-            content=f"{title} (not rendered yet: press Reroll to render it).",
-            embed=plan_embed(view, title=f"Plan · round {view.round.number}"),
-            file=file(view.overlay_png, "plan.png"),
-            view=result_buttons(view.round.id),
-        )
+        files = [file(view.overlay_png, "plan.png")]
+        fields = {
+            "content": f"{title} (not rendered yet: press Reroll to render it).",
+            "embed": plan_embed(view, title=f"Plan · round {view.round.number}"),
+            "view": result_buttons(view.round.id),
+        }
+    message = await reopening(channel, lambda: channel.send(**fields, files=files), files)
     return message.id

@@ -9,7 +9,15 @@ import re
 import discord
 from discord import ui
 
-from cogs._common import actor_from_interaction, candidates_of, item_error, refines_of, reply, scenes_of
+from cogs._common import (
+    actor_from_interaction,
+    candidates_of,
+    in_flight_of,
+    item_error,
+    refines_of,
+    reply,
+    scenes_of,
+)
 from lmd_bot.errors import LayoutError
 from lmd_bot.planner.manual import EDIT_BOX_CHARS
 from lmd_bot.services import PlanView, ResultView, UndoView
@@ -190,8 +198,14 @@ class RetryButton(_RoundButton, template=r"lmd:retry:(?P<id>\d+)"):
 
     async def act(self, interaction: discord.Interaction) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        job = await scenes_of(interaction).retry(actor_from_interaction(interaction), self.target_id)
-        await reply(interaction, f"Queued again (seed `{job.seed}`).")
+        job, queued = await scenes_of(interaction).retry(actor_from_interaction(interaction), self.target_id)
+        if queued:
+            said = f"Queued again (seed `{job.seed}`)."
+        elif job.status.active:
+            said = f"This is queued again already (seed `{job.seed}`); the status is in the thread."
+        else:
+            said = "This was rendered again already: the result is in the thread."
+        await reply(interaction, said)
 
 
 DYNAMIC_ITEMS = (
@@ -361,9 +375,10 @@ async def submit_form(interaction: discord.Interaction) -> None:
         if match is None:
             continue
         try:
-            await submit(
-                interaction, int(match["id"]), _form_values(data.get("components", [])).get(name, "")
-            )
+            async with in_flight_of(interaction).answering():
+                await submit(
+                    interaction, int(match["id"]), _form_values(data.get("components", [])).get(name, "")
+                )
         except Exception as exc:  # every failure gets a reply; item_error logs the unexpected ones
             await item_error(interaction, exc)
         return

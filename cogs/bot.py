@@ -8,7 +8,8 @@ or ``discord.sync_global``: it takes up to an hour to show); with both, the dev 
 copies of its own (it would list every command twice). A refused sync stops the bot with one line
 saying what to fix.
 
-Shutdown (Ctrl+C, SIGTERM): stop taking jobs, let the running render finish within
+Shutdown (Ctrl+C, SIGTERM): let the plans under way finish (new requests are told the bot is
+restarting), stop taking jobs, let the running render finish within
 ``queue.shutdown_grace_s`` (else it is requeued for the next start), deliver pending status
 updates, close the planner's connections and the database, then disconnect.
 """
@@ -26,6 +27,10 @@ from lmd_bot.errors import ConfigError, LmdError
 
 log = logging.getLogger("lmd_bot")
 
+# On shutdown, seconds to let plans under way finish (planner calls take seconds; within Docker's
+# default 10 s stop timeout).
+REQUESTS_GRACE_S = 8.0
+
 
 def build_bot(core, *, sync_global: bool = False):
     """The Discord client around a started-or-not core (tests build it with their own core)."""
@@ -33,7 +38,7 @@ def build_bot(core, *, sync_global: bool = False):
     from discord.ext import commands
 
     from cogs import EXTENSIONS, _startup
-    from cogs._common import on_app_command_error
+    from cogs._common import InFlight, on_app_command_error
     from cogs._notifier import DiscordNotifier
     from cogs._views import DYNAMIC_ITEMS
 
@@ -51,6 +56,7 @@ def build_bot(core, *, sync_global: bool = False):
             self.scenes = core.scenes
             self.refines = core.refines
             self.candidates = core.candidates
+            self.in_flight = InFlight()
             self._closed = False
 
         async def setup_hook(self) -> None:
@@ -87,6 +93,7 @@ def build_bot(core, *, sync_global: bool = False):
             if not self._closed:
                 self._closed = True
                 log.info("shutting down")
+                await self.in_flight.drain(REQUESTS_GRACE_S)
                 await self.core.close()
             await super().close()
 

@@ -10,15 +10,17 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._common import (
+    THREAD_CLOSED,
     actor_from_interaction,
     actor_from_message,
+    in_flight_of,
     missing_permissions,
     permission_message,
     strip_mention,
 )
-from cogs._format import HELP_TEXT
+from cogs._format import HELP_TEXT, NO_SCENE_HERE
 from cogs._notifier import reopening
-from cogs._presenters import CommandPresenter, ThreadPresenter
+from cogs._presenters import NO_PINGS, CommandPresenter, ThreadPresenter
 from cogs._views import submit_form
 from lmd_bot.errors import LmdError
 from lmd_bot.layout.canvas import Aspect
@@ -121,28 +123,33 @@ class ImagineCog(commands.Cog):
             return
         actor = actor_from_interaction(interaction)
         await self.scenes.check_imagine(actor, prompt)  # refusals are ephemeral: nothing is public yet
-        await interaction.response.defer(thinking=True)
-        presenter = CommandPresenter(interaction, archive_minutes=self.archive_minutes)
-        try:
-            await self.scenes.imagine(
-                actor,
-                prompt,
-                presenter,
-                mode=RenderMode(mode.value) if mode else None,
-                seed=seed,
-                steps=steps,
-                aspect=Aspect(aspect.value) if aspect else None,
-                candidates=candidates,
-            )
-        except LmdError as exc:  # refused before the plan was shown: the "thinking" reply says why
-            log.info("imagine refused: %s", exc)
-            await interaction.edit_original_response(content=exc.user_message)
+        async with in_flight_of(interaction).answering():
+            await interaction.response.defer(thinking=True)
+            presenter = CommandPresenter(interaction, archive_minutes=self.archive_minutes)
+            try:
+                await self.scenes.imagine(
+                    actor,
+                    prompt,
+                    presenter,
+                    mode=RenderMode(mode.value) if mode else None,
+                    seed=seed,
+                    steps=steps,
+                    aspect=Aspect(aspect.value) if aspect else None,
+                    candidates=candidates,
+                )
+            except LmdError as exc:  # refused before the plan was shown: the "thinking" reply says why
+                log.info("imagine refused: %s", exc)
+                # ... in place of the plan, if it was shown but could not open its thread
+                await interaction.edit_original_response(content=exc.user_message, embed=None, attachments=[])
 
     # --- instructions in a scene thread ---------------------------------------------------------
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
+            return
+        if message.guild is None:  # a direct message is always for the bot: say where it draws
+            await message.reply(no_thread_here(message.channel), mention_author=False)
             return
         me = self.bot.user
         mentioned = me is not None and me in message.mentions
@@ -151,10 +158,13 @@ class ImagineCog(commands.Cog):
         if mentioned and not text and layout_file is None:  # "@lmd-bot" alone: explain the bot
             await message.reply(HELP_TEXT, mention_author=False)
             return
-        if not (text or layout_file) or not isinstance(message.channel, discord.Thread):
+        if not (text or layout_file):
             return
-        scene = await self.scenes.scene_for_thread(message.channel.id)
+        in_thread = isinstance(message.channel, discord.Thread)
+        scene = await self.scenes.scene_for_thread(message.channel.id) if in_thread else None
         if scene is None:
+            if mentioned:  # addressed where no scene is: say how one starts
+                await message.reply(NO_SCENE_HERE, mention_author=False, allowed_mentions=NO_PINGS)
             return
         actor = actor_from_message(message)
         if not await self.scenes.may_edit(actor, scene):
@@ -168,9 +178,9 @@ class ImagineCog(commands.Cog):
                 delete_after=20,
             )
             return
-        await self._react(message, SEEN_EMOJI)
         try:
-            async with message.channel.typing():
+            async with self.bot.in_flight.answering(), message.channel.typing():  # type: ignore[attr-defined]
+                await self._react(message, SEEN_EMOJI)
                 presenter = ThreadPresenter(message.channel, reply_to=message)
                 if layout_file is not None:  # a layout file wins over the words beside it
                     attached = AttachedFile(
@@ -215,6 +225,12 @@ class ImagineCog(commands.Cog):
             is_admin=bool(member and member.guild_permissions.manage_guild),
         )
         try:
+            scene = await self.scenes.scene_of_message(payload.message_id)
+            if scene is None:
+                return  # not a message of a scene
+            if scene.thread_id != payload.channel_id and await self._gone(scene.thread_id):
+                # The plan, left in the channel: its scene's results would go nowhere.
+                raise LmdError(f"scene {scene.id}: thread gone", user_message=THREAD_CLOSED)
             job = await self.scenes.reroll_message(actor, payload.message_id)
         except LmdError as exc:
             channel = await self._channel(payload.channel_id)
@@ -245,6 +261,14 @@ class ImagineCog(commands.Cog):
 
     async def _channel(self, channel_id: int):
         return self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+
+    async def _gone(self, thread_id: int | None) -> bool:
+        """Whether a scene's thread was deleted, locked by a moderator, or lost to the bot."""
+        try:
+            thread = await self._channel(thread_id) if thread_id is not None else None
+        except (discord.NotFound, discord.Forbidden):
+            return True
+        return thread is None or bool(getattr(thread, "locked", False))
 
     # --- /share ---------------------------------------------------------------------------------
 

@@ -244,7 +244,6 @@ class Repository:
         *,
         round_id: int,
         job: NewJob,
-        seed: int | None = None,
         thread_id: int | None = None,
         plan_message_id: int | None = None,
     ) -> tuple[SceneRecord, RoundRecord, JobRecord]:
@@ -268,9 +267,7 @@ class Repository:
                 ).one()
             if plan_message_id is not None:
                 self._link(c, plan_message_id, scene_id, round_id, None, MessageKind.PLAN)
-            values = new_job_row(
-                scene_id=scene_id, round_id=round_id, seed=round_row.seed if seed is None else seed, job=job
-            )
+            values = new_job_row(scene_id=scene_id, round_id=round_id, seed=round_row.seed, job=job)
             job_row = c.execute(sql.NEW_JOB, values).one()
             return scene_record(scene), round_record(round_row), job_record(job_row)
 
@@ -400,6 +397,38 @@ class Repository:
             values.update(refine=True, refine_of=source_id)
             row = c.execute(sql.NEW_JOB, values).one()
             return job_record(row), True
+
+        return await self._write(work)
+
+    async def start_retry(self, failed_id: int, job: NewJob) -> tuple[JobRecord, bool]:
+        """``failed_id``'s round rendered again with its seed, unless it was queued again (or
+        rendered) since: that job is returned instead, so a second press of Retry (a double
+        click, or the same failure's Retry pressed later) queues nothing. ``(job, created)``;
+        CapReachedError, and nothing written, at the user's cap."""
+
+        def work(c: Connection) -> tuple[JobRecord, bool]:
+            # The failed job's row lock makes two presses at once take turns (PostgreSQL).
+            failed = c.execute(select(_JOBS).where(_JOBS.c.id == failed_id).with_for_update()).first()
+            if failed is None:
+                raise NotFoundError(f"job {failed_id}")
+            since = c.execute(
+                select(_JOBS)
+                .where(
+                    _JOBS.c.round_id == failed.round_id,
+                    _JOBS.c.id >= failed_id,
+                    _JOBS.c.refine_of.is_(None),
+                    _JOBS.c.status.in_([*_ACTIVE, JobStatus.DONE.value]),
+                )
+                .order_by(_JOBS.c.id.desc())
+                .limit(1)
+            ).first()
+            if since is not None:
+                return job_record(since), False
+            self._check_cap(c, job)
+            values = new_job_row(
+                scene_id=failed.scene_id, round_id=failed.round_id, seed=failed.seed, job=job
+            )
+            return job_record(c.execute(sql.NEW_JOB, values).one()), True
 
         return await self._write(work)
 

@@ -12,13 +12,15 @@ Rerolling the grid's round rerolls every candidate (a round's reroll keeps its c
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 
 from lmd_bot.db.repository import FinishedJob, NotFoundError, Repository
 from lmd_bot.errors import LmdError
 from lmd_bot.rendering import candidate_seeds
-from lmd_bot.scenes.models import JobRecord, JobStatus, RoundKind
-from lmd_bot.services.errors import NotAGridError, NotOwnerError, SceneNotFoundError
+from lmd_bot.scenes.models import JobRecord, JobStatus, RoundKind, RoundRecord
+from lmd_bot.services.errors import AlreadyPickedError, NotAGridError, NotOwnerError, SceneNotFoundError
 from lmd_bot.services.images import ImageStore, candidate_paths
 from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.tracker import RenderTracker
@@ -39,6 +41,8 @@ class CandidateService:
         self._images = images
         self._policy = policy
         self._tracker = tracker
+        # Picks from one grid, one at a time: a second press sees the first's round.
+        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def pick(self, actor: Actor, job_id: int, number: int) -> ResultView:
         """Continue the scene from candidate ``number`` (1-based) of the grid job ``job_id``
@@ -69,26 +73,31 @@ class CandidateService:
         if image is None and not withheld:
             raise SceneNotFoundError(f"candidate {number} of job {job_id}: no image", user_message=IMAGE_GONE)
         seed = candidate_seeds(job.seed, grid.candidates)[number - 1]
-        scene, picked_round, picked = await self._repo.add_round(
-            scene_id=scene.id,
-            parent_id=grid.id,
-            kind=RoundKind.PICK,
-            instruction=f"candidate {number} of round {grid.number}",
-            layout=grid.layout,
-            seed=seed,
-            candidates=1,
-            done=FinishedJob(
-                user_id=actor.user_id,
-                guild_id=actor.guild_id,
-                mode=job.mode,
-                steps=job.steps,
-                image_path=image_path,
-                overlay_path=overlay_path,
-                flagged=job.flagged,
-                render_seconds=job.render_seconds,
-                refine=job.refine,
-            ),
-        )
+        instruction = f"candidate {number} of round {grid.number}"
+        async with self._lock(job_id):  # two presses of one grid's buttons take turns
+            head = await self._head(scene.id)
+            if head.kind is RoundKind.PICK and head.parent_id == grid.id and head.instruction == instruction:
+                raise AlreadyPickedError(number, head.number)  # a double click: nothing new
+            scene, picked_round, picked = await self._repo.add_round(
+                scene_id=scene.id,
+                parent_id=grid.id,
+                kind=RoundKind.PICK,
+                instruction=instruction,
+                layout=grid.layout,
+                seed=seed,
+                candidates=1,
+                done=FinishedJob(
+                    user_id=actor.user_id,
+                    guild_id=actor.guild_id,
+                    mode=job.mode,
+                    steps=job.steps,
+                    image_path=image_path,
+                    overlay_path=overlay_path,
+                    flagged=job.flagged,
+                    render_seconds=job.render_seconds,
+                    refine=job.refine,
+                ),
+            )
         assert picked is not None
         log.info(
             "pick scene=%s round=%s candidate %s seed=%s -> round %s",
@@ -111,6 +120,19 @@ class CandidateService:
         )
         self._tracker.deliver(view)
         return view
+
+    def _lock(self, job_id: int) -> asyncio.Lock:
+        lock = self._locks.get(job_id)
+        if lock is None:
+            lock = self._locks[job_id] = asyncio.Lock()
+        return lock
+
+    async def _head(self, scene_id: int) -> RoundRecord:
+        """The scene's current round, read afresh (another press may have just moved it)."""
+        try:
+            return await self._repo.round((await self._repo.scene(scene_id)).head_round_id)
+        except NotFoundError:
+            raise SceneNotFoundError(f"scene {scene_id}", user_message=GRID_GONE) from None
 
     async def _job(self, job_id: int) -> JobRecord:
         try:

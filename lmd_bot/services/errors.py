@@ -65,3 +65,14 @@ class NotAGridError(LmdError):
         "That result is a single image, not a grid of candidates: there is nothing to pick. "
         "Ask for a grid with `/imagine candidates:`."
     )
+
+
+class AlreadyPickedError(LmdError):
+    """The candidate asked for is the scene's current round already (a Pick pressed twice)."""
+
+    def __init__(self, number: int, round_number: int) -> None:
+        super().__init__(
+            f"candidate {number} is round {round_number} already",
+            user_message=f"Candidate {number} is picked already: it's round {round_number}. "
+            "Tell me what to change next.",
+        )

@@ -102,10 +102,12 @@ class SceneService:
     # --- /imagine ------------------------------------------------------------------------------
 
     async def check_imagine(self, actor: Actor, prompt: str) -> None:
-        """Fast checks (no planner call, no writes) an adapter can run before acknowledging."""
-        await self._policy.check_place(actor)
+        """Fast checks (no planner call, no writes) an adapter can run before acknowledging:
+        their refusals concern the asker alone, so they may be said privately."""
+        server = await self._policy.check_place(actor)
         self._guard.text.check(self._policy.user_text(prompt, "prompt"))
         self._guard.rate.check(actor.user_id)
+        self._policy.check_cap(actor.user_id, server, self._tracker.active_jobs(actor.user_id))
 
     async def imagine(
         self,
@@ -173,7 +175,6 @@ class SceneService:
         scene: SceneRecord,
         round_id: int,
         *,
-        seed: int | None = None,
         thread_id: int | None = None,
         plan_message_id: int | None = None,
     ) -> tuple[SceneRecord, RoundRecord, JobRecord]:
@@ -181,7 +182,6 @@ class SceneService:
         scene, round_, job = await self._repo.start_render(
             round_id=round_id,
             job=self._new_job(actor, scene, server),
-            seed=seed,
             thread_id=thread_id,
             plan_message_id=plan_message_id,
         )
@@ -357,6 +357,11 @@ class SceneService:
         await self._tracker.submit(scene, new_round, job)
         return job
 
+    async def scene_of_message(self, message_id: int) -> SceneRecord | None:
+        """The scene a message shows a round of (its plan, a status, a result), if any."""
+        ref = await self._repo.message(message_id)
+        return None if ref is None else await self._scene(ref.scene_id)
+
     async def reroll_message(self, actor: Actor, message_id: int) -> JobRecord | None:
         """A 🔄 on a message: reroll the round it shows; None if the message shows no round."""
         ref = await self._repo.message(message_id)
@@ -454,16 +459,19 @@ class SceneService:
 
     # --- jobs: retry, cancel, thread gone ------------------------------------------------------
 
-    async def retry(self, actor: Actor, job_id: int) -> JobRecord:
-        """Queue a failed or cancelled job's round again, with the same seed."""
+    async def retry(self, actor: Actor, job_id: int) -> tuple[JobRecord, bool]:
+        """Queue a failed or cancelled job's round again, with the same seed: ``(job, queued)``.
+        Once that round is queued again or rendered since, that job is returned and nothing is
+        queued (Retry pressed twice renders once)."""
         old = await self._job(job_id)
         scene = await self._scene(old.scene_id)
         await self._ensure_editor(actor, scene)
-        if old.status.active:
-            return old
+        server = await self._policy.server(scene.guild_id)
         self._guard.rate.hit(actor.user_id)
-        _, _, job = await self._start_render(actor, scene, old.round_id, seed=old.seed)
-        return job
+        job, queued = await self._repo.start_retry(old.id, self._new_job(actor, scene, server))
+        if queued:
+            await self._tracker.submit(scene, await self.round_record(job.round_id), job)
+        return job, queued
 
     async def cancel(self, actor: Actor, job_id: int) -> str:
         job = await self._job(job_id)

@@ -55,6 +55,27 @@ async def test_a_result_for_an_archived_thread_unarchives_it_and_arrives(tmp_pat
         assert field(result, "Seed") == "`11`"
 
 
+async def test_a_result_posted_again_after_reopening_its_thread_keeps_its_images(tmp_path):
+    """The result's post is the write that finds the thread archived (50083): the thread is
+    reopened and the post made again, with the same files, which the first try had read to
+    their end. The images went out a second time as 0-byte uploads."""
+    gate, world_cm = await _gated_world(tmp_path)
+    async with world_cm as world:
+        token = await imagine(world, seed=15)
+        thread_id = int(world.original(token)["thread"]["id"])
+        await eventually(lambda: (gate / "started-15").exists())
+        await eventually(lambda: world.api.messages_in(thread_id))  # the status is posted
+        world.api.fail("POST", f"/channels/{thread_id}/messages", 400, 50083, "Thread is archived")
+        (gate / "go").touch()
+        [result] = await eventually(lambda: results_in(world, thread_id))
+        refused, posted = [
+            r for r in world.api.requests_to("POST", f"/channels/{thread_id}/messages") if r.files
+        ]
+        assert refused.status == 400 and posted.status == 200
+        assert [len(f.data) for f in posted.files] == [len(f.data) for f in refused.files]
+        assert all(a["size"] > 0 for a in result["attachments"])
+
+
 @pytest.mark.parametrize("event_seen", [True, False])
 async def test_a_locked_archived_thread_is_a_gone_destination(tmp_path, caplog, event_seen):
     gate, world_cm = await _gated_world(tmp_path)

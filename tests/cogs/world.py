@@ -66,6 +66,8 @@ class World:
             self.state.parse_thread_create(data)
         elif event == "THREAD_UPDATE":
             self.state.parse_thread_update(data)
+        elif event == "CHANNEL_UPDATE":
+            self.state.parse_channel_update(data)
 
     # --- what users do --------------------------------------------------------------------------
 
@@ -156,16 +158,15 @@ class World:
         return self._interaction(5, user_id, channel_id, data)
 
     def say(self, user_id: int, channel_id: int, content: str, *, mention_bot: bool = False) -> int:
-        """A user's message (MESSAGE_CREATE); with ``mention_bot`` it starts with the bot's mention."""
+        """A user's message (MESSAGE_CREATE); with ``mention_bot`` it starts with the bot's mention.
+        In a channel of no server (a DM) it comes without a guild or member."""
         mid = next(self._ids)
         if mention_bot:
             content = f"<@{BOT_ID}> {content}".strip()
         data = {
             "id": str(mid),
             "channel_id": str(channel_id),
-            "guild_id": str(GUILD_ID),
             "author": user_json(user_id),
-            "member": {k: v for k, v in self._member(user_id).items() if k != "user"},
             "content": content,
             "timestamp": "2026-01-01T00:00:00+00:00",
             "edited_timestamp": None,
@@ -179,6 +180,9 @@ class World:
             "type": 0,
             "flags": 0,
         }
+        if "guild_id" in self.api.channels[channel_id]:
+            member = {k: v for k, v in self._member(user_id).items() if k != "user"}
+            data.update(guild_id=str(GUILD_ID), member=member)
         self.api.messages[mid] = {**data, "author": user_json(user_id)}
         self.state.parse_message_create(data)
         return mid

@@ -22,12 +22,14 @@ threads opened from messages (the thread's id is the message's), the interaction
 - a thread from a message outside a text or news channel: 400, code 50024;
 - scripted failures: :meth:`FakeDiscordAPI.fail` (any status and code, e.g. 403/50001 for a
   command sync) and :meth:`FakeDiscordAPI.rate_limit` (429 with ``retry_after``, which
-  discord.py waits out and retries).
+  discord.py waits out and retries);
+- permissions an admin takes from the bot in a channel (:meth:`FakeDiscordAPI.deny`): an upload
+  without Attach Files, or an embed without Embed Links, there or in its threads: 403, 50013.
 
 Every request is recorded (:attr:`FakeDiscordAPI.requests`): method, path (below ``/api/v10``),
 query, JSON body (``payload_json`` of a multipart upload) and uploaded files. Threads created or
 changed here are reported to :attr:`FakeDiscordAPI.on_gateway` as the gateway would
-(``THREAD_CREATE``, ``THREAD_UPDATE``), so a test can feed them to the bot's state.
+(``THREAD_CREATE``, ``THREAD_UPDATE``, ``CHANNEL_UPDATE``), so a test can feed them to the bot's state.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class FakeDiscordAPI:
         self.on_gateway: Callable[[str, dict[str, Any]], None] | None = None
         self.base_url = ""
         self._failures: list[_Failure] = []
+        self._denied: dict[int, discord.Permissions] = {}  # channel id -> what the bot may not do
         self._ids = itertools.count(900_000_000)
         self._runner: web.AppRunner | None = None
         self.bot_user = {
@@ -138,7 +141,11 @@ class FakeDiscordAPI:
             view_channel=True, create_public_threads=True
         )
         member.update(manage_messages=False, manage_threads=False, mention_everyone=False)
-        roles = [(gid, "@everyone", everyone if everyone is not None else member), (gid + 1, "lmd-bot", None)]
+        # The bot's role: every permission but Administrator, which would override channel denials.
+        bot = discord.Permissions.all()
+        bot.administrator = False
+        everyone = everyone if everyone is not None else member
+        roles = [(gid, "@everyone", everyone, False), (gid + 1, "lmd-bot", bot, True)]
         self.guilds[gid] = {
             "id": str(gid),
             "name": "Test server",
@@ -147,15 +154,15 @@ class FakeDiscordAPI:
                 {
                     "id": str(rid),
                     "name": name,
-                    "permissions": str((perms or discord.Permissions.all()).value),
-                    "position": 0 if perms else 1,
+                    "permissions": str(perms.value),
+                    "position": 1 if managed else 0,
                     "color": 0,
                     "hoist": False,
-                    "managed": perms is None,
+                    "managed": managed,
                     "mentionable": False,
                     "flags": 0,
                 }
-                for rid, name, perms in roles
+                for rid, name, perms, managed in roles
             ],
             "emojis": [],
             "stickers": [],
@@ -208,6 +215,32 @@ class FakeDiscordAPI:
         meta.update(archived=True, locked=locked, archive_timestamp=_now())
         if tell_gateway:
             self._emit("THREAD_UPDATE", self.channels[thread_id])
+
+    def deny(self, channel_id: int, **permissions: bool) -> None:
+        """An admin takes ``permissions`` (e.g. ``attach_files=True``) from the bot in a channel:
+        a deny overwrite on the bot's role, which the gateway reports (``CHANNEL_UPDATE``), and
+        Discord then refuses what needs them there and in the channel's threads (403, 50013)."""
+        channel = self.channels[channel_id]
+        denied = discord.Permissions(**permissions)
+        role = int(channel["guild_id"]) + 1
+        channel["permission_overwrites"] = [
+            {"id": str(role), "type": 0, "allow": "0", "deny": str(denied.value)}
+        ]
+        self._denied[channel_id] = denied
+        self._emit("CHANNEL_UPDATE", channel)
+
+    def _permitted(self, r: Request) -> None:
+        """Refuse a write the bot's permissions in its channel (a thread: its parent's) forbid."""
+        match = re.fullmatch(r"/channels/(\d+)(?:/.*)?", r.path)
+        if match is None or r.method not in ("POST", "PATCH"):
+            return
+        channel = self.channels.get(int(match[1]), {})
+        denied = self._denied.get(int(channel.get("parent_id") or match[1]))
+        if denied is None:
+            return
+        body = r.json if isinstance(r.json, dict) else {}
+        if (denied.attach_files and r.files) or (denied.embed_links and body.get("embeds")):
+            raise DiscordError(403, MISSING_PERMISSIONS, "Missing Permissions")
 
     def delete_channel(self, channel_id: int) -> None:
         self.channels.pop(channel_id)
@@ -288,6 +321,7 @@ class FakeDiscordAPI:
                 record.status = failure.status
                 return _json(failure.body, failure.status, failure.headers)
         try:
+            self._permitted(record)
             status, payload = self._route(record)
         except DiscordError as exc:
             record.status = exc.status

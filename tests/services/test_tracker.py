@@ -160,8 +160,9 @@ async def test_a_worker_that_keeps_crashing_fails_the_job_with_a_retry(tmp_path)
         assert isinstance(failure, FailureView) and failure.retryable
         assert failure.message == "Rendering failed: the GPU worker stopped unexpectedly."
         assert (await app.repo.job(job.id)).status == JobStatus.FAILED
-        retried = await app.scenes.retry(ALICE, job.id)
-        assert retried.id != job.id and retried.seed == job.seed and retried.round_id == job.round_id
+        retried, queued = await app.scenes.retry(ALICE, job.id)
+        assert queued and retried.id != job.id
+        assert retried.seed == job.seed and retried.round_id == job.round_id
 
 
 async def test_out_of_memory_is_retried_on_a_fresh_worker(tmp_path):
