@@ -23,6 +23,17 @@ def check_writable(path: Path, what: str) -> None:
     raise OutputError(f"cannot write the {what} to {path}: {reason}")
 
 
+def check_folder(path: Path, what: str) -> None:
+    """Fail before the work when the folder ``path`` (created on first use) cannot be one."""
+    if path.is_dir():
+        return
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker == path:
+        raise OutputError(f"cannot write the {what} to {path}: it is a file, not a folder")
+    if blocker is not None:
+        raise OutputError(f"cannot write the {what} to {path}: {blocker} is a file, not a folder")
+
+
 def write_output(path: Path, data: bytes, what: str) -> None:
     """Write ``data`` to ``path``, or raise OutputError naming the file and why."""
     check_writable(path, what)
