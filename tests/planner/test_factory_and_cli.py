@@ -133,6 +133,22 @@ async def test_plan_command_takes_an_argument_that_is_not_utf8(fake_anthropic, t
     assert "Caption: a caf\ufffd table" in fake_anthropic.bodies[0]["messages"][0]["content"]
 
 
+async def test_commands_log_at_the_configured_log_level(fake_anthropic, tmp_path):
+    """``log_level`` (LMD_LOG_LEVEL) is every command's, not only the bot's: ``lmd-bot chat``,
+    ``plan`` and ``worker`` logged INFO whatever it said, and never DEBUG."""
+    env = {"LMD_PLANNER__API_KEY": API_KEY, "LMD_PLANNER__BASE_URL": fake_anthropic.base_url}
+    logged = {}
+    for level in ("INFO", "WARNING", "DEBUG"):
+        fake_anthropic.push_layout([("a cat", (9, 9, 99, 99))])
+        code, out, err = await run_cli("a cat", env={**env, "LMD_LOG_LEVEL": level})
+        assert code == 0, err
+        assert "('a cat', [9, 9, 99, 99])" in out
+        logged[level] = {line.split()[2] for line in err.splitlines() if line.startswith("20")}
+    assert "INFO" in logged["INFO"] and "DEBUG" not in logged["INFO"]  # planned with …, the request
+    assert logged["WARNING"] == set()
+    assert "DEBUG" in logged["DEBUG"]
+
+
 async def test_plan_command_refuses_an_unwritable_output_before_asking_the_planner(fake_anthropic, tmp_path):
     env = {"LMD_PLANNER__API_KEY": API_KEY, "LMD_PLANNER__BASE_URL": fake_anthropic.base_url}
     (tmp_path / "afile").write_text("")
