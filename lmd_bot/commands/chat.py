@@ -23,13 +23,14 @@ import asyncio
 import contextlib
 import os
 import queue
+import re
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmd_bot.rendering import RenderMode, candidate_seeds
+from lmd_bot.rendering import MAX_CANDIDATES, RenderMode, candidate_seeds
 
 if TYPE_CHECKING:
     from lmd_bot.services import (
@@ -54,6 +55,8 @@ HELP = """Type a scene to start (or /imagine PROMPT), then instructions to chang
   /queue          what is rendering and waiting
   /new PROMPT     start another scene
   /quit           leave (Ctrl+D works too)"""
+COMMANDS = frozenset(word for word in HELP.split() if word.startswith("/")) | {"/exit", "/help"}
+COMMAND = re.compile(r"/[A-Za-z]+")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -204,6 +207,11 @@ async def chat(
         if not line:
             continue
         command, _, rest = line.partition(" ")
+        if not COMMAND.fullmatch(command):
+            command = ""  # a scene or an instruction, even one that starts with "/"
+        elif (command := command.lower()) not in COMMANDS:  # a typo is no instruction for the LLM
+            say(f"Unknown command {line.partition(' ')[0]}: /help lists the commands.")
+            continue
         try:
             if command in ("/quit", "/exit"):
                 break
@@ -358,6 +366,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps is not None and not 1 <= args.steps <= 150:
         print("error: --steps must be between 1 and 150", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.candidates is not None and not 1 <= args.candidates <= MAX_CANDIDATES:
+        print(f"error: --candidates must be between 1 and {MAX_CANDIDATES}", file=sys.stderr)  # noqa: T201
         return 2
     check_folder(args.out, "images")  # before the database, the worker and any planner call
     asyncio.run(_main(args))

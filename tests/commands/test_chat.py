@@ -256,3 +256,32 @@ async def test_a_line_that_is_not_utf8_is_said_and_the_chat_goes_on(tmp_path):
     assert "That line is not UTF-8 text" in text
     assert "round 1: a red apple; background: A kitchen table" in text
     assert [b["messages"][-1]["content"] for b in claude.bodies] == ["Caption: an apple on a table"]
+
+
+async def test_an_unknown_slash_command_is_said_not_sent_to_the_planner(tmp_path):
+    """A mistyped command (/udno) used to become an instruction: an LLM call and a new round.
+    Commands are read whatever their case."""
+    planner = ScriptedPlanner()
+    core = await open_core(
+        make_settings(tmp_path),
+        planner=planner,
+        renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
+    )
+    said: list[str] = []
+    try:
+        await chat(core, _lines(["a red apple, a blue cup", "/udno", "/Undo"]), tmp_path / "out", said.append)
+    finally:
+        await core.close()
+    text = "\n".join(said)
+    assert "Unknown command /udno: /help lists the commands." in text
+    assert "there's nothing to undo" in text  # /Undo is /undo
+    assert [call[0] for call in planner.calls] == ["plan"]  # no revise
+    assert "round 2" not in text
+
+
+def test_candidates_out_of_range_are_refused_before_the_chat_starts(capsys):
+    """--candidates 7 used to start the chat and then refuse every prompt it was given."""
+    from lmd_bot.cli import main
+
+    assert main(["chat", "--candidates", "7"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --candidates must be between 1 and 4"
