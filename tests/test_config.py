@@ -103,3 +103,27 @@ def test_missing_secret_names_setting_and_fix():
     s = load_settings()
     with pytest.raises(ConfigError, match=r"'discord\.token'.*LMD_DISCORD__TOKEN.*portal"):
         require_secret(s.discord.token, "discord.token", "Get one from the developer portal.")
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+@pytest.mark.parametrize("value", ["123,456", "[123, 456", "123"])
+def test_a_list_that_is_not_json_names_its_variable_and_its_form(monkeypatch, tmp_path, where, value):
+    """``LMD_DISCORD__ALLOWED_GUILD_IDS=123,456`` is how people write a list in a shell; it used to
+    be 'error parsing value for field "discord" from source "EnvSettingsSource"' (no variable,
+    no form), and ``=123`` said only 'Input should be a valid list'."""
+    if where == "environment":
+        monkeypatch.setenv("LMD_DISCORD__ALLOWED_GUILD_IDS", value)
+    else:
+        (tmp_path / ".env").write_text(f"LMD_DISCORD__ALLOWED_GUILD_IDS={value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "'discord.allowed_guild_ids' (LMD_DISCORD__ALLOWED_GUILD_IDS)" in message
+    assert "a JSON list, e.g. LMD_DISCORD__ALLOWED_GUILD_IDS='[123, 456]'" in message
+
+
+def test_a_json_list_in_the_environment_is_read(monkeypatch):
+    monkeypatch.setenv("LMD_DISCORD__ALLOWED_GUILD_IDS", "[123, 456]")
+    monkeypatch.setenv("LMD_GUARD__BANNED_WORDS", '["gore", "blood"]')
+    s = load_settings()
+    assert s.discord.allowed_guild_ids == [123, 456] and s.guard.banned_words == ["gore", "blood"]
