@@ -237,6 +237,12 @@ async def chat(
                 if grid is None or not rest.strip().isdigit():
                     say("Pick a candidate of the last grid: /pick 1 to /pick 4.")
                     continue
+                if grid.round.candidates == 1:  # the service's answer names Discord's option
+                    say(
+                        "The last image is not a grid: start the chat with --candidates 2 to "
+                        f"{MAX_CANDIDATES} to get grids."
+                    )
+                    continue
                 picked = await core.candidates.pick(actor, grid.job.id, int(rest))
                 await notifier.waiter(picked.job.id).wait()
             elif command == "/refine":

@@ -285,3 +285,14 @@ def test_candidates_out_of_range_are_refused_before_the_chat_starts(capsys):
 
     assert main(["chat", "--candidates", "7"]) == 2
     assert capsys.readouterr().err.strip() == "error: --candidates must be between 1 and 4"
+
+
+async def test_pick_after_a_single_image_points_at_the_chat_option(tmp_path):
+    """The service's answer names Discord's `/imagine candidates:`, which a terminal has not."""
+    core = await _preview_core(tmp_path)
+    said: list[str] = []
+    try:
+        await chat(core, _lines(["a red apple, a blue cup", "/pick 1"]), tmp_path / "out", said.append)
+    finally:
+        await core.close()
+    assert said[-1] == "The last image is not a grid: start the chat with --candidates 2 to 4 to get grids."
