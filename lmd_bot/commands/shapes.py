@@ -221,8 +221,6 @@ def run_score(args: argparse.Namespace) -> int:
                 f"adapter step {facts['adapter_steps_done']}, "
                 f"{facts['weights']} weights)"
             )
-        elif not (weights / "sd").is_dir():
-            raise LmdError(f"{weights} has no sd/ folder: point --weights at an export")
         settings = shapes_diffusion_settings(
             DiffusionSettings(device="cpu", dtype="float32", object_cache_mb=64), weights
         )
