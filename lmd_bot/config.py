@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tomllib
 import unicodedata
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -314,7 +315,23 @@ def load_settings(**overrides: Any) -> Settings:
             raise ConfigError(f"Invalid {lines[0]} {FIX}") from None
         raise ConfigError("Invalid configuration:\n" + "\n".join(lines) + "\n" + FIX) from None
     except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
+        if user and (problem := _toml_problem(Path(user))):
+            named = f"the configuration file {user} ({ENV_PREFIX}CONFIG)"
+            raise ConfigError(f"Could not read {named}: {problem}.") from None
         raise ConfigError(f"Could not read the configuration: {exc}") from None
+
+
+def _toml_problem(path: Path) -> str | None:
+    """Why ``path`` is no TOML file, or None: which file a failed read was about."""
+    try:
+        tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    except tomllib.TOMLDecodeError as exc:
+        return str(exc)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def require_secret(value: SecretStr | None, key: str, how: str) -> str:

@@ -75,6 +75,24 @@ def test_missing_user_config_file_is_named(monkeypatch):
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("content", "told"),
+    [
+        (b"[diffusion\nsteps = 2\n", "Expected ']' at the end of a table declaration (at line 1, column 11)"),
+        (b"[diffusion]\nsteps = \xff\n", "it is not UTF-8 text"),
+    ],
+)
+def test_a_user_config_file_that_is_not_toml_is_named(monkeypatch, tmp_path, content, told):
+    """A typo in the operator's own file said 'Could not read the configuration: Expected ...'
+    without the file (it could as well have been config/default.toml)."""
+    cfg = tmp_path / "mine.toml"
+    cfg.write_bytes(content)
+    monkeypatch.setenv("LMD_CONFIG", str(cfg))
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value) == f"Could not read the configuration file {cfg} (LMD_CONFIG): {told}."
+
+
 def test_invalid_value_names_the_setting_and_its_variable(monkeypatch):
     monkeypatch.setenv("LMD_DIFFUSION__STEPS", "lots")
     with pytest.raises(ConfigError) as err:
