@@ -189,3 +189,9 @@ def test_render_refuses_outputs_it_cannot_write_before_rendering(tmp_path, capsy
         err = capsys.readouterr().err
         assert err.strip().splitlines() == [f"error: {message}"], args  # nothing rendered
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "scene.json"]
+
+
+def test_bench_render_refuses_steps_out_of_range_in_one_line(capsys):
+    """--steps 0 was a pydantic ValidationError traceback after the models were built."""
+    assert main(["bench", "render", "--modes", "sd", "--steps", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --steps must be between 1 and 150"]
