@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from lmd_bot.errors import LmdError
@@ -43,6 +44,17 @@ def check_folder(path: Path, what: str) -> None:
         raise OutputError(f"cannot write the {what} to {path}: it is a file, not a folder")
     if blocker is not None:
         raise OutputError(f"cannot write the {what} to {path}: {blocker} is a file, not a folder")
+
+
+def output_folder(text: str) -> Path:
+    """argparse's ``type`` for ``--out FOLDER``: one a file is in the way of is refused before any
+    work (the folder itself is made when the command first writes)."""
+    path = Path(text)
+    try:
+        check_folder(path, "output")
+    except OutputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return path
 
 
 def write_output(path: Path, data: bytes, what: str) -> None:
