@@ -194,7 +194,7 @@ async def test_ctrl_c_leaves_the_chat_at_once_without_a_traceback(tmp_path):
             seen += chunk
         proc.send_signal(signal.SIGINT)  # stdin stays open, as a terminal's does
         try:
-            _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+            _, stderr = await asyncio.wait_for(proc.communicate(), 40)
         finally:
             if proc.returncode is None:
                 proc.kill()
