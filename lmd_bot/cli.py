@@ -34,12 +34,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_level(verbose: bool) -> str:
+    """``-v``: DEBUG; else the configured ``log_level``. A configuration that does not load
+    logs at INFO here: the command that needs it says what is wrong."""
+    if verbose:
+        return "DEBUG"
+    from lmd_bot.config import load_settings
+
+    try:
+        return load_settings().log_level
+    except LmdError:
+        return "INFO"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=_log_level(args.verbose), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         return int(args.func(args) or 0)

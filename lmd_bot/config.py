@@ -13,11 +13,13 @@ setting, its environment variable and how to fix it, never a secret's value.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import tomllib
 import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -249,26 +251,87 @@ def _env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(str(p).upper() for p in loc)
 
 
+FIX = "Fix it in your config file or the environment (see config/default.toml)."
+
+
+def _list_items() -> dict[tuple[str, str], Any]:
+    """Every list setting, (section, key), with the type of its items."""
+    return {
+        (section, key): get_args(sub.annotation)[0]
+        for section, field in Settings.model_fields.items()
+        for key, sub in getattr(field.annotation, "model_fields", {}).items()
+        if get_origin(sub.annotation) is list
+    }
+
+
+def _json_list_form(loc: tuple[str, str], item: Any) -> str:
+    if isinstance(item, type) and issubclass(item, BaseModel):  # a table: its keys, "..." if required
+        table = {k: "..." if f.is_required() else f.default for k, f in item.model_fields.items()}
+        example = json.dumps([table])
+    else:
+        example = {int: "[123, 456]", str: '["first", "second"]'}[item]
+    return f"a JSON list, e.g. {_env_name(loc)}='{example}'"
+
+
+def _check_lists_are_json() -> None:
+    """A list in the environment or .env is read as JSON; one that is not (``123,456``, as a
+    shell list reads) fails in pydantic-settings naming only its section, so name it here."""
+    from dotenv import dotenv_values
+
+    sources = [os.environ, dotenv_values(".env") if Path(".env").is_file() else {}]
+    for loc, item in _list_items().items():
+        name = _env_name(loc)
+        for source in sources:
+            value = next((v for k, v in source.items() if k.upper() == name and v is not None), None)
+            try:
+                if value is not None:
+                    json.loads(value)
+            except ValueError:
+                key = ".".join(loc)
+                raise ConfigError(
+                    f"Invalid setting {key!r} ({name}): write it as {_json_list_form(loc, item)}. {FIX}"
+                ) from None
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Load the settings, turning any validation error into a ConfigError that names the key."""
     user = os.environ.get(f"{ENV_PREFIX}CONFIG")
     if user and not Path(user).is_file():
         raise ConfigError(f"{ENV_PREFIX}CONFIG names {user!r}, which is not a file.")
+    _check_lists_are_json()
     try:
         return Settings(**overrides)
     except ValidationError as exc:
+        lists = _list_items()
         lines = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not isinstance(p, int))
             key = ".".join(map(str, loc))
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "list_type" and loc in lists:
+                msg = f"{msg}: {_json_list_form(loc, lists[loc])}"
             lines.append(f"setting {key!r} ({_env_name(loc)}): {msg}.")
-        fix = "Fix it in your config file or the environment (see config/default.toml)."
         if len(lines) == 1:  # the common case reads as one line
-            raise ConfigError(f"Invalid {lines[0]} {fix}") from None
-        raise ConfigError("Invalid configuration:\n" + "\n".join(lines) + "\n" + fix) from None
+            raise ConfigError(f"Invalid {lines[0]} {FIX}") from None
+        raise ConfigError("Invalid configuration:\n" + "\n".join(lines) + "\n" + FIX) from None
     except (OSError, ValueError) as exc:  # an unreadable or malformed TOML file
+        if user and (problem := _toml_problem(Path(user))):
+            named = f"the configuration file {user} ({ENV_PREFIX}CONFIG)"
+            raise ConfigError(f"Could not read {named}: {problem}.") from None
         raise ConfigError(f"Could not read the configuration: {exc}") from None
+
+
+def _toml_problem(path: Path) -> str | None:
+    """Why ``path`` is no TOML file, or None: which file a failed read was about."""
+    try:
+        tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    except tomllib.TOMLDecodeError as exc:
+        return str(exc)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def require_secret(value: SecretStr | None, key: str, how: str) -> str:

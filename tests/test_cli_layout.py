@@ -77,3 +77,12 @@ def test_layout_command_overlay_to_an_unwritable_path(tmp_path, capsys):
     assert _layout_error(capsys, str(src), "--overlay", str(tmp_path)) == (
         f"error: cannot write the plan picture to {tmp_path}: it is a folder"
     )
+
+
+def test_an_empty_layout_file_is_called_empty(tmp_path, capsys):
+    """It was 'the answer has no "Background prompt:" line', the planner's words, for a file
+    (layout and render --layout) that holds nothing at all."""
+    for name, text in (("empty.json", ""), ("blank.txt", "  \n\n")):
+        (tmp_path / name).write_text(text)
+        told = "error: the layout is empty: give it as JSON or in the LMD text format"
+        assert _layout_error(capsys, str(tmp_path / name)) == told

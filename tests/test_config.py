@@ -75,6 +75,24 @@ def test_missing_user_config_file_is_named(monkeypatch):
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("content", "told"),
+    [
+        (b"[diffusion\nsteps = 2\n", "Expected ']' at the end of a table declaration (at line 1, column 11)"),
+        (b"[diffusion]\nsteps = \xff\n", "it is not UTF-8 text"),
+    ],
+)
+def test_a_user_config_file_that_is_not_toml_is_named(monkeypatch, tmp_path, content, told):
+    """A typo in the operator's own file said 'Could not read the configuration: Expected ...'
+    without the file (it could as well have been config/default.toml)."""
+    cfg = tmp_path / "mine.toml"
+    cfg.write_bytes(content)
+    monkeypatch.setenv("LMD_CONFIG", str(cfg))
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value) == f"Could not read the configuration file {cfg} (LMD_CONFIG): {told}."
+
+
 def test_invalid_value_names_the_setting_and_its_variable(monkeypatch):
     monkeypatch.setenv("LMD_DIFFUSION__STEPS", "lots")
     with pytest.raises(ConfigError) as err:
@@ -103,3 +121,27 @@ def test_missing_secret_names_setting_and_fix():
     s = load_settings()
     with pytest.raises(ConfigError, match=r"'discord\.token'.*LMD_DISCORD__TOKEN.*portal"):
         require_secret(s.discord.token, "discord.token", "Get one from the developer portal.")
+
+
+@pytest.mark.parametrize("where", ["environment", ".env"])
+@pytest.mark.parametrize("value", ["123,456", "[123, 456", "123"])
+def test_a_list_that_is_not_json_names_its_variable_and_its_form(monkeypatch, tmp_path, where, value):
+    """``LMD_DISCORD__ALLOWED_GUILD_IDS=123,456`` is how people write a list in a shell; it used to
+    be 'error parsing value for field "discord" from source "EnvSettingsSource"' (no variable,
+    no form), and ``=123`` said only 'Input should be a valid list'."""
+    if where == "environment":
+        monkeypatch.setenv("LMD_DISCORD__ALLOWED_GUILD_IDS", value)
+    else:
+        (tmp_path / ".env").write_text(f"LMD_DISCORD__ALLOWED_GUILD_IDS={value}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    message = str(err.value)
+    assert "'discord.allowed_guild_ids' (LMD_DISCORD__ALLOWED_GUILD_IDS)" in message
+    assert "a JSON list, e.g. LMD_DISCORD__ALLOWED_GUILD_IDS='[123, 456]'" in message
+
+
+def test_a_json_list_in_the_environment_is_read(monkeypatch):
+    monkeypatch.setenv("LMD_DISCORD__ALLOWED_GUILD_IDS", "[123, 456]")
+    monkeypatch.setenv("LMD_GUARD__BANNED_WORDS", '["gore", "blood"]')
+    s = load_settings()
+    assert s.discord.allowed_guild_ids == [123, 456] and s.guard.banned_words == ["gore", "blood"]

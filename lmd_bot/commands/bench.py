@@ -236,6 +236,8 @@ def run_render(args: argparse.Namespace) -> int:
     from lmd_bot.errors import LmdError
     from lmd_bot.rendering import RenderMode, RenderRequest
 
+    if not 1 <= args.steps <= 150:  # before the models are built
+        raise LmdError("--steps must be between 1 and 150")
     names = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in names if m not in _MODES]
     if unknown or not names:

@@ -158,6 +158,10 @@ def _ms(values: list[float], q: float) -> float:
 def run(args: argparse.Namespace) -> int:
     import logging
 
+    from lmd_bot.errors import LmdError
+
+    if min(args.jobs, args.users, args.workers) < 1 or args.samples < 2:  # a percentile needs two
+        raise LmdError("--jobs, --users and --workers must be at least 1, --samples at least 2")
     logging.getLogger("lmd_bot").setLevel(logging.WARNING)
     print(f"{args.jobs} jobs from {args.users} users; latency over {args.samples} jobs on an idle queue")  # noqa: T201
     print(f"{'queue':<24} {'jobs/s':>8} {'start p50 ms':>13} {'start p99 ms':>13}")  # noqa: T201

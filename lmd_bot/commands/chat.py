@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import queue
+import re
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lmd_bot.rendering import RenderMode, candidate_seeds
+from lmd_bot.rendering import MAX_CANDIDATES, RenderMode, candidate_seeds
 
 if TYPE_CHECKING:
     from lmd_bot.services import (
@@ -50,6 +55,8 @@ HELP = """Type a scene to start (or /imagine PROMPT), then instructions to chang
   /queue          what is rendering and waiting
   /new PROMPT     start another scene
   /quit           leave (Ctrl+D works too)"""
+COMMANDS = frozenset(word for word in HELP.split() if word.startswith("/")) | {"/exit", "/help"}
+COMMAND = re.compile(r"/[A-Za-z]+")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -111,13 +118,14 @@ class ConsoleNotifier:
         if view.withheld:
             self.say(f"  round {view.round.number}: withheld (flagged by the safety checker)")
         else:
-            await asyncio.to_thread(self._write, stem, view.image_png, view.overlay_png)
+            files = ((f"{stem}.png", view.image_png), (f"{stem}-overlay.png", view.overlay_png))
+            problem = await self._save(*files)
             took = f" in {view.render_s:.1f} s" if view.render_s is not None else ""
             flagged = " (flagged by the safety checker)" if view.spoiler else ""
             refined = ", refined" if view.job.refine else ""
             self.say(
                 f"  round {view.round.number}, seed {view.job.seed}{refined}{took}{flagged}: "
-                f"{self.out / stem}.png"
+                f"{problem or f'{self.out / stem}.png'}"
             )
             if view.round.candidates > 1:
                 seeds = candidate_seeds(view.job.seed, view.round.candidates)
@@ -148,9 +156,9 @@ class ConsoleNotifier:
         return PlanShown()
 
     async def show_plan_picture(self, view: PlanView, shown: PlanShown) -> None:
-        path = self.out / f"scene{view.scene.id}-round{view.round.number}-plan.png"
-        await asyncio.to_thread(_write_file, path, view.overlay_png)
-        self.say(f"  plan: {path}")
+        name = f"scene{view.scene.id}-round{view.round.number}-plan.png"
+        problem = await self._save((name, view.overlay_png))
+        self.say(f"  plan: {problem or self.out / name}")
 
     async def show_reply(self, view: ReplyView) -> None:
         self.say(view.text)
@@ -160,12 +168,19 @@ class ConsoleNotifier:
         if view.result is not None and view.result.image_png:
             await self.show_result(view.result)
 
-    def _write(self, stem: str, image: bytes | None, overlay: bytes | None) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        if image:
-            (self.out / f"{stem}.png").write_bytes(image)
-        if overlay:
-            (self.out / f"{stem}-overlay.png").write_bytes(overlay)
+    async def _save(self, *files: tuple[str, bytes | None]) -> str | None:
+        """Write ``(name, data)`` files into the output folder; what went wrong, or None. A folder
+        that became unwritable (removed, full) is said on the picture's line: the round still ends
+        and the chat goes on."""
+        for name, data in files:
+            if not data:
+                continue
+            path = self.out / name
+            try:
+                await asyncio.to_thread(_write_file, path, data)
+            except OSError as exc:
+                return f"could not write {path}: {exc.strerror or exc}"
+        return None
 
 
 async def chat(
@@ -192,6 +207,11 @@ async def chat(
         if not line:
             continue
         command, _, rest = line.partition(" ")
+        if not COMMAND.fullmatch(command):
+            command = ""  # a scene or an instruction, even one that starts with "/"
+        elif (command := command.lower()) not in COMMANDS:  # a typo is no instruction for the LLM
+            say(f"Unknown command {line.partition(' ')[0]}: /help lists the commands.")
+            continue
         try:
             if command in ("/quit", "/exit"):
                 break
@@ -216,6 +236,12 @@ async def chat(
                 grid = notifier.last_result.get(scene_id)
                 if grid is None or not rest.strip().isdigit():
                     say("Pick a candidate of the last grid: /pick 1 to /pick 4.")
+                    continue
+                if grid.round.candidates == 1:  # the service's answer names Discord's option
+                    say(
+                        "The last image is not a grid: start the chat with --candidates 2 to "
+                        f"{MAX_CANDIDATES} to get grids."
+                    )
                     continue
                 picked = await core.candidates.pick(actor, grid.job.id, int(rest))
                 await notifier.waiter(picked.job.id).wait()
@@ -248,13 +274,71 @@ def _write_file(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-async def _stdin_lines() -> AsyncIterator[str]:
-    while True:
+NOT_UTF8 = "That line is not UTF-8 text, so it was skipped: set your terminal to UTF-8."
+
+# What the reader thread hands over: a line, a line that was no text, or None at the end of input.
+Read = str | UnicodeDecodeError | None
+
+
+def _read_line(fd: int, pending: bytearray) -> Read:
+    """The next line of ``fd`` (bytes after it stay in ``pending``), decoded as UTF-8."""
+    while (end := pending.find(b"\n")) < 0:
         try:
-            line = await asyncio.to_thread(input, "> ")
-        except EOFError:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the terminal went away
+            chunk = b""
+        if not chunk:
+            if not pending:
+                return None
+            end = len(pending)
+            break
+        pending += chunk
+    raw = bytes(pending[:end])
+    del pending[: end + 1]
+    try:
+        return raw.decode("utf-8").removesuffix("\r")
+    except UnicodeDecodeError as exc:
+        return exc
+
+
+async def _stdin_lines(say: Callable[[str], None], fd: int = 0) -> AsyncIterator[str]:
+    """The terminal's lines, each read when the chat asks for it (after a "> " prompt).
+
+    A line is awaited in a daemon thread of its own that reads the file descriptor itself: in
+    asyncio's executor (``input`` in ``asyncio.to_thread``) Ctrl-C waited for one more line, since
+    ``asyncio.run`` joins its executor's threads, and ``sys.stdin`` held by a thread that Python
+    leaves behind aborts Python's exit.
+    """
+    loop = asyncio.get_running_loop()
+    asked: queue.SimpleQueue[asyncio.Future[Read]] = queue.SimpleQueue()
+
+    def reader() -> None:
+        pending = bytearray()
+        while True:
+            wanted = asked.get()
+            line = _read_line(fd, pending)
+            with contextlib.suppress(RuntimeError):  # the chat has ended: its loop is closed
+                loop.call_soon_threadsafe(_answer, wanted, line)
+            if line is None:
+                return
+
+    threading.Thread(target=reader, name="chat-stdin", daemon=True).start()
+    while True:
+        print("> ", end="", flush=True)  # noqa: T201 - the prompt
+        wanted: asyncio.Future[Read] = loop.create_future()
+        asked.put(wanted)
+        line = await wanted
+        if line is None:
             return
+        if isinstance(line, UnicodeDecodeError):
+            say(NOT_UTF8)
+            continue
         yield line
+
+
+def _answer(future: asyncio.Future[Read], line: Read) -> None:
+    if not future.done():  # not cancelled by Ctrl-C meanwhile
+        future.set_result(line)
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -277,14 +361,21 @@ async def _main(args: argparse.Namespace) -> None:
             "steps": args.steps,
             "candidates": args.candidates,
         }
-        await chat(core, _stdin_lines(), args.out, lambda text: print(text, flush=True), **imagine)  # noqa: T201
+        say = lambda text: print(text, flush=True)  # noqa: E731, T201
+        await chat(core, _stdin_lines(say), args.out, say, **imagine)
     finally:
         await core.close()
 
 
 def run(args: argparse.Namespace) -> int:
+    from lmd_bot.commands import check_folder
+
     if args.steps is not None and not 1 <= args.steps <= 150:
         print("error: --steps must be between 1 and 150", file=sys.stderr)  # noqa: T201
         return 2
+    if args.candidates is not None and not 1 <= args.candidates <= MAX_CANDIDATES:
+        print(f"error: --candidates must be between 1 and {MAX_CANDIDATES}", file=sys.stderr)  # noqa: T201
+        return 2
+    check_folder(args.out, "images")  # before the database, the worker and any planner call
     asyncio.run(_main(args))
     return 0

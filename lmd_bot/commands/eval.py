@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lmd_bot.commands import output_folder
 from lmd_bot.errors import LmdError
 from lmd_bot.rendering import Refine, RenderMode, SdBaseline
 
@@ -78,7 +79,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src = la.add_mutually_exclusive_group(required=True)
     src.add_argument("--responses", type=Path, help="JSON: prompt -> list of raw LMD-text answers")
     src.add_argument("--planner", choices=("anthropic", "openai"), help="plan the prompts with this backend")
-    la.add_argument("--out", type=Path, default=Path("benchmark/layouts"), help="report folder (and answers)")
+    la.add_argument(
+        "--out",
+        type=output_folder,
+        default=Path("benchmark/layouts"),
+        help="report folder (and answers)",
+    )
     la.add_argument("--concurrency", type=int, default=4, help="planner calls at once (default 4)")
     la.add_argument("--yes", action="store_true", help="start planning without asking about the cost")
     la.set_defaults(func=run_layouts)
@@ -86,7 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ge = ev.add_parser("generate", help="render one image per prompt (resumable)")
     ge.add_argument("--mode", choices=MODES, help="rendering mode (default: the configured one)")
     ge.add_argument("--layouts", type=Path, help="recorded answers (JSON: prompt -> answers); not for sd")
-    ge.add_argument("--out", type=Path, help="image folder (default benchmark/images/<mode>)")
+    ge.add_argument("--out", type=output_folder, help="image folder (default benchmark/images/<mode>)")
     ge.add_argument(
         "--steps", type=_bounded(int, 1, 150), help="denoising steps (default: the configured ones)"
     )
@@ -120,7 +126,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     im = ev.add_parser("images", help="score benchmark images with OWL-ViT and OWLv2 (stage 1+2)")
     im.add_argument("--dir", type=Path, required=True, help="the folder 'eval generate' wrote")
-    im.add_argument("--out", type=Path, help="report folder (default DIR/eval)")
+    im.add_argument("--out", type=output_folder, help="report folder (default DIR/eval)")
     im.add_argument(
         "--detectors",
         nargs="+",
@@ -143,7 +149,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--steps", type=_bounded(int, 1, 150), default=50, help="denoising steps (50)")
     sh.add_argument("--guidance-scale", type=_bounded(float, 0, 30), default=7.5, help="CFG scale (7.5)")
     sh.add_argument("--weights", type=Path, help="folder with sd/ and gligen/ (default: the committed ones)")
-    sh.add_argument("--out", type=Path, default=Path("benchmark/shapes"), help="images and report folder")
+    sh.add_argument(
+        "--out",
+        type=output_folder,
+        default=Path("benchmark/shapes"),
+        help="images and report folder",
+    )
     sh.add_argument(
         "--self-check",
         action="store_true",

@@ -52,17 +52,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """What the command writes, by name: the image (a grid with candidates), each candidate, the
+    overlay. Checked before the models load, so a typo costs no render."""
+    from lmd_bot.commands import OutputError, check_new_file
+
+    files = {"image": args.out}
+    if args.candidates > 1:
+        files |= {
+            f"candidate {k}": args.out.with_name(f"{args.out.stem}-{k}.png")
+            for k in range(1, args.candidates + 1)
+        }
+    files["overlay"] = args.overlay or args.out.with_suffix(".overlay.png")
+    seen: dict[Path, str] = {}
+    for what, path in files.items():
+        check_new_file(path, what)
+        if (other := seen.setdefault(path.resolve(), what)) != what:
+            raise OutputError(f"the {other} and the {what} would both be written to {path}")
+    return files
+
+
+def _write_atomically(path: Path, data: bytes, what: str) -> None:
     """Write via a temporary file in the same folder, so a failure never leaves half a PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from lmd_bot.commands import OutputError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise OutputError(f"cannot write the {what} to {path}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         Path(tmp).chmod(0o644)  # mkstemp creates 0600; an image is meant to be shared
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a folder made read-only meanwhile
+            raise OutputError(f"cannot write the {what} to {path}: {exc.strerror or exc}") from None
         raise
 
 
@@ -108,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         err = exc.errors()[0]
         where = ".".join(str(part) for part in err["loc"])
         raise LmdError(f"invalid option {where}: {err['msg']}") from None
+    files = _outputs(args)
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)  # noqa: T201
 
@@ -127,23 +155,23 @@ def run(args: argparse.Namespace) -> int:
         return buffer.getvalue()
 
     output = renderer.render(request, progress=progress)
-    overlay_path = args.overlay or args.out.with_suffix(".overlay.png")
+    overlay_path = files["overlay"]
     if output.candidates:
         from lmd_bot.grid import candidate_overlays, grid_overlay_png, grid_png
 
         pngs = [png(image) for image in output.candidates]
         for number, (data, seed) in enumerate(zip(pngs, request.seeds, strict=True), start=1):
-            path = args.out.with_name(f"{args.out.stem}-{number}.png")
-            _write_atomically(path, data)
+            path = files[f"candidate {number}"]
+            _write_atomically(path, data, f"candidate {number}")
             print(f"candidate {number}: seed {seed}, {path}", file=sys.stderr)  # noqa: T201
-        _write_atomically(args.out, grid_png(pngs))
-        _write_atomically(
-            overlay_path, grid_overlay_png(request.layout, candidate_overlays(request.layout, pngs))
-        )
+        _write_atomically(args.out, grid_png(pngs), "image")
+        overlays = candidate_overlays(request.layout, pngs)
+        _write_atomically(overlay_path, grid_overlay_png(request.layout, overlays), "overlay")
     else:
-        _write_atomically(args.out, png(output.image))
+        _write_atomically(args.out, png(output.image), "image")
         missing = output.check.missing_ids if output.check else ()
-        _write_atomically(overlay_path, draw_overlay(request.layout, output.image, missing=missing))
+        overlay = draw_overlay(request.layout, output.image, missing=missing)
+        _write_atomically(overlay_path, overlay, "overlay")
     if output.check is not None:
         print(output.check.line(), file=sys.stderr)  # noqa: T201
     figures = ", ".join(f"{k} {v:g}" for k, v in output.stats.items())

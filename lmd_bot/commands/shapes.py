@@ -16,6 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
+from lmd_bot.commands import output_folder
+
 DEFAULT_TRAIN_DIR = Path(".shapes-train")
 DEFAULT_WEIGHTS = Path("lmd_bot/assets/shapes")
 
@@ -29,7 +31,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sh = p.add_subparsers(dest="shapes_command", metavar="STEP", required=True)
 
     tr = sh.add_parser("train", help="train (or resume training) the shapes models")
-    tr.add_argument("--out", type=Path, default=DEFAULT_TRAIN_DIR, help="checkpoint folder (git-ignored)")
+    tr.add_argument(
+        "--out",
+        type=output_folder,
+        default=DEFAULT_TRAIN_DIR,
+        help="checkpoint folder (git-ignored)",
+    )
     tr.add_argument("--seed", type=int, default=0, help="fixes every weight init, batch and noise draw")
     tr.add_argument(
         "--vae-steps", type=int, default=1500, help="VAE step budget (stops early once colours are right)"
@@ -62,7 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument(
         "--checkpoint", type=Path, default=DEFAULT_TRAIN_DIR / "checkpoint.pt", help="a training checkpoint"
     )
-    ex.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="folder for sd/ and gligen/")
+    ex.add_argument("--out", type=output_folder, default=DEFAULT_WEIGHTS, help="folder for sd/ and gligen/")
     ex.add_argument("--live", action="store_true", help="export the live weights, not their moving average")
     ex.set_defaults(func=run_export)
 
@@ -88,7 +95,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--eval-modes", default="sd,lmd,lmd+,fast", help="modes of the eval subset ('' for none)")
     sc.add_argument("--eval-per-task", type=int, default=2, help="eval prompts per task (default 2)")
     sc.add_argument("--eval-steps", type=int, default=10, help="eval denoising steps (default 10)")
-    sc.add_argument("--out", type=Path, help="keep the eval subset's images and report here")
+    sc.add_argument("--out", type=output_folder, help="keep the eval subset's images and report here")
     sc.add_argument("--json", type=Path, help="also write the figures as JSON")
     sc.set_defaults(func=run_score)
 
@@ -221,8 +228,6 @@ def run_score(args: argparse.Namespace) -> int:
                 f"adapter step {facts['adapter_steps_done']}, "
                 f"{facts['weights']} weights)"
             )
-        elif not (weights / "sd").is_dir():
-            raise LmdError(f"{weights} has no sd/ folder: point --weights at an export")
         settings = shapes_diffusion_settings(
             DiffusionSettings(device="cpu", dtype="float32", object_cache_mb=64), weights
         )

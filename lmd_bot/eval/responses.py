@@ -47,7 +47,10 @@ def load_responses(path: Path) -> dict[str, list[str]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ResponsesError(f"cannot read {path}: {exc}") from None
-    return parse_responses(text)
+    try:
+        return parse_responses(text)
+    except ResponsesError as exc:  # which file: --responses, or the answers a run resumes from
+        raise ResponsesError(f"{path}: {exc}") from None
 
 
 def save_responses(path: Path, responses: dict[str, list[str]]) -> None:

@@ -65,6 +65,8 @@ def load_layout_text(text: str, *, limits: LayoutLimits | None = None) -> Repair
     text = text.removeprefix("\ufeff")  # a byte-order mark would hide the JSON's opening brace
     if len(text) > MAX_TEXT_CHARS:
         raise LayoutError(f"the layout is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
+    if not text.strip():  # else the LMD text reader answers as if the planner had said nothing
+        raise LayoutError("the layout is empty: give it as JSON or in the LMD text format")
     if text.lstrip().startswith("{"):
         try:
             json.loads(text)

@@ -85,8 +85,12 @@ def clean_text(text: str) -> str:
     """Normalize user or LLM text: NFC, no control or format characters, single spaces, stripped.
 
     Control characters become spaces (a tab or newline separates words) and are then collapsed;
-    format characters go, except a zero-width joiner between two visible characters.
+    format characters go, except a zero-width joiner between two visible characters. A lone
+    surrogate (Python's stand-in for a byte that was not UTF-8: a Latin-1 terminal or argument)
+    becomes U+FFFD, since no encoder, HTTP client or database can carry it (a pair of them, as a
+    JSON escape may leave, becomes the character it spells).
     """
+    text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")  # pairs join
     text = _drop_format_characters(unicodedata.normalize("NFC", text))
     text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in text)
     return _SPACES.sub(" ", text).strip()

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from lmd_bot.shapes import models
-from lmd_bot.shapes.train import tie_base_weights
+from lmd_bot.shapes.train import read_checkpoint, tie_base_weights
 
 SD_DIR = "sd"
 GLIGEN_DIR = "gligen"
@@ -41,7 +41,7 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "", ema
     average lags far behind)."""
     from lmd_bot.diffusion.tiny import clip_tokenizer, ddim_scheduler
 
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(checkpoint)
     state = payload["state"]
     if state["phase"] not in ("joint", "adapters") or not payload["ema"]:
         phase, step = state["phase"], state["step"]

@@ -28,6 +28,7 @@ import copy
 import hashlib
 import logging
 import os
+import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 
 from lmd_bot.diffusion.spec import Span, negative_prompt
 from lmd_bot.diffusion.tokens import token_span
+from lmd_bot.errors import LmdError
 from lmd_bot.shapes import models
 from lmd_bot.shapes.grounding import GroundingTargets, grounding_loss, install_capture
 from lmd_bot.shapes.world import IMAGE_SIZE, PALETTE, masks, render, sample_scene
@@ -68,6 +70,22 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_minutes: float = 5.0
     caption_dropout: float = 0.1
+
+
+class CheckpointError(LmdError, ValueError):
+    """A checkpoint that cannot be read, or that this run cannot resume: one line for the CLI."""
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint :meth:`Trainer.save` wrote, or CheckpointError saying why ``path`` is none."""
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as exc:  # torn, or another file
+        reason = f"it cannot be read: {exc}"
+        raise CheckpointError(f"{path} is not a shapes training checkpoint ({reason})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state"), dict):
+        raise CheckpointError(f"{path} is not a shapes training checkpoint (it holds no training state)")
+    return payload
 
 
 @dataclass
@@ -169,14 +187,16 @@ class Trainer:
     def load(self) -> bool:
         if not self.checkpoint_path.exists():
             return False
-        payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        payload = read_checkpoint(self.checkpoint_path, self.device)
         saved = payload["state"]
         config = TrainConfig(**saved.pop("config"))
         # Step budgets may be raised on resume; the seed may not change.
         if config.seed != self.state.config.seed:
-            raise ValueError(f"checkpoint was trained with seed {config.seed}, not {self.state.config.seed}")
+            raise CheckpointError(
+                f"{self.checkpoint_path} was trained with seed {config.seed}, not {self.state.config.seed}"
+            )
         if saved["phase"] == "adapters" and config.joint_steps != self.state.config.joint_steps:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint's base is frozen after {config.joint_steps} joint steps: "
                 f"--joint-steps {self.state.config.joint_steps} cannot resume it"
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.rendering import candidate_seeds
 from lmd_bot.services import open_core
 from lmd_bot.testing import ScriptedPlanner
+from tests.fakes import Reply
 from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.services.conftest import make_settings
 
@@ -159,3 +162,137 @@ async def test_lmd_bot_chat_command_with_the_real_planner(tmp_path):
     assert "I can move, add and remove objects." in text
     assert any(p.name.endswith("-overlay.png") for p in (tmp_path / "out").iterdir())
     assert "test-key" not in stderr.decode() and "test-key" not in text
+
+
+def _chat_env(tmp_path: Path, base_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "LMD_PLANNER__API_KEY": "test-key",
+        "LMD_PLANNER__BASE_URL": base_url,
+        "LMD_STORAGE__IMAGE_DIR": str(tmp_path / "store"),
+        "LMD_DB__URL": f"sqlite+aiosqlite:///{tmp_path}/chat.sqlite3",
+    }
+
+
+async def _start_chat(tmp_path: Path, base_url: str, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lmd_bot.cli", "chat", "--renderer", "preview", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=tmp_path, env={**_chat_env(tmp_path, base_url), "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+
+
+async def test_ctrl_c_leaves_the_chat_at_once_without_a_traceback(tmp_path):
+    """Ctrl-C at the prompt ends the chat (exit status 130), however long the terminal stays open;
+    it used to wait for one more line of input, and a third Ctrl-C printed a traceback."""
+    async with FakeAnthropic(api_key="test-key") as claude:
+        proc = await _start_chat(tmp_path, claude.base_url, "--out", str(tmp_path / "out"))
+        seen = b""
+        while b"Type a scene to start" not in seen:  # the prompt is up: waiting for a line
+            chunk = await asyncio.wait_for(proc.stdout.read(256), 60)
+            assert chunk, f"chat ended early: {seen.decode()}"
+            seen += chunk
+        proc.send_signal(signal.SIGINT)  # stdin stays open, as a terminal's does
+        try:
+            _, stderr = await asyncio.wait_for(proc.communicate(), 40)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+    assert proc.returncode == 130
+    assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+
+
+async def test_an_output_folder_that_is_a_file_is_refused_before_the_chat_starts(tmp_path):
+    """``--out`` naming a file: one line saying so, at once (it used to log tracebacks for every
+    picture and then wait forever for a result it could not write)."""
+    (tmp_path / "taken").write_text("not a folder")
+    async with FakeAnthropic(api_key="test-key") as claude:
+        claude.always = Reply(500, {"type": "error", "error": {"type": "api_error", "message": "unused"}})
+        proc = await _start_chat(tmp_path, claude.base_url, "--out", str(tmp_path / "taken"))
+        _, stderr = await asyncio.wait_for(proc.communicate(b"an apple on a table\n"), 60)
+    assert proc.returncode == 2
+    assert f"error: cannot write the images to {tmp_path / 'taken'}: it is a file" in stderr.decode()
+    assert b"Traceback" not in stderr and not claude.received  # no planner call either
+
+
+async def test_a_picture_that_cannot_be_written_is_said_and_the_chat_goes_on(tmp_path):
+    """The folder becomes unwritable mid-chat (here: replaced by a file): each picture's failure
+    is one line, the round still ends, and the next instruction is read."""
+    core = await _preview_core(tmp_path)
+    said: list[str] = []
+    out = tmp_path / "out"
+
+    async def lines():
+        yield "a red apple, a blue cup"
+        shutil.rmtree(out)
+        out.write_text("in the way")
+        yield "move apple right"
+        yield "/layout"
+
+    try:
+        await asyncio.wait_for(chat(core, lines(), out, said.append), 60)
+    finally:
+        await core.close()
+    text = "\n".join(said)
+    assert "round 2: a red apple, a blue cup" in text
+    assert f"could not write {out}/scene1-round2-plan.png" in text
+    assert f"could not write {out}/scene1-round2-seed10.png" in text
+    assert '"caption": "a red apple"' in text  # /layout after the failures: the chat went on
+
+
+async def test_a_line_that_is_not_utf8_is_said_and_the_chat_goes_on(tmp_path):
+    """A terminal in another encoding (here Latin-1 'café'): the chat says the line is not text
+    it can read and reads the next (it used to crash with UnicodeDecodeError or, in a C locale,
+    reach the planner and crash in the HTTP client with UnicodeEncodeError)."""
+    async with FakeAnthropic(api_key="test-key") as claude:
+        claude.push_layout([("a red apple", (40, 300, 90, 90))], background="A kitchen table")
+        proc = await _start_chat(tmp_path, claude.base_url, "--out", str(tmp_path / "out"))
+        stdout, stderr = await asyncio.wait_for(
+            proc.communicate("a café table\nan apple on a table\n".encode("latin-1")), 120
+        )
+    assert proc.returncode == 0, stderr.decode()
+    assert b"Traceback" not in stderr, stderr.decode()[-2000:]
+    text = stdout.decode()
+    assert "That line is not UTF-8 text" in text
+    assert "round 1: a red apple; background: A kitchen table" in text
+    assert [b["messages"][-1]["content"] for b in claude.bodies] == ["Caption: an apple on a table"]
+
+
+async def test_an_unknown_slash_command_is_said_not_sent_to_the_planner(tmp_path):
+    """A mistyped command (/udno) used to become an instruction: an LLM call and a new round.
+    Commands are read whatever their case."""
+    planner = ScriptedPlanner()
+    core = await open_core(
+        make_settings(tmp_path),
+        planner=planner,
+        renderer=RendererSpec(factory="lmd_bot.jobs.renderers:preview_renderer"),
+    )
+    said: list[str] = []
+    try:
+        await chat(core, _lines(["a red apple, a blue cup", "/udno", "/Undo"]), tmp_path / "out", said.append)
+    finally:
+        await core.close()
+    text = "\n".join(said)
+    assert "Unknown command /udno: /help lists the commands." in text
+    assert "there's nothing to undo" in text  # /Undo is /undo
+    assert [call[0] for call in planner.calls] == ["plan"]  # no revise
+    assert "round 2" not in text
+
+
+def test_candidates_out_of_range_are_refused_before_the_chat_starts(capsys):
+    """--candidates 7 used to start the chat and then refuse every prompt it was given."""
+    from lmd_bot.cli import main
+
+    assert main(["chat", "--candidates", "7"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --candidates must be between 1 and 4"
+
+
+async def test_pick_after_a_single_image_points_at_the_chat_option(tmp_path):
+    """The service's answer names Discord's `/imagine candidates:`, which a terminal has not."""
+    core = await _preview_core(tmp_path)
+    said: list[str] = []
+    try:
+        await chat(core, _lines(["a red apple, a blue cup", "/pick 1"]), tmp_path / "out", said.append)
+    finally:
+        await core.close()
+    assert said[-1] == "The last image is not a grid: start the chat with --candidates 2 to 4 to get grids."

@@ -153,3 +153,45 @@ def test_render_candidates_writes_their_grid_and_each_one(tmp_path, capsys):
 
     assert main([*argv, "--candidates", "5", "--out", str(tmp_path / "bad.png")]) == 2
     assert "candidates" in capsys.readouterr().err and not (tmp_path / "bad.png").exists()
+
+
+def test_render_refuses_outputs_it_cannot_write_before_rendering(tmp_path, capsys):
+    """A folder as --out, a file where a folder should be, or two outputs on one path: one line
+    before the models load (it used to render for a minute, then end in a traceback, or write
+    the overlay over the image)."""
+    layout = tmp_path / "scene.json"
+    layout.write_text(json.dumps(LAYOUT))
+    (tmp_path / "afile").write_text("")
+    argv = ["render", "--layout", str(layout), "--mode", "fast", "--steps", "2", "--tiny", "--size", "128"]
+    image = tmp_path / "img.png"
+    cases = [
+        (["--out", str(tmp_path)], f"cannot write the image to {tmp_path}: it is a folder"),
+        (
+            ["--out", str(tmp_path / "afile" / "img.png")],
+            f"cannot write the image to {tmp_path / 'afile' / 'img.png'}: {tmp_path / 'afile'} is a file, "
+            "not a folder",
+        ),
+        (
+            ["--out", str(image), "--overlay", str(tmp_path)],
+            f"cannot write the overlay to {tmp_path}: it is a folder",
+        ),
+        (
+            ["--out", str(image), "--overlay", str(image)],
+            f"the image and the overlay would both be written to {image}",
+        ),
+        (
+            ["--out", str(image), "--candidates", "2", "--overlay", str(tmp_path / "img-2.png")],
+            f"the candidate 2 and the overlay would both be written to {tmp_path / 'img-2.png'}",
+        ),
+    ]
+    for args, message in cases:
+        assert main([*argv, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.strip().splitlines() == [f"error: {message}"], args  # nothing rendered
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "scene.json"]
+
+
+def test_bench_render_refuses_steps_out_of_range_in_one_line(capsys):
+    """--steps 0 was a pydantic ValidationError traceback after the models were built."""
+    assert main(["bench", "render", "--modes", "sd", "--steps", "0"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --steps must be between 1 and 150"]

@@ -147,5 +147,8 @@ def test_eval_layouts_command_reports_a_bad_file_clearly(tmp_path, capsys):
     path.write_text('{"A realistic photo of a scene without cats": "not a list"}')
     assert main(["eval", "layouts", "--responses", str(path), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert "must be a list of answer strings" in err
+    assert f"{path}: the value for 'A realistic photo of a scene without cats' must be a list" in err
     assert not (tmp_path / "r").exists()
+    path.write_text('{"A realistic photo of a scene without cats": ["')  # cut off
+    assert main(["eval", "layouts", "--responses", str(path), "--out", str(tmp_path / "r")]) == 2
+    assert f"error: {path}: it is not valid JSON (" in capsys.readouterr().err  # which file: named

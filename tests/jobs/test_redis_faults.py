@@ -307,3 +307,49 @@ async def test_a_worker_killed_mid_job_is_replaced_by_the_other(hosts, tmp_path)
         assert retry.attempt == 2 and "another worker" in retry.user_message
     finally:
         await bot.close(0)
+
+
+async def test_lmd_bot_worker_stops_on_sigterm_while_redis_is_down(tmp_path):
+    """An operator stops a worker whose Redis is not there (``docker stop``, Ctrl-C): it used to
+    wait for Redis forever, deaf to SIGTERM and SIGINT, until killed."""
+    redis = RedisProcess()  # never started: its port refuses connections
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LMD_QUEUE__REDIS_URL": redis.url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lmd_bot.cli", "worker", "--renderer", "preview", "--name", "deaf",
+        stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    try:
+        seen = b""
+        while b"unreachable" not in seen:
+            line = await asyncio.wait_for(proc.stderr.readline(), 60)
+            assert line, f"the worker ended early: {seen.decode()}"
+            seen += line
+        proc.send_signal(signal.SIGTERM)
+        rest = await asyncio.wait_for(proc.stderr.read(), 20)
+        await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        redis.close()
+    assert proc.returncode == 0
+    assert b"Traceback" not in rest, rest.decode()
+
+
+async def test_an_idle_worker_stops_when_told_while_redis_is_gone():
+    """Redis goes away while the worker waits for jobs; the worker is told to stop and does."""
+    redis = RedisProcess()
+    redis.start()
+    worker, stop = _worker(redis.url, "idle"), asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_s=1))
+    try:
+        await asyncio.sleep(1.0)  # taking jobs
+        assert not task.done()
+        redis.close()
+        await asyncio.sleep(1.0)  # waiting for Redis
+        stop.set()
+        await asyncio.wait_for(asyncio.shield(task), 15)
+    finally:
+        stop.set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        redis.close()

@@ -116,6 +116,39 @@ async def test_plan_command_reports_errors_without_a_traceback(fake_anthropic, t
     assert code == 2 and "bad.json is not a scene history" in err and "Traceback" not in err
 
 
+async def test_plan_command_takes_an_argument_that_is_not_utf8(fake_anthropic, tmp_path):
+    """A shell in Latin-1 passes 'café' as bytes that are not UTF-8; Python hands them over as lone
+    surrogates, which no HTTP client can encode (it was a UnicodeEncodeError traceback). The
+    undecodable byte reaches the planner as U+FFFD, the rest as typed."""
+    env = {"LMD_PLANNER__API_KEY": API_KEY, "LMD_PLANNER__BASE_URL": fake_anthropic.base_url}
+    fake_anthropic.push_layout([("a table", (52, 292, 96, 92))], "A cafe")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lmd_bot.cli", "plan", "a caf\xe9 table".encode("latin-1"),
+        env={**os.environ, "PYTHONPATH": ROOT, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert "Background prompt: A cafe" in out.decode()
+    assert "Caption: a caf\ufffd table" in fake_anthropic.bodies[0]["messages"][0]["content"]
+
+
+async def test_commands_log_at_the_configured_log_level(fake_anthropic, tmp_path):
+    """``log_level`` (LMD_LOG_LEVEL) is every command's, not only the bot's: ``lmd-bot chat``,
+    ``plan`` and ``worker`` logged INFO whatever it said, and never DEBUG."""
+    env = {"LMD_PLANNER__API_KEY": API_KEY, "LMD_PLANNER__BASE_URL": fake_anthropic.base_url}
+    logged = {}
+    for level in ("INFO", "WARNING", "DEBUG"):
+        fake_anthropic.push_layout([("a cat", (9, 9, 99, 99))])
+        code, out, err = await run_cli("a cat", env={**env, "LMD_LOG_LEVEL": level})
+        assert code == 0, err
+        assert "('a cat', [9, 9, 99, 99])" in out
+        logged[level] = {line.split()[2] for line in err.splitlines() if line.startswith("20")}
+    assert "INFO" in logged["INFO"] and "DEBUG" not in logged["INFO"]  # planned with …, the request
+    assert logged["WARNING"] == set()
+    assert "DEBUG" in logged["DEBUG"]
+
+
 async def test_plan_command_refuses_an_unwritable_output_before_asking_the_planner(fake_anthropic, tmp_path):
     env = {"LMD_PLANNER__API_KEY": API_KEY, "LMD_PLANNER__BASE_URL": fake_anthropic.base_url}
     (tmp_path / "afile").write_text("")

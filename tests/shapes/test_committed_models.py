@@ -61,3 +61,18 @@ def test_a_move_only_round_moves_the_moved_object(move):
     assert move.moved_in_new >= TEST_BOUNDS.min_moved_share, move
     assert move.moved_in_new >= TEST_BOUNDS.min_moved_gain * move.moved_in_old, move
     assert move.moved_in_new >= TEST_BOUNDS.min_moved_gain * move.moved_in_new_before, move
+
+
+def test_a_weights_folder_without_an_export_is_named_by_every_command(tmp_path, capsys):
+    """probe and eval shapes took --weights for diffusion.sd_model and answered with
+    LMD_DIFFUSION__SD_MODEL and the Hugging Face hub, which the user never named."""
+    from lmd_bot.cli import main
+
+    told = f"error: {tmp_path} has no sd/ folder: point --weights at an export (lmd-bot shapes export)"
+    for argv in (
+        ["shapes", "probe"],
+        ["shapes", "score", "--eval-modes", ""],
+        ["eval", "shapes", "--modes", "sd", "--per-task", "1", "--steps", "1", "--out", str(tmp_path / "r")],
+    ):
+        assert main([*argv, "--weights", str(tmp_path)]) == 2, argv
+        assert capsys.readouterr().err.strip().splitlines() == [told], argv

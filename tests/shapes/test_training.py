@@ -144,3 +144,31 @@ def test_ctrl_c_saves_the_steps_done_since_the_last_checkpoint_and_says_how_to_r
     saved = torch.load(out / "checkpoint.pt", map_location="cpu", weights_only=False)["state"]
     assert saved["phase"] == "joint" and 3 <= saved["step"] < 500
     assert f"stopped at joint step {saved['step']}" in seen and "same command" in seen
+
+
+def test_a_file_that_is_no_checkpoint_of_this_run_is_one_line_not_a_traceback(tmp_path, capsys):
+    """train (resuming), export and score on a checkpoint that is not one (a torn copy, another
+    file) or is another seed's: each says so in one line (they were tracebacks from torch.load,
+    or a ValueError's)."""
+    from dataclasses import asdict
+
+    from lmd_bot.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_text('{"not": "a checkpoint"}')
+    train = ["shapes", "train", "--out", str(run), "--seed", "3", "--vae-steps", "2", "--no-progress"]
+    assert main(train) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {run / 'checkpoint.pt'} is not a shapes training checkpoint (it cannot be read: "
+        "invalid load key, '{'.)"
+    )
+    export = ["shapes", "export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "w")]
+    assert main(export) == 2
+    assert "is not a shapes training checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+    torch.save({"state": {"phase": "joint", "config": asdict(TrainConfig(seed=5))}}, run / "checkpoint.pt")
+    assert main(train) == 2
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said == f"error: {run / 'checkpoint.pt'} was trained with seed 5, not 3"

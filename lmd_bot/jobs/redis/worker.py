@@ -18,8 +18,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from redis.exceptions import ResponseError
 
@@ -38,9 +39,17 @@ from lmd_bot.jobs.redis.scripts import WORKERS_GROUP, Keys, Scripts
 from lmd_bot.jobs.supervisor import CRASH_MESSAGE, WorkerSupervisor
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVENTS_CAP = 10_000  # events kept in Redis while the bot is away (it deletes what it reads)
 LOST_MESSAGE = f"{CRASH_MESSAGE} I'm retrying on another worker."
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What a call returned (which may be None), as against no answer at all."""
+
+    value: T
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,8 @@ class RedisWorker:
 
     async def run(self, stop: asyncio.Event, grace_s: float = 30.0) -> None:
         """Take jobs until ``stop`` is set; then let the current job finish within ``grace_s``
-        seconds, or stop it and give it back for another worker."""
+        seconds, or stop it and give it back for another worker. Between jobs a stop ends at once,
+        even a wait for a Redis that is down."""
         self._link = Link(self._url, block_s=self._block_ms / 1000)
         self._scripts = Scripts.on(self._link.client)
         forwarder = asyncio.create_task(self._forward(), name="lmd-worker-events")
@@ -99,14 +109,15 @@ class RedisWorker:
         try:
             await self.supervisor.warm()
             # Registered once the models are loaded: the bot hands jobs only to ready workers.
-            await self._beat_once()
+            if not await self._unless_stopped(self._beat_once(), stop):
+                return
             beat = asyncio.create_task(self._beat_forever(), name="lmd-worker-beat")
             self._outbox.put_nowait((None, QueueChanged()))  # the bot may have jobs for us
             log.info("worker %s taking jobs from %s (%s)", self.name, self._keys.prefix, self._link.where)
             while not stop.is_set():
-                attempt = await self._next(stop)
-                if attempt is not None:
-                    await self._run_one(attempt, stop, grace_s)
+                taken = await self._unless_stopped(self._next(stop), stop)
+                if taken and taken.value is not None:
+                    await self._run_one(taken.value, stop, grace_s)
         finally:
             self._stopped = True
             await self.supervisor.close()
@@ -117,6 +128,24 @@ class RedisWorker:
             await asyncio.gather(*(t for t in (forwarder, beat) if t is not None), return_exceptions=True)
             await self._unregister()
             await self._link.close()
+            log.info("worker %s stopped", self.name)
+
+    async def _unless_stopped(self, call: Awaitable[T], stop: asyncio.Event) -> Outcome[T] | None:
+        """``call``'s outcome, or None when ``stop`` comes first. Between jobs the worker waits on
+        Redis, for as long as an outage lasts: a stop must end that wait, not wait for Redis."""
+        task = asyncio.ensure_future(call)
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            task.cancel()  # nothing if it is done: a job taken as the stop came is still run
+        try:
+            return Outcome(await task)
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # this worker itself is being cancelled
+                raise
+            return None
 
     # --- taking jobs ---------------------------------------------------------------------------
 
