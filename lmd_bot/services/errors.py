@@ -76,3 +76,13 @@ class AlreadyPickedError(LmdError):
             user_message=f"Candidate {number} is picked already: it's round {round_number}. "
             "Tell me what to change next.",
         )
+
+
+class UnchangedLayoutError(LmdError):
+    """A revision or hand edit that leaves the round's layout exactly as it was: with the scene's
+    seed its render would be the same picture again."""
+
+    user_message = (
+        "That leaves the layout exactly as it is, so I'd draw the same picture again. "
+        "Tell me what to change, or reroll for a new seed."
+    )

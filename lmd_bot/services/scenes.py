@@ -33,7 +33,12 @@ from lmd_bot.rendering import Refine, RenderMode
 from lmd_bot.scenes.diff import describe_changes
 from lmd_bot.scenes.models import JobRecord, MessageKind, RoundKind, RoundRecord, SceneRecord
 from lmd_bot.scenes.tree import branch_path, planner_history
-from lmd_bot.services.errors import NothingToUndoError, NotOwnerError, SceneNotFoundError
+from lmd_bot.services.errors import (
+    NothingToUndoError,
+    NotOwnerError,
+    SceneNotFoundError,
+    UnchangedLayoutError,
+)
 from lmd_bot.services.images import ImageStore
 from lmd_bot.services.layout_files import AttachedFile, layout_text
 from lmd_bot.services.notifier import Notifier, Presenter
@@ -274,6 +279,7 @@ class SceneService:
                 return reply
             layout = result.layout
             self._guard.text.check_layout(layout)
+            _ensure_changed(base, layout)
             job = self._new_job(actor, scene, server)
             plan = await self._new_layout_round(base, RoundKind.REVISE, text, layout, result.notes, job)
         return await self._plans.queue_and_show(plan, presenter)
@@ -306,6 +312,7 @@ class SceneService:
             )
             layout = read.layout
             self._guard.text.check_layout(layout)
+            _ensure_changed(base, layout)
             log.info(
                 "edit layout scene=%s round=%s user=%s: %s; notes %s",
                 scene.id,
@@ -560,3 +567,10 @@ class SceneService:
             raise SceneNotFoundError(
                 f"job {job_id}", user_message="I can't find that job any more."
             ) from None
+
+
+def _ensure_changed(base: RoundRecord, layout: SceneLayout) -> None:
+    """A new round's layout must differ from its base's: the same layout with the scene's seed is
+    the same picture, a queue slot spent for nothing (rerolls are how to get another one)."""
+    if layout == base.layout:
+        raise UnchangedLayoutError(f"round {base.id}: the new layout is the same")

@@ -14,7 +14,7 @@ from lmd_bot.guard import BannedContentError, RateLimitedError
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.models import JobStatus, RoundKind
 from lmd_bot.services import PlanView, ReplyView, ResultView, SettingsChange, StatusView, UndoView
-from lmd_bot.services.errors import NothingToUndoError, NotOwnerError
+from lmd_bot.services.errors import NothingToUndoError, NotOwnerError, UnchangedLayoutError
 from lmd_bot.testing import ScriptedPlanner
 from tests.services.conftest import ALICE, BOB, running_core
 
@@ -209,3 +209,24 @@ async def test_layout_json_is_the_rounds_layout(core):
     plan, _ = await _first_round(app, notes)
     text = await app.scenes.layout_json(plan.round.id)
     assert '"caption": "a red apple"' in text and '"box": [' in text
+
+
+async def test_an_edit_that_leaves_the_layout_as_it_was_queues_no_identical_render(core):
+    """The planner (or the user's edit box) answering with the very layout of the round: with the
+    scene's seed the render would be the same picture again, a queue slot and minutes of GPU for
+    nothing. The user is told so, and nothing is stored."""
+    app, notes = core
+    plan, job = await _first_round(app, notes, seed=7)
+    await notes.result_of(job.id)
+    shown_before = len(notes.shown)
+    with pytest.raises(UnchangedLayoutError) as unchanged:
+        await app.scenes.instruct(ALICE, plan.scene.id, "remove zebra", notes)  # there is none
+    assert "same picture" in unchanged.value.user_message and "reroll" in unchanged.value.user_message
+    with pytest.raises(UnchangedLayoutError):
+        await app.scenes.edit_layout(ALICE, plan.round.id, plan.round.layout.model_dump_json(), notes)
+    assert len(await app.repo.rounds(plan.scene.id)) == 1
+    assert (await app.repo.scene(plan.scene.id)).head_round_id == plan.round.id
+    assert len(notes.shown) == shown_before  # no plan shown, no job queued
+    # A real edit still goes through.
+    moved = await app.scenes.instruct(ALICE, plan.scene.id, "move apple right", notes)
+    assert isinstance(moved, PlanView) and moved.round.number == 2
