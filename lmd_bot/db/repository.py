@@ -373,6 +373,34 @@ class Repository:
         """A ✨ Refine job for ``source_id``'s image (same round, seed, steps and mode), unless one
         is queued, running or done already: that one is returned instead, so a second press
         queues nothing. ``(job, created)``; CapReachedError, and nothing written, at the cap."""
+        return await self._job_once(
+            source_id,
+            job,
+            same=lambda source: (_JOBS.c.refine_of == source.id,),
+            extra={"refine": True, "refine_of": source_id},
+        )
+
+    async def start_retry(self, failed_id: int, job: NewJob) -> tuple[JobRecord, bool]:
+        """``failed_id``'s round rendered again with its seed, unless it was queued again (or
+        rendered) since: that job is returned instead, so a second press of Retry (a double
+        click, or the same failure's Retry pressed later) queues nothing. ``(job, created)``;
+        CapReachedError, and nothing written, at the user's cap."""
+        return await self._job_once(
+            failed_id,
+            job,
+            same=lambda failed: (
+                _JOBS.c.round_id == failed.round_id,
+                _JOBS.c.id >= failed.id,
+                _JOBS.c.refine_of.is_(None),
+            ),
+        )
+
+    async def _job_once(
+        self, source_id: int, job: NewJob, *, same, extra: dict | None = None
+    ) -> tuple[JobRecord, bool]:
+        """A new job for ``source_id``'s round and seed, unless a job matching ``same(source)`` is
+        queued, running or done: that one, ``created`` False. Buttons pressed twice (a double
+        click, two users at once) queue one job."""
 
         def work(c: Connection) -> tuple[JobRecord, bool]:
             # The source's row lock makes two presses at once take turns (PostgreSQL).
@@ -381,10 +409,7 @@ class Repository:
                 raise NotFoundError(f"job {source_id}")
             existing = c.execute(
                 select(_JOBS)
-                .where(
-                    _JOBS.c.refine_of == source_id,
-                    _JOBS.c.status.in_([*_ACTIVE, JobStatus.DONE.value]),
-                )
+                .where(*same(source), _JOBS.c.status.in_([*_ACTIVE, JobStatus.DONE.value]))
                 .order_by(_JOBS.c.id.desc())
                 .limit(1)
             ).first()
@@ -394,40 +419,7 @@ class Repository:
             values = new_job_row(
                 scene_id=source.scene_id, round_id=source.round_id, seed=source.seed, job=job
             )
-            values.update(refine=True, refine_of=source_id)
-            row = c.execute(sql.NEW_JOB, values).one()
-            return job_record(row), True
-
-        return await self._write(work)
-
-    async def start_retry(self, failed_id: int, job: NewJob) -> tuple[JobRecord, bool]:
-        """``failed_id``'s round rendered again with its seed, unless it was queued again (or
-        rendered) since: that job is returned instead, so a second press of Retry (a double
-        click, or the same failure's Retry pressed later) queues nothing. ``(job, created)``;
-        CapReachedError, and nothing written, at the user's cap."""
-
-        def work(c: Connection) -> tuple[JobRecord, bool]:
-            # The failed job's row lock makes two presses at once take turns (PostgreSQL).
-            failed = c.execute(select(_JOBS).where(_JOBS.c.id == failed_id).with_for_update()).first()
-            if failed is None:
-                raise NotFoundError(f"job {failed_id}")
-            since = c.execute(
-                select(_JOBS)
-                .where(
-                    _JOBS.c.round_id == failed.round_id,
-                    _JOBS.c.id >= failed_id,
-                    _JOBS.c.refine_of.is_(None),
-                    _JOBS.c.status.in_([*_ACTIVE, JobStatus.DONE.value]),
-                )
-                .order_by(_JOBS.c.id.desc())
-                .limit(1)
-            ).first()
-            if since is not None:
-                return job_record(since), False
-            self._check_cap(c, job)
-            values = new_job_row(
-                scene_id=failed.scene_id, round_id=failed.round_id, seed=failed.seed, job=job
-            )
+            values.update(extra or {})
             return job_record(c.execute(sql.NEW_JOB, values).one()), True
 
         return await self._write(work)
