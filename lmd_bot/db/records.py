@@ -3,8 +3,9 @@ the rows of new jobs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.engine import Row
 
@@ -13,8 +14,32 @@ from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.models import JobRecord, JobStatus, RoundKind, RoundRecord, SceneRecord
 
-if TYPE_CHECKING:
-    from lmd_bot.db.repository import FinishedJob, NewJob
+
+@dataclass(frozen=True)
+class NewJob:
+    """The job to create with a round: who asked, and how to render."""
+
+    user_id: int
+    guild_id: int | None
+    mode: RenderMode
+    steps: int
+    cap: int  # the user's most active jobs; refused (CapReachedError) at that many
+    refine: bool = False  # the render goes through the SDXL refiner
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job created done, its image on disk already (a candidate picked from a grid)."""
+
+    user_id: int
+    guild_id: int | None
+    mode: RenderMode
+    steps: int
+    image_path: str | None
+    overlay_path: str | None
+    flagged: bool
+    render_seconds: float | None
+    refine: bool  # the image was refined (SDXL) when it was rendered
 
 
 def aware(value: datetime | None) -> datetime | None:

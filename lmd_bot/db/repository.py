@@ -23,7 +23,6 @@ what was written, never read back.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
@@ -33,7 +32,16 @@ from sqlalchemy.exc import OperationalError
 from lmd_bot.db import statements as sql
 from lmd_bot.db.engine import Database
 from lmd_bot.db.models import GuildConfig, utcnow
-from lmd_bot.db.records import aware, finished_job_row, job_record, new_job_row, round_record, scene_record
+from lmd_bot.db.records import (
+    FinishedJob,
+    NewJob,
+    aware,
+    finished_job_row,
+    job_record,
+    new_job_row,
+    round_record,
+    scene_record,
+)
 from lmd_bot.errors import StorageError
 from lmd_bot.jobs.models import CapReachedError
 from lmd_bot.layout.schema import SceneLayout
@@ -61,33 +69,6 @@ _GUILDS = GuildConfig.__table__
 
 class NotFoundError(LookupError):
     """A scene, round or job id that is not in the database."""
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """The job to create with a round: who asked, and how to render."""
-
-    user_id: int
-    guild_id: int | None
-    mode: RenderMode
-    steps: int
-    cap: int  # the user's most active jobs; refused (CapReachedError) at that many
-    refine: bool = False  # the render goes through the SDXL refiner
-
-
-@dataclass(frozen=True)
-class FinishedJob:
-    """A job created done, its image on disk already (a candidate picked from a grid)."""
-
-    user_id: int
-    guild_id: int | None
-    mode: RenderMode
-    steps: int
-    image_path: str | None
-    overlay_path: str | None
-    flagged: bool
-    render_seconds: float | None
-    refine: bool  # the image was refined (SDXL) when it was rendered
 
 
 class Repository:

@@ -16,7 +16,8 @@ import asyncio
 import logging
 import weakref
 
-from lmd_bot.db.repository import FinishedJob, NotFoundError, Repository
+from lmd_bot.db.records import FinishedJob
+from lmd_bot.db.repository import NotFoundError, Repository
 from lmd_bot.errors import LmdError
 from lmd_bot.rendering import candidate_seeds
 from lmd_bot.scenes.models import JobRecord, JobStatus, RoundKind, RoundRecord

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from lmd_bot.db.repository import NewJob, NotFoundError, Repository
+from lmd_bot.db.records import NewJob
+from lmd_bot.db.repository import NotFoundError, Repository
 from lmd_bot.guard import Guard
 from lmd_bot.rendering import Refine
 from lmd_bot.scenes.models import JobRecord, JobStatus

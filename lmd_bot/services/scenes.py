@@ -21,7 +21,8 @@ import secrets
 import weakref
 from collections.abc import Callable
 
-from lmd_bot.db.repository import NewJob, NotFoundError, Repository
+from lmd_bot.db.records import NewJob
+from lmd_bot.db.repository import NotFoundError, Repository
 from lmd_bot.errors import LmdError, PlannerError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome

@@ -17,7 +17,8 @@ from sqlalchemy import text
 from lmd_bot.db import Repository, open_database
 from lmd_bot.db.engine import alembic_config
 from lmd_bot.db.models import Base
-from lmd_bot.db.repository import CapReachedError, NewJob, NotFoundError
+from lmd_bot.db.records import NewJob
+from lmd_bot.db.repository import CapReachedError, NotFoundError
 from lmd_bot.errors import ConfigError
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import RenderMode
