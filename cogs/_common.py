@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 GENERIC_ERROR = "Something went wrong on my side; it has been logged. Please try again."
 
+# Words the bot did not write (the planner's, a user's prompt echoed) may hold "<@id>": they ping nobody.
+NO_PINGS = discord.AllowedMentions.none()
+
 # Permissions the bot needs in a channel to run a scene there, with the names Discord shows admins.
 SCENE_PERMISSIONS = {
     "view_channel": "View Channel",
@@ -187,3 +190,28 @@ async def item_error(interaction: discord.Interaction, error: Exception) -> None
     else:
         log.error("component failed", exc_info=error)
         await reply(interaction, GENERIC_ERROR)
+
+
+async def answer_message(message: discord.Message, text: str) -> None:
+    """A short answer to a user's message, as a reply to it, pinging nobody."""
+    await message.reply(text, mention_author=False, allowed_mentions=NO_PINGS)
+
+
+async def message_error(message: discord.Message, error: Exception) -> None:
+    """Messages to the bot (instructions, layout files): the same policy as commands and buttons,
+    answered in a reply; the unexpected ones logged with their traceback."""
+    if isinstance(error, LmdError):
+        log.info("instruction refused: %s", error)
+        text = error.user_message
+    elif isinstance(error, DestinationGoneError):
+        log.info("instruction in a closed thread: %s", error)
+        return  # the thread is locked or gone: there is nowhere to answer
+    elif isinstance(error, discord.Forbidden) and message.guild is not None:
+        text = permission_message(missing_permissions(message.channel.permissions_for(message.guild.me)))
+    else:
+        log.error("instruction in %s failed", message.channel.id, exc_info=error)
+        text = GENERIC_ERROR
+    try:
+        await answer_message(message, text)
+    except discord.HTTPException:
+        log.warning("cannot answer a message in %s", message.channel.id, exc_info=True)

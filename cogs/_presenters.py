@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import discord
 
-from cogs._common import missing_permissions, permission_message, reply
+from cogs._common import NO_PINGS, missing_permissions, permission_message, reply
 from cogs._format import as_written, cut, file, plan_embed, thread_name
 from cogs._notifier import reopening, result_message
 from cogs._views import buttons_for, result_buttons
 from lmd_bot.errors import LmdError
 from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
 
-# The planner's words and the user's prompt, echoed, may hold "<@id>": they ping nobody.
-NO_PINGS = discord.AllowedMentions.none()
 MAX_ACTIVE_THREADS = 160006  # Discord's error code: the server's active threads are at the maximum
 
 

@@ -26,6 +26,9 @@ threads opened from messages (the thread's id is the message's), the interaction
 - permissions an admin takes from the bot in a channel (:meth:`FakeDiscordAPI.deny`): an upload
   without Attach Files, or an embed without Embed Links, there or in its threads: 403, 50013.
 
+Files users attach (:meth:`FakeDiscordAPI.add_file`) are served as the CDN serves them, at the
+attachment's ``url`` (a file gone from the CDN: 404).
+
 Every request is recorded (:attr:`FakeDiscordAPI.requests`): method, path (below ``/api/v10``),
 query, JSON body (``payload_json`` of a multipart upload) and uploaded files. Threads created or
 changed here are reported to :attr:`FakeDiscordAPI.on_gateway` as the gateway would
@@ -113,6 +116,7 @@ class FakeDiscordAPI:
         self.messages: dict[int, dict[str, Any]] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.interactions: dict[str, dict[str, Any]] = {}  # token -> {"id", "channel_id", "original"}
+        self.files: dict[int, bytes] = {}  # attachment id -> what the CDN serves
         self.on_gateway: Callable[[str, dict[str, Any]], None] | None = None
         self.base_url = ""
         self._failures: list[_Failure] = []
@@ -242,6 +246,18 @@ class FakeDiscordAPI:
         if (denied.attach_files and r.files) or (denied.embed_links and body.get("embeds")):
             raise DiscordError(403, MISSING_PERMISSIONS, "Missing Permissions")
 
+    def add_file(self, filename: str, data: bytes) -> dict[str, Any]:
+        """A file a user attaches to a message: its attachment JSON, its bytes on the CDN."""
+        aid = self.new_id()
+        self.files[aid] = data
+        return {
+            "id": str(aid),
+            "filename": filename,
+            "size": len(data),
+            "url": f"{self.base_url}/cdn/{aid}/{filename}",
+            "proxy_url": f"{self.base_url}/cdn/{aid}/{filename}",
+        }
+
     def delete_channel(self, channel_id: int) -> None:
         self.channels.pop(channel_id)
 
@@ -320,6 +336,10 @@ class FakeDiscordAPI:
                 failure.times -= 1
                 record.status = failure.status
                 return _json(failure.body, failure.status, failure.headers)
+        if match := re.fullmatch(r"/cdn/(\d+)/[^/]+", path):
+            data = self.files.get(int(match[1]))
+            record.status = 200 if data is not None else 404
+            return web.Response(body=data, status=200) if data is not None else web.Response(status=404)
         try:
             self._permitted(record)
             status, payload = self._route(record)
