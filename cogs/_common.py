@@ -146,11 +146,12 @@ def strip_mention(text: str, bot_id: int) -> str:
 
 
 async def reply(interaction: discord.Interaction, text: str, *, ephemeral: bool = True) -> None:
-    """Answer an interaction whether or not it was answered (or deferred) already."""
+    """Answer an interaction whether or not it was answered (or deferred) already; the answer
+    pings nobody (it may show words the bot did not write)."""
     if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=ephemeral)
+        await interaction.followup.send(text, ephemeral=ephemeral, allowed_mentions=NO_PINGS)
     else:
-        await interaction.response.send_message(text, ephemeral=ephemeral)
+        await interaction.response.send_message(text, ephemeral=ephemeral, allowed_mentions=NO_PINGS)
 
 
 async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import discord
 
 from cogs._common import NO_PINGS, missing_permissions, permission_message, reply
-from cogs._format import as_written, cut, file, plan_embed, thread_name
+from cogs._format import as_written, cut, file, plan_embed, reply_content, thread_name
 from cogs._notifier import reopening, result_message
 from cogs._views import buttons_for, result_buttons
 from lmd_bot.errors import LmdError
@@ -61,10 +61,11 @@ class CommandPresenter:
         )
 
     async def show_reply(self, view: ReplyView) -> None:
+        said = reply_content(view)
         if self.thread is not None:  # the plan is shown: the reply goes under it, in the thread
-            await self.thread.send(view.text, allowed_mentions=NO_PINGS)
+            await self.thread.send(said, allowed_mentions=NO_PINGS)
         else:
-            await self.interaction.edit_original_response(content=view.text, allowed_mentions=NO_PINGS)
+            await self.interaction.edit_original_response(content=said, allowed_mentions=NO_PINGS)
 
     async def show_undo(self, view: UndoView) -> int | None:
         return await show_undo(self.interaction.channel, view)
@@ -106,13 +107,14 @@ class ThreadPresenter:
         )
 
     async def show_reply(self, view: ReplyView) -> None:
+        said = reply_content(view)
         if self.reply_to is not None:
             await reopening(
                 self.channel,
-                lambda: self.reply_to.reply(view.text, mention_author=False, allowed_mentions=NO_PINGS),
+                lambda: self.reply_to.reply(said, mention_author=False, allowed_mentions=NO_PINGS),
             )
         elif self.interaction is not None:
-            await reply(self.interaction, view.text)
+            await reply(self.interaction, said)  # pinging nobody
 
     async def show_undo(self, view: UndoView) -> int | None:
         return await show_undo(self.channel, view)

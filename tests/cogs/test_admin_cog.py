@@ -73,14 +73,16 @@ async def test_error_handler_answers_after_a_defer_and_hides_unexpected_errors(d
     await inter.response.defer()
     err = discord.app_commands.CommandInvokeError(AdminCog.queue, PlannerBusyError("x"))
     await on_app_command_error(inter, err)
-    inter.followup.send.assert_awaited_once_with(
-        "The layout service is busy; try again in a minute.", ephemeral=True
-    )
+    inter.followup.send.assert_awaited_once()
+    said = inter.followup.send.await_args
+    assert said.args == ("The layout service is busy; try again in a minute.",) and said.kwargs["ephemeral"]
     inter = fake.interaction(OWNER)
     await on_app_command_error(
         inter, discord.app_commands.CommandInvokeError(AdminCog.queue, KeyError("boom"))
     )
-    inter.response.send_message.assert_awaited_once_with(GENERIC_ERROR, ephemeral=True)
+    inter.response.send_message.assert_awaited_once()
+    said = inter.response.send_message.await_args
+    assert said.args == (GENERIC_ERROR,) and said.kwargs["ephemeral"]
 
 
 async def test_bot_setup_loads_cogs_registers_buttons_and_closes_the_core(tmp_path):

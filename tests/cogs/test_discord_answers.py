@@ -5,9 +5,16 @@ real bot against the fake REST API (tests/cogs/world.py)."""
 from __future__ import annotations
 
 import logging
+import re
 
 from tests.cogs.world import OWNER, discord_world, first_result
-from tests.fakes.fake_discord import BOT_ID
+from tests.fakes.fake_anthropic import FakeAnthropic
+from tests.fakes.fake_discord import BOT_ID, EPHEMERAL
+from tests.planner.conftest import API_KEY, anthropic_backend, make_planner
+
+
+def _buttons(message) -> list[str]:
+    return [c["custom_id"] for row in message["components"] for c in row["components"]]
 
 
 def _bot_posts(world, channel_id: int) -> list[dict]:
@@ -31,3 +38,79 @@ async def test_a_layout_file_that_cannot_be_downloaded_gets_an_answer(tmp_path, 
         [logged] = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert logged.exc_info is not None and "503" in str(logged.exc_info[1])
         assert len(await world.core.repo.rounds(1)) == 1  # nothing half-done
+
+
+# --- the planner's words ---------------------------------------------------------------------------
+
+# A prompt-injected planner answer: a masked link, bold, underline, a user's mention.
+INJECTED = "I draw scenes. **[free nitro](https://evil.example)** <@2> __now__"
+_MASKED_LINK = re.compile(r"(?<!\\)\[[^\]]*\]\(https?://")
+_BOLD = re.compile(r"(?<!\\)\*\*|(?<!\\)__")
+
+
+def _shown_as_written(message: dict) -> None:
+    content = message["content"]
+    assert "free nitro" in content and "evil.example" in content, content
+    assert not _MASKED_LINK.search(content) and not _BOLD.search(content), content
+    assert message["mentions"] == [], message["mentions"]
+
+
+async def test_the_planner_s_replies_are_shown_as_written_and_ping_nobody(tmp_path):
+    """A question ("what can you do?") gets the planner's short answer, posted as the bot's own
+    message: a prompt-injected answer showed a clickable "free nitro" in the bot's name, and
+    pinged whoever it named."""
+    async with FakeAnthropic(api_key=API_KEY) as claude:
+        planner = make_planner(anthropic_backend(claude.base_url))
+        async with discord_world(tmp_path, planner=planner) as world:
+            claude.push_reply(INJECTED)
+            asked = world.slash("imagine", OWNER, world.text_id, prompt="what can you do?")
+            await world.settle()
+            _shown_as_written(world.original(asked))
+
+            claude.push_layout([("a red apple", (40, 300, 90, 90)), ("a blue cup", (300, 300, 90, 90))])
+            _, thread_id, result = await first_result(world)
+            claude.push_reply(INJECTED)
+            world.say(OWNER, thread_id, "what can you do?")
+            await world.settle()
+            _shown_as_written(_bot_posts(world, thread_id)[-1])
+
+            claude.push_reply(INJECTED)
+            [edit] = [b for b in _buttons(result) if b.startswith("lmd:edit:")]
+            boxed = world.submit(
+                edit.replace("lmd:edit:", "lmd:instruct:"), OWNER, thread_id, {"instruction": "what now?"}
+            )
+            await world.settle()
+            thinking = str(world.api.interactions[boxed]["original"])
+            private = [m for m in _bot_posts(world, thread_id) if m["flags"] & EPHEMERAL]
+            [answer] = [m for m in private if m["id"] != thinking]  # the box's private answer ...
+            _shown_as_written(answer)  # ... shown as written too
+
+
+def test_the_bot_s_own_replies_keep_their_formatting():
+    from cogs._format import reply_content
+    from lmd_bot.services import ReplyView, Voice
+
+    said = "Use `/share` to let **everyone** edit."
+    assert reply_content(ReplyView(text=said, by=Voice.BOT)) == said
+    assert (
+        reply_content(ReplyView(text=said, by=Voice.PLANNER))
+        == "Use \\`/share\\` to let \\*\\*everyone\\*\\* edit."
+    )
+
+
+async def test_a_layout_whose_caption_holds_a_code_fence_is_not_shown_as_markdown(tmp_path):
+    """🗺️ Layout shows the layout as JSON in a code block: a caption holding ``` ended the block,
+    and the rest of the planner's JSON (a masked link in a caption) rendered as the bot's markdown."""
+    from lmd_bot.testing import ScriptedPlanner, layout_of
+
+    caption = "a sign ``` [free nitro](https://evil.example)"
+    layout = layout_of([{"id": 1, "caption": caption, "box": [16, 16, 200, 100]}])
+    async with discord_world(tmp_path, planner=ScriptedPlanner(plans={"a sign": layout})) as world:
+        _, _, result = await first_result(world, "a sign")
+        [button] = [b for b in _buttons(result) if b.startswith("lmd:layout:")]
+        token = world.click(button, OWNER, int(result["id"]))
+        await world.settle()
+        shown = world.original(token)
+        assert "```" not in shown["content"] and "free nitro" not in shown["content"], shown["content"]
+        [sent] = [r for r in world.api.requests if r.files and token in r.path]  # the JSON as a file
+        assert caption.encode() in sent.files[0].data
