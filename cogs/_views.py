@@ -155,8 +155,11 @@ class CancelButton(_RoundButton, template=r"lmd:cancel:(?P<id>\d+)"):
     action, label, emoji = "cancel", "Cancel", "❌"
 
     async def act(self, interaction: discord.Interaction) -> None:
+        # Acknowledged first: the cancel writes to the database (and may wait on it), and Discord
+        # gives an interaction 3 seconds.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         said = await scenes_of(interaction).cancel(actor_from_interaction(interaction), self.target_id)
-        await interaction.response.send_message(said, ephemeral=True)
+        await reply(interaction, said)
 
 
 class PickButton(ui.DynamicItem[ui.Button], template=r"lmd:pick:(?P<job>\d+):(?P<number>\d+)"):

@@ -4,12 +4,15 @@ real bot against the fake REST API (tests/cogs/world.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import sqlite3
 
-from tests.cogs.world import OWNER, discord_world, first_result
+from tests.cogs.world import OWNER, discord_world, eventually, first_result, imagine
 from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.fakes.fake_discord import BOT_ID, EPHEMERAL
+from tests.jobs.renderers import spec
 from tests.planner.conftest import API_KEY, anthropic_backend, make_planner
 
 
@@ -114,3 +117,38 @@ async def test_a_layout_whose_caption_holds_a_code_fence_is_not_shown_as_markdow
         assert "```" not in shown["content"] and "free nitro" not in shown["content"], shown["content"]
         [sent] = [r for r in world.api.requests if r.files and token in r.path]  # the JSON as a file
         assert caption.encode() in sent.files[0].data
+
+
+# --- Discord's 3 seconds ---------------------------------------------------------------------------
+
+
+async def test_cancel_is_acknowledged_at_once_even_when_the_database_is_slow(tmp_path):
+    """❌ Cancel answered Discord only after its database work: with the database slow (another
+    writer holding it), the answer came after Discord's 3 seconds and the user saw "This
+    interaction failed", though the job was cancelled. The fake's window is 0.5 s here, the
+    database held for 1.5 s."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    async with discord_world(tmp_path, renderer=spec("gated", folder=str(gate))) as world:
+        await imagine(world, "a red apple")  # runs, held at the gate
+        token = await imagine(world, "a blue cup")  # waits in the queue
+        thread_id = int(world.original(token)["thread"]["id"])
+        [status] = await eventually(
+            lambda: [m for m in world.api.messages_in(thread_id) if m["content"].startswith("⏳")]
+        )
+        [cancel] = [b for b in _buttons(status) if b.startswith("lmd:cancel:")]
+        world.api.interaction_window_s = 0.5
+        other_writer = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None)
+        other_writer.execute("BEGIN IMMEDIATE")  # the database's write lock, held elsewhere
+        try:
+            pressed = world.click(cancel, OWNER, int(status["id"]))
+            await asyncio.sleep(1.5)
+        finally:
+            other_writer.execute("ROLLBACK")
+            other_writer.close()
+        await world.settle()
+        answer = world.callback(pressed)  # the acknowledgement Discord accepted
+        assert answer["data"]["flags"] & EPHEMERAL
+        said = " ".join(f.get("content") or "" for f in world.followups(pressed))
+        assert said == "Cancelled.", said
+        (gate / "go").touch()

@@ -98,7 +98,7 @@ class World:
         token = f"token-{iid}"
         channel = self.api.channels[channel_id]
         in_guild = "guild_id" in channel
-        self.api.interactions[token] = {"id": iid, "type": kind, "channel_id": channel_id}
+        self.api.new_interaction(token, iid, kind, channel_id)
         perms = app_permissions if app_permissions is not None else discord.Permissions.all()
         payload: dict[str, Any] = {
             "id": str(iid),

@@ -20,6 +20,9 @@ threads opened from messages (the thread's id is the message's), the interaction
   thread (``PATCH /channels/{id}``): 403, code 50013;
 - an unknown channel or message: 404, codes 10003 / 10008;
 - a thread from a message outside a text or news channel: 400, code 50024;
+- an interaction answered (its callback) later than :attr:`FakeDiscordAPI.interaction_window_s`
+  after it was made (:meth:`FakeDiscordAPI.new_interaction`): 404, code 10062, as Discord's
+  3 seconds (the user saw "This interaction failed"); follow-ups stay possible after a callback;
 - scripted failures: :meth:`FakeDiscordAPI.fail` (any status and code, e.g. 403/50001 for a
   command sync) and :meth:`FakeDiscordAPI.rate_limit` (429 with ``retry_after``, which
   discord.py waits out and retries);
@@ -41,6 +44,7 @@ import contextlib
 import itertools
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,6 +121,9 @@ class FakeDiscordAPI:
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.interactions: dict[str, dict[str, Any]] = {}  # token -> {"id", "channel_id", "original"}
         self.files: dict[int, bytes] = {}  # attachment id -> what the CDN serves
+        # Seconds an interaction may wait for its callback (Discord: 3); None: no limit, so the
+        # tests' handlers are not timed on a busy machine unless a test asks.
+        self.interaction_window_s: float | None = None
         self.on_gateway: Callable[[str, dict[str, Any]], None] | None = None
         self.base_url = ""
         self._failures: list[_Failure] = []
@@ -256,6 +263,15 @@ class FakeDiscordAPI:
             "size": len(data),
             "url": f"{self.base_url}/cdn/{aid}/{filename}",
             "proxy_url": f"{self.base_url}/cdn/{aid}/{filename}",
+        }
+
+    def new_interaction(self, token: str, interaction_id: int, kind: int, channel_id: int) -> None:
+        """An interaction Discord delivers now: its callback is due within the window."""
+        self.interactions[token] = {
+            "id": interaction_id,
+            "type": kind,
+            "channel_id": channel_id,
+            "made": time.monotonic(),
         }
 
     def delete_channel(self, channel_id: int) -> None:
@@ -616,6 +632,9 @@ class FakeDiscordAPI:
             raise DiscordError(404, 10062, "Unknown interaction")
         if interaction.get("answered"):
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        window = self.interaction_window_s
+        if window is not None and time.monotonic() - interaction["made"] > window:
+            raise DiscordError(404, 10062, "Unknown interaction")  # too late: it failed for the user
         interaction["answered"] = True
         kind = r.json["type"]
         data = r.json.get("data") or {}
