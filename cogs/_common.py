@@ -193,9 +193,13 @@ async def item_error(interaction: discord.Interaction, error: Exception) -> None
         await reply(interaction, GENERIC_ERROR)
 
 
-async def answer_message(message: discord.Message, text: str) -> None:
-    """A short answer to a user's message, as a reply to it, pinging nobody."""
-    await message.reply(text, mention_author=False, allowed_mentions=NO_PINGS)
+async def reply_to_message(message: discord.Message, content: str | None = None, **fields) -> discord.Message:
+    """A reply to a user's message, pinging nobody unless ``allowed_mentions`` says otherwise. If
+    the user deleted their message meanwhile (Discord refuses a reply to a deleted message), a
+    plain message in its channel: the answer is still seen."""
+    fields.setdefault("allowed_mentions", NO_PINGS)
+    reference = message.to_reference(fail_if_not_exists=False)
+    return await message.channel.send(content, reference=reference, mention_author=False, **fields)
 
 
 async def message_error(message: discord.Message, error: Exception) -> None:
@@ -213,6 +217,6 @@ async def message_error(message: discord.Message, error: Exception) -> None:
         log.error("instruction in %s failed", message.channel.id, exc_info=error)
         text = GENERIC_ERROR
     try:
-        await answer_message(message, text)
+        await reply_to_message(message, text)
     except discord.HTTPException:
         log.warning("cannot answer a message in %s", message.channel.id, exc_info=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import discord
 
-from cogs._common import NO_PINGS, missing_permissions, permission_message, reply
+from cogs._common import NO_PINGS, missing_permissions, permission_message, reply, reply_to_message
 from cogs._format import as_written, cut, file, plan_embed, reply_content, thread_name
 from cogs._notifier import reopening, result_message
 from cogs._views import buttons_for, result_buttons
@@ -88,9 +88,9 @@ class ThreadPresenter:
         self.interaction = interaction
 
     async def show_plan(self, view: PlanView) -> PlanShown:
-        if self.reply_to is not None:
+        if self.reply_to is not None:  # a plain message if the user deleted theirs meanwhile
             message = await reopening(
-                self.channel, lambda: self.reply_to.reply(mention_author=False, embed=plan_embed(view))
+                self.channel, lambda: reply_to_message(self.reply_to, embed=plan_embed(view))
             )
         else:
             message = await reopening(self.channel, lambda: self.channel.send(embed=plan_embed(view)))
@@ -111,7 +111,7 @@ class ThreadPresenter:
         if self.reply_to is not None:
             await reopening(
                 self.channel,
-                lambda: self.reply_to.reply(said, mention_author=False, allowed_mentions=NO_PINGS),
+                lambda: reply_to_message(self.reply_to, said),  # pinging nobody
             )
         elif self.interaction is not None:
             await reply(self.interaction, said)  # pinging nobody

@@ -13,11 +13,11 @@ from cogs._common import (
     THREAD_CLOSED,
     actor_from_interaction,
     actor_from_message,
-    answer_message,
     in_flight_of,
     message_error,
     missing_permissions,
     permission_message,
+    reply_to_message,
     strip_mention,
 )
 from cogs._format import HELP_TEXT, NO_SCENE_HERE
@@ -152,14 +152,14 @@ class ImagineCog(commands.Cog):
         if message.author.bot:
             return
         if message.guild is None:  # a direct message is always for the bot: say where it draws
-            await message.reply(no_thread_here(message.channel), mention_author=False)
+            await reply_to_message(message, no_thread_here(message.channel))
             return
         me = self.bot.user
         mentioned = me is not None and me in message.mentions
         text = strip_mention(message.content, me.id if me else 0) if mentioned or self.content_intent else ""
         layout_file = layout_attachment(message) if mentioned or self.content_intent else None
         if mentioned and not text and layout_file is None:  # "@lmd-bot" alone: explain the bot
-            await message.reply(HELP_TEXT, mention_author=False)
+            await reply_to_message(message, HELP_TEXT)
             return
         if not (text or layout_file):
             return
@@ -197,15 +197,14 @@ class ImagineCog(commands.Cog):
         scene = await self.scenes.scene_for_thread(message.channel.id) if in_thread else None
         if scene is None:
             if mentioned:  # addressed where no scene is: say how one starts
-                await answer_message(message, NO_SCENE_HERE)
+                await reply_to_message(message, NO_SCENE_HERE)
             return None
         actor = actor_from_message(message)
         if not await self.scenes.may_edit(actor, scene):
             if mentioned:
-                await message.reply(
+                await reply_to_message(
+                    message,
                     f"Only <@{scene.owner_id}> edits this scene (they can `/share` it).",
-                    mention_author=False,
-                    allowed_mentions=discord.AllowedMentions.none(),
                     silent=True,
                     delete_after=20,
                 )

@@ -9,7 +9,7 @@ import logging
 import re
 import sqlite3
 
-from tests.cogs.world import OWNER, discord_world, eventually, first_result, imagine
+from tests.cogs.world import OWNER, discord_world, eventually, first_result, imagine, results_in
 from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.fakes.fake_discord import BOT_ID, EPHEMERAL
 from tests.jobs.renderers import spec
@@ -152,3 +152,37 @@ async def test_cancel_is_acknowledged_at_once_even_when_the_database_is_slow(tmp
         said = " ".join(f.get("content") or "" for f in world.followups(pressed))
         assert said == "Cancelled.", said
         (gate / "go").touch()
+
+
+# --- an instruction deleted before its answer ------------------------------------------------------
+
+
+async def test_an_instruction_deleted_while_planned_still_gets_its_plan_and_result(tmp_path):
+    """A user deletes their instruction while the planner works on it (a typo, second thoughts):
+    Discord refused the plan's reply to the deleted message (50035), after the round was written
+    and the scene moved to it; the round's job was dropped and the user saw nothing at all."""
+    from lmd_bot.testing import ScriptedPlanner
+
+    planner = ScriptedPlanner()
+    async with discord_world(tmp_path, planner=planner) as world:
+        _, thread_id, _ = await first_result(world)
+        planner.delay_s = 0.3  # the LLM thinks
+        mid = world.say(OWNER, thread_id, "add a cat")
+        await eventually(lambda: len(planner.calls) == 2)
+        world.api.delete_message(mid)
+        await world.settle()
+        [plan] = [
+            m for m in _bot_posts(world, thread_id) if m["embeds"] and "round 2" in m["embeds"][0]["title"]
+        ]
+        assert "message_reference" not in plan  # in the thread, a reply to nothing
+        results = await eventually(
+            lambda: len(results_in(world, thread_id)) == 2 and results_in(world, thread_id)
+        )
+        assert results[1]["content"].startswith(f"<@{OWNER}> round 2 is ready")
+
+        planner.delay_s = 0.3  # a question deleted as well: its answer is still posted
+        mid = world.say(OWNER, thread_id, "what can you do?")
+        await eventually(lambda: len(planner.calls) == 3)
+        world.api.delete_message(mid)
+        await world.settle()
+        assert _bot_posts(world, thread_id)[-1]["content"] == "I can add, remove and move objects."

@@ -20,6 +20,9 @@ threads opened from messages (the thread's id is the message's), the interaction
   thread (``PATCH /channels/{id}``): 403, code 50013;
 - an unknown channel or message: 404, codes 10003 / 10008;
 - a thread from a message outside a text or news channel: 400, code 50024;
+- a reply to a message that was deleted (:meth:`FakeDiscordAPI.delete_message`): 400, code 50035
+  (``message_reference``: unknown message), unless the reply's reference has
+  ``fail_if_not_exists: false``: then it is posted as a plain message;
 - an interaction answered (its callback) later than :attr:`FakeDiscordAPI.interaction_window_s`
   after it was made (:meth:`FakeDiscordAPI.new_interaction`): 404, code 10062, as Discord's
   3 seconds (the user saw "This interaction failed"); follow-ups stay possible after a callback;
@@ -62,6 +65,7 @@ MISSING_PERMISSIONS = 50013
 UNKNOWN_CHANNEL = 10003
 UNKNOWN_MESSAGE = 10008
 WRONG_CHANNEL_TYPE = 50024
+INVALID_FORM_BODY = 50035
 EPHEMERAL = 1 << 6
 
 TEXT, DM, VOICE, NEWS, STAGE, FORUM = 0, 1, 2, 5, 13, 15
@@ -101,9 +105,9 @@ class _Failure:
 
 
 class DiscordError(Exception):
-    def __init__(self, status: int, code: int, message: str) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.errors = status, code, message, errors
 
 
 def _now() -> str:
@@ -274,6 +278,10 @@ class FakeDiscordAPI:
             "made": time.monotonic(),
         }
 
+    def delete_message(self, message_id: int) -> None:
+        """A message deleted by its author (or a moderator)."""
+        self.messages.pop(message_id)
+
     def delete_channel(self, channel_id: int) -> None:
         self.channels.pop(channel_id)
 
@@ -361,7 +369,8 @@ class FakeDiscordAPI:
             status, payload = self._route(record)
         except DiscordError as exc:
             record.status = exc.status
-            return _json({"code": exc.code, "message": exc.message}, exc.status)
+            body = {"code": exc.code, "message": exc.message}
+            return _json(body | ({"errors": exc.errors} if exc.errors else {}), exc.status)
         record.status = status
         if payload is None:
             return web.Response(status=204)
@@ -542,12 +551,21 @@ class FakeDiscordAPI:
         if "guild_id" in channel:
             message["guild_id"] = channel["guild_id"]
         reference = body.get("message_reference")
+        if reference and not self._referable(reference):
+            if reference.get("fail_if_not_exists", True):
+                raise DiscordError(400, INVALID_FORM_BODY, "Invalid Form Body", _UNKNOWN_REPLY)
+            reference = None  # posted as a plain message, as Discord does when told not to fail
         if reference:
             message["message_reference"] = reference
             message["type"] = 19
         self._apply(message, r)
         self.messages[mid] = message
         return message
+
+    def _referable(self, reference: dict[str, Any]) -> bool:
+        """Whether a reply's message still exists (a user may delete theirs before the answer)."""
+        message = self.messages.get(int(reference.get("message_id") or 0))
+        return message is not None and message["channel_id"] == str(reference.get("channel_id"))
 
     def _apply(self, message: dict[str, Any], r: Request) -> None:
         """An edit or a new message's body: content, embeds, components, attachments, and who it
@@ -685,6 +703,13 @@ class FakeDiscordAPI:
         if self.on_gateway is not None:
             self.on_gateway(event, json.loads(json.dumps(data)))
 
+
+# Discord's answer to a reply whose message is gone (unless the reply says not to fail).
+_UNKNOWN_REPLY = {
+    "message_reference": {
+        "_errors": [{"code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "message": "Unknown message"}]
+    }
+}
 
 # Discord's message and embed limits; a body over one is refused with 400 / 50035.
 _LIMITS = {"title": 256, "description": 4096, "field name": 256, "field value": 1024, "footer": 2048}
