@@ -36,7 +36,7 @@ async def test_settings_show_to_anyone_change_for_admins_only(discord_core):
     cog = AdminCog(core.scenes)
     inter = fake.interaction(OTHER)
     await AdminCog.settings.callback(cog, inter)
-    shown = inter.response.send_message.await_args.kwargs["embed"]
+    shown = inter.followup.send.await_args.kwargs["embed"]
     assert any(f.name == "Steps" and "`4`" in f.value and "(default)" in f.value for f in shown.fields)
 
     denied = fake.interaction(OTHER)
@@ -44,13 +44,13 @@ async def test_settings_show_to_anyone_change_for_admins_only(discord_core):
         await AdminCog.settings.callback(cog, denied, steps=12)
     except Exception as exc:
         await on_app_command_error(denied, discord.app_commands.CommandInvokeError(AdminCog.settings, exc))
-    assert "admins" in denied.response.send_message.await_args.args[0]
+    assert "admins" in denied.followup.send.await_args.args[0]
 
     admin = fake.interaction(OTHER, admin=True)
     channel = fake.text_channel(55)
     safety = discord.app_commands.Choice(name="withhold", value="withhold")
     await AdminCog.settings.callback(cog, admin, steps=12, safety=safety, allow_channel=channel)
-    shown = admin.response.send_message.await_args.kwargs["embed"]
+    shown = admin.followup.send.await_args.kwargs["embed"]
     values = {f.name: f.value for f in shown.fields}
     assert "`12`" in values["Steps"] and "`withhold`" in values["Safety"] and "<#55>" in values["Channels"]
     stored = await core.repo.server_settings(100)

@@ -9,7 +9,7 @@ import logging
 import re
 import sqlite3
 
-from tests.cogs.world import OWNER, discord_world, eventually, first_result, imagine, results_in
+from tests.cogs.world import GUILD_ID, OWNER, discord_world, eventually, first_result, imagine, results_in
 from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.fakes.fake_discord import BOT_ID, EPHEMERAL
 from tests.jobs.renderers import spec
@@ -186,3 +186,23 @@ async def test_an_instruction_deleted_while_planned_still_gets_its_plan_and_resu
         world.api.delete_message(mid)
         await world.settle()
         assert _bot_posts(world, thread_id)[-1]["content"] == "I can add, remove and move objects."
+
+
+async def test_a_settings_change_is_acknowledged_at_once_even_when_the_database_is_slow(tmp_path):
+    """/settings steps:12 wrote the change, then answered: with the database slow, after Discord's
+    3 seconds ("This interaction failed", though the change was saved)."""
+    async with discord_world(tmp_path) as world:
+        world.api.interaction_window_s = 0.5
+        other_writer = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None)
+        other_writer.execute("BEGIN IMMEDIATE")  # the database's write lock, held elsewhere
+        try:
+            token = world.slash("settings", OWNER, world.text_id, admin=True, steps=12)
+            await asyncio.sleep(1.5)
+        finally:
+            other_writer.execute("ROLLBACK")
+            other_writer.close()
+        await world.settle()
+        assert world.callback(token)["data"]["flags"] & EPHEMERAL  # acknowledged in time, privately
+        [shown] = world.followups(token)
+        assert shown["flags"] & EPHEMERAL and "`12`" in str(shown["embeds"]), shown
+        assert (await world.core.repo.server_settings(GUILD_ID)).steps == 12
