@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 GENERIC_ERROR = "Something went wrong on my side; it has been logged. Please try again."
 
+# Words the bot did not write (the planner's, a user's prompt echoed) may hold "<@id>": they ping nobody.
+NO_PINGS = discord.AllowedMentions.none()
+
 # Permissions the bot needs in a channel to run a scene there, with the names Discord shows admins.
 SCENE_PERMISSIONS = {
     "view_channel": "View Channel",
@@ -143,11 +146,12 @@ def strip_mention(text: str, bot_id: int) -> str:
 
 
 async def reply(interaction: discord.Interaction, text: str, *, ephemeral: bool = True) -> None:
-    """Answer an interaction whether or not it was answered (or deferred) already."""
+    """Answer an interaction whether or not it was answered (or deferred) already; the answer
+    pings nobody (it may show words the bot did not write)."""
     if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=ephemeral)
+        await interaction.followup.send(text, ephemeral=ephemeral, allowed_mentions=NO_PINGS)
     else:
-        await interaction.response.send_message(text, ephemeral=ephemeral)
+        await interaction.response.send_message(text, ephemeral=ephemeral, allowed_mentions=NO_PINGS)
 
 
 async def on_app_command_error(interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -187,3 +191,32 @@ async def item_error(interaction: discord.Interaction, error: Exception) -> None
     else:
         log.error("component failed", exc_info=error)
         await reply(interaction, GENERIC_ERROR)
+
+
+async def reply_to_message(message: discord.Message, content: str | None = None, **fields) -> discord.Message:
+    """A reply to a user's message, pinging nobody unless ``allowed_mentions`` says otherwise. If
+    the user deleted their message meanwhile (Discord refuses a reply to a deleted message), a
+    plain message in its channel: the answer is still seen."""
+    fields.setdefault("allowed_mentions", NO_PINGS)
+    reference = message.to_reference(fail_if_not_exists=False)
+    return await message.channel.send(content, reference=reference, mention_author=False, **fields)
+
+
+async def message_error(message: discord.Message, error: Exception) -> None:
+    """Messages to the bot (instructions, layout files): the same policy as commands and buttons,
+    answered in a reply; the unexpected ones logged with their traceback."""
+    if isinstance(error, LmdError):
+        log.info("instruction refused: %s", error)
+        text = error.user_message
+    elif isinstance(error, DestinationGoneError):
+        log.info("instruction in a closed thread: %s", error)
+        return  # the thread is locked or gone: there is nowhere to answer
+    elif isinstance(error, discord.Forbidden) and message.guild is not None:
+        text = permission_message(missing_permissions(message.channel.permissions_for(message.guild.me)))
+    else:
+        log.error("instruction in %s failed", message.channel.id, exc_info=error)
+        text = GENERIC_ERROR
+    try:
+        await reply_to_message(message, text)
+    except discord.HTTPException:
+        log.warning("cannot answer a message in %s", message.channel.id, exc_info=True)

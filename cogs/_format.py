@@ -16,15 +16,18 @@ from lmd_bot.services import (
     JobSummary,
     PlanView,
     QueueView,
+    ReplyView,
     ResultView,
     SettingsView,
     StatusView,
     UndoView,
+    Voice,
 )
 
 ACCENT = discord.Colour(0x7C5CFF)
 THREAD_NAME_MAX = 100
-FIELD_CHARS = 1024  # Discord's limit on an embed field's value
+CONTENT_CHARS = 2000  # Discord's limit on a message's text
+FIELD_CHARS = 1024  # ... on an embed field's value
 DESCRIPTION_CHARS = 4096  # ... on an embed's description
 EMBED_CHARS = 6000  # ... on an embed's text in all: title, description, fields, footer
 _DIGITS = "0123456789"
@@ -71,6 +74,22 @@ def as_written(text: str) -> str:
     markdown is not rendered, so a caption's masked link cannot hide its target behind the bot's
     name, and ``**`` or ``__`` in it cannot restyle the bot's message."""
     return discord.utils.escape_markdown(text)
+
+
+def reply_content(view: ReplyView) -> str:
+    """A reply's text as the bot posts it: the planner's words as written (whatever markup a
+    prompt-injected answer holds), the bot's own with their formatting. Posted pinging nobody
+    (``NO_PINGS``) either way."""
+    text = as_written(view.text) if view.by is Voice.PLANNER else view.text
+    return cut(text, CONTENT_CHARS)
+
+
+def code_block(text: str, language: str, limit: int) -> str | None:
+    """``text`` in a code block within ``limit`` characters; None when it cannot be one: too long,
+    or holding a fence of its own (a caption with ```), which would end the block early and have
+    the rest rendered as the bot's markdown."""
+    block = f"```{language}\n{text}\n```"
+    return block if len(block) <= limit and "```" not in text else None
 
 
 def cut(text: str, limit: int) -> str:

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import discord
 
-from cogs._common import missing_permissions, permission_message, reply
-from cogs._format import as_written, cut, file, plan_embed, thread_name
+from cogs._common import NO_PINGS, missing_permissions, permission_message, reply, reply_to_message
+from cogs._format import as_written, cut, file, plan_embed, reply_content, thread_name
 from cogs._notifier import reopening, result_message
 from cogs._views import buttons_for, result_buttons
 from lmd_bot.errors import LmdError
 from lmd_bot.services import PlanShown, PlanView, ReplyView, UndoView
 
-# The planner's words and the user's prompt, echoed, may hold "<@id>": they ping nobody.
-NO_PINGS = discord.AllowedMentions.none()
 MAX_ACTIVE_THREADS = 160006  # Discord's error code: the server's active threads are at the maximum
 
 
@@ -63,10 +61,11 @@ class CommandPresenter:
         )
 
     async def show_reply(self, view: ReplyView) -> None:
+        said = reply_content(view)
         if self.thread is not None:  # the plan is shown: the reply goes under it, in the thread
-            await self.thread.send(view.text, allowed_mentions=NO_PINGS)
+            await self.thread.send(said, allowed_mentions=NO_PINGS)
         else:
-            await self.interaction.edit_original_response(content=view.text, allowed_mentions=NO_PINGS)
+            await self.interaction.edit_original_response(content=said, allowed_mentions=NO_PINGS)
 
     async def show_undo(self, view: UndoView) -> int | None:
         return await show_undo(self.interaction.channel, view)
@@ -89,9 +88,9 @@ class ThreadPresenter:
         self.interaction = interaction
 
     async def show_plan(self, view: PlanView) -> PlanShown:
-        if self.reply_to is not None:
+        if self.reply_to is not None:  # a plain message if the user deleted theirs meanwhile
             message = await reopening(
-                self.channel, lambda: self.reply_to.reply(mention_author=False, embed=plan_embed(view))
+                self.channel, lambda: reply_to_message(self.reply_to, embed=plan_embed(view))
             )
         else:
             message = await reopening(self.channel, lambda: self.channel.send(embed=plan_embed(view)))
@@ -108,13 +107,14 @@ class ThreadPresenter:
         )
 
     async def show_reply(self, view: ReplyView) -> None:
+        said = reply_content(view)
         if self.reply_to is not None:
             await reopening(
                 self.channel,
-                lambda: self.reply_to.reply(view.text, mention_author=False, allowed_mentions=NO_PINGS),
+                lambda: reply_to_message(self.reply_to, said),  # pinging nobody
             )
         elif self.interaction is not None:
-            await reply(self.interaction, view.text)
+            await reply(self.interaction, said)  # pinging nobody
 
     async def show_undo(self, view: UndoView) -> int | None:
         return await show_undo(self.channel, view)

@@ -22,7 +22,7 @@ from lmd_bot.errors import LayoutError
 from lmd_bot.planner.manual import EDIT_BOX_CHARS
 from lmd_bot.services import PlanView, ResultView, UndoView
 
-LAYOUT_CHARS = 1900  # what fits a message with its code fence
+LAYOUT_CHARS = 2000  # a message, the code fence included
 
 
 class _RoundButton(ui.DynamicItem[ui.Button], template=r"lmd:_:(?P<id>\d+)"):
@@ -102,13 +102,12 @@ class LayoutButton(_RoundButton, template=r"lmd:layout:(?P<id>\d+)"):
             if shown.editable
             else {}
         )
-        if len(shown.json_text) <= LAYOUT_CHARS:
-            await interaction.response.send_message(
-                f"```json\n{shown.json_text}\n```", ephemeral=True, **extra
-            )
-        else:
-            from cogs._format import file
+        from cogs._format import code_block, file
 
+        block = code_block(shown.json_text, "json", LAYOUT_CHARS)
+        if block is not None:
+            await interaction.response.send_message(block, ephemeral=True, **extra)
+        else:  # too long for a message, or its captions would break out of a code block
             await interaction.response.send_message(
                 "The layout as JSON:",
                 file=file(shown.json_text.encode(), "layout.json"),
@@ -156,8 +155,11 @@ class CancelButton(_RoundButton, template=r"lmd:cancel:(?P<id>\d+)"):
     action, label, emoji = "cancel", "Cancel", "❌"
 
     async def act(self, interaction: discord.Interaction) -> None:
+        # Acknowledged first: the cancel writes to the database (and may wait on it), and Discord
+        # gives an interaction 3 seconds.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         said = await scenes_of(interaction).cancel(actor_from_interaction(interaction), self.target_id)
-        await interaction.response.send_message(said, ephemeral=True)
+        await reply(interaction, said)
 
 
 class PickButton(ui.DynamicItem[ui.Button], template=r"lmd:pick:(?P<job>\d+):(?P<number>\d+)"):

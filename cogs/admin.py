@@ -74,11 +74,14 @@ class AdminCog(commands.Cog):
             disallow_channel_id=disallow_channel.id if disallow_channel else None,
             reset=reset,
         )
+        # Acknowledged first: a change is written to the database (which may be slow), and Discord
+        # gives an interaction 3 seconds.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         if change == SettingsChange():  # nothing asked: show the settings (to anyone)
             view = await self.scenes.server_settings(interaction.guild_id or 0)
         else:
             view = await self.scenes.update_server_settings(actor_from_interaction(interaction), change)
-        await interaction.response.send_message(embed=settings_embed(view), ephemeral=True)
+        await interaction.followup.send(embed=settings_embed(view), ephemeral=True)
 
 
 async def setup(bot: commands.Bot) -> None:

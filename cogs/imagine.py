@@ -14,17 +14,20 @@ from cogs._common import (
     actor_from_interaction,
     actor_from_message,
     in_flight_of,
+    message_error,
     missing_permissions,
     permission_message,
+    reply_to_message,
     strip_mention,
 )
 from cogs._format import HELP_TEXT, NO_SCENE_HERE
 from cogs._notifier import reopening
-from cogs._presenters import NO_PINGS, CommandPresenter, ThreadPresenter
+from cogs._presenters import CommandPresenter, ThreadPresenter
 from cogs._views import submit_form
 from lmd_bot.errors import LmdError
 from lmd_bot.layout.canvas import Aspect
 from lmd_bot.rendering import MAX_CANDIDATES, RenderMode
+from lmd_bot.scenes.models import SceneRecord
 from lmd_bot.services import Actor, AttachedFile, DestinationGoneError, SceneService
 
 log = logging.getLogger(__name__)
@@ -149,35 +152,28 @@ class ImagineCog(commands.Cog):
         if message.author.bot:
             return
         if message.guild is None:  # a direct message is always for the bot: say where it draws
-            await message.reply(no_thread_here(message.channel), mention_author=False)
+            await reply_to_message(message, no_thread_here(message.channel))
             return
         me = self.bot.user
         mentioned = me is not None and me in message.mentions
         text = strip_mention(message.content, me.id if me else 0) if mentioned or self.content_intent else ""
         layout_file = layout_attachment(message) if mentioned or self.content_intent else None
         if mentioned and not text and layout_file is None:  # "@lmd-bot" alone: explain the bot
-            await message.reply(HELP_TEXT, mention_author=False)
+            await reply_to_message(message, HELP_TEXT)
             return
         if not (text or layout_file):
             return
-        in_thread = isinstance(message.channel, discord.Thread)
-        scene = await self.scenes.scene_for_thread(message.channel.id) if in_thread else None
-        if scene is None:
-            if mentioned:  # addressed where no scene is: say how one starts
-                await message.reply(NO_SCENE_HERE, mention_author=False, allowed_mentions=NO_PINGS)
+        try:
+            addressed = await self._editor_in_scene(message, mentioned=mentioned)
+        except Exception as exc:
+            if mentioned:  # for the bot: it answers; message_error logs the unexpected ones
+                await message_error(message, exc)
+            else:  # maybe chat in some thread, not for the bot: the operator hears of it, not the people
+                log.error("reading a message in %s failed", message.channel.id, exc_info=exc)
             return
-        actor = actor_from_message(message)
-        if not await self.scenes.may_edit(actor, scene):
-            if not mentioned:
-                return  # people chatting in the thread: not for the bot
-            await message.reply(
-                f"Only <@{scene.owner_id}> edits this scene (they can `/share` it).",
-                mention_author=False,
-                allowed_mentions=discord.AllowedMentions.none(),
-                silent=True,
-                delete_after=20,
-            )
+        if addressed is None:
             return
+        scene, actor = addressed
         try:
             async with self.bot.in_flight.answering(), message.channel.typing():  # type: ignore[attr-defined]
                 await self._react(message, SEEN_EMOJI)
@@ -189,9 +185,31 @@ class ImagineCog(commands.Cog):
                     await self.scenes.edit_layout_file(actor, scene.id, attached, presenter)
                 else:
                     await self.scenes.instruct(actor, scene.id, text, presenter)
-        except LmdError as exc:
-            log.info("instruction refused: %s", exc)
-            await message.reply(exc.user_message, mention_author=False)
+        except Exception as exc:  # every failure gets an answer; message_error logs the unexpected ones
+            await message_error(message, exc)
+
+    async def _editor_in_scene(
+        self, message: discord.Message, *, mentioned: bool
+    ) -> tuple[SceneRecord, Actor] | None:
+        """The scene and the editor, when ``message`` is an editor's in a scene's thread (then it
+        is for the bot); None otherwise, once those who addressed the bot were told why not."""
+        in_thread = isinstance(message.channel, discord.Thread)
+        scene = await self.scenes.scene_for_thread(message.channel.id) if in_thread else None
+        if scene is None:
+            if mentioned:  # addressed where no scene is: say how one starts
+                await reply_to_message(message, NO_SCENE_HERE)
+            return None
+        actor = actor_from_message(message)
+        if not await self.scenes.may_edit(actor, scene):
+            if mentioned:
+                await reply_to_message(
+                    message,
+                    f"Only <@{scene.owner_id}> edits this scene (they can `/share` it).",
+                    silent=True,
+                    delete_after=20,
+                )
+            return None  # unless addressed, people chatting in the thread: not for the bot
+        return scene, actor
 
     @staticmethod
     async def _react(message: discord.Message, emoji: str) -> None:

@@ -22,6 +22,7 @@ from lmd_bot.services.views import (
     SettingsView,
     StatusView,
     UndoView,
+    Voice,
 )
 
 __all__ = [
@@ -47,5 +48,6 @@ __all__ = [
     "SettingsView",
     "StatusView",
     "UndoView",
+    "Voice",
     "open_core",
 ]

@@ -16,7 +16,7 @@ from lmd_bot.scenes.models import MessageKind
 from lmd_bot.services.images import ImageStore
 from lmd_bot.services.notifier import Presenter
 from lmd_bot.services.tracker import RenderTracker
-from lmd_bot.services.views import PlanShown, PlanView, ReplyView
+from lmd_bot.services.views import PlanShown, PlanView, ReplyView, Voice
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class PlanPresenter:
                 await self._tracker.cancel(job, NOT_SHOWN, notify=False)
             raise
         if refused is not None:
-            await presenter.show_reply(ReplyView(scene=plan.scene, text=refused.user_message))
+            await presenter.show_reply(ReplyView(scene=plan.scene, text=refused.user_message, by=Voice.BOT))
         elif shown.message_id is not None:
             try:
                 await self._repo.link_message(

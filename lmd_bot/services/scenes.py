@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from lmd_bot.db.records import NewJob
 from lmd_bot.db.repository import NotFoundError, Repository
-from lmd_bot.errors import LmdError, PlannerError
+from lmd_bot.errors import LmdError
 from lmd_bot.guard import Guard
 from lmd_bot.jobs.models import CancelOutcome
 from lmd_bot.layout.canvas import SQUARE_512, Aspect, Canvas, canvas_for, requested_aspect
@@ -57,6 +57,7 @@ from lmd_bot.services.views import (
     SettingsChange,
     SettingsView,
     UndoView,
+    Voice,
 )
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class SceneService:
         log.info("imagine user=%s guild=%s prompt=%r", actor.user_id, actor.guild_id, text)
         result = await self._planner.plan(text, canvas=self._canvas(aspect or Aspect.SQUARE))
         if result.layout is None:
-            reply = ReplyView(text=result.reply or PlannerError.user_message)
+            reply = ReplyView.planner_answer(None, result.reply)
             await presenter.show_reply(reply)
             return reply
         self._guard.text.check_layout(result.layout)
@@ -170,7 +171,7 @@ class SceneService:
         except LmdError as exc:
             # The plan is shown already: say why it will not render, where the plan is.
             log.info("scene %s round %s not queued: %s", plan.scene.id, plan.round.number, exc)
-            await presenter.show_reply(ReplyView(scene=plan.scene, text=exc.user_message))
+            await presenter.show_reply(ReplyView(scene=plan.scene, text=exc.user_message, by=Voice.BOT))
         else:
             plan = plan.model_copy(update={"scene": scene, "round": round_, "job": job})
         return await self._plans.add_picture(plan, shown, presenter)
@@ -275,7 +276,7 @@ class SceneService:
             canvas = self._canvas(aspect) if aspect is not None else None
             result = await self._planner.revise(planner_history(path), text, canvas=canvas)
             if result.layout is None:
-                reply = ReplyView(scene=scene, text=result.reply or PlannerError.user_message)
+                reply = ReplyView.planner_answer(scene, result.reply)
                 await presenter.show_reply(reply)
                 return reply
             layout = result.layout

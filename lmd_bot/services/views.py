@@ -4,10 +4,12 @@ show. Plain data; each adapter decides how it looks."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lmd_bot.errors import PlannerError
 from lmd_bot.rendering import Refine, RenderMode
 from lmd_bot.scenes.models import (
     EditorsPolicy,
@@ -69,11 +71,29 @@ class PlanShown(BaseModel):
     thread_id: int | None = None
 
 
+class Voice(StrEnum):
+    """Who wrote a reply's words. The planner's are not the bot's: a prompt-injected answer may
+    hold markup (a masked link) or mentions, so an adapter shows them as written and pinging
+    nobody; the bot's own fixed texts keep their formatting."""
+
+    BOT = "bot"
+    PLANNER = "planner"
+
+
 class ReplyView(BaseModel):
-    """The planner answered in words (the message was a question, not an edit): nothing renders."""
+    """An answer in words, where nothing renders: the planner's (the message was a question, not
+    an edit), or the bot's (why a plan shown will not render)."""
 
     scene: SceneRecord | None = None
     text: str
+    by: Voice
+
+    @classmethod
+    def planner_answer(cls, scene: SceneRecord | None, reply: str | None) -> ReplyView:
+        """The planner's reply; its generic refusal (the bot's words) when it gave none."""
+        if reply:
+            return cls(scene=scene, text=reply, by=Voice.PLANNER)
+        return cls(scene=scene, text=PlannerError.user_message, by=Voice.BOT)
 
 
 class StatusView(BaseModel):

@@ -36,7 +36,7 @@ async def test_settings_show_to_anyone_change_for_admins_only(discord_core):
     cog = AdminCog(core.scenes)
     inter = fake.interaction(OTHER)
     await AdminCog.settings.callback(cog, inter)
-    shown = inter.response.send_message.await_args.kwargs["embed"]
+    shown = inter.followup.send.await_args.kwargs["embed"]
     assert any(f.name == "Steps" and "`4`" in f.value and "(default)" in f.value for f in shown.fields)
 
     denied = fake.interaction(OTHER)
@@ -44,13 +44,13 @@ async def test_settings_show_to_anyone_change_for_admins_only(discord_core):
         await AdminCog.settings.callback(cog, denied, steps=12)
     except Exception as exc:
         await on_app_command_error(denied, discord.app_commands.CommandInvokeError(AdminCog.settings, exc))
-    assert "admins" in denied.response.send_message.await_args.args[0]
+    assert "admins" in denied.followup.send.await_args.args[0]
 
     admin = fake.interaction(OTHER, admin=True)
     channel = fake.text_channel(55)
     safety = discord.app_commands.Choice(name="withhold", value="withhold")
     await AdminCog.settings.callback(cog, admin, steps=12, safety=safety, allow_channel=channel)
-    shown = admin.response.send_message.await_args.kwargs["embed"]
+    shown = admin.followup.send.await_args.kwargs["embed"]
     values = {f.name: f.value for f in shown.fields}
     assert "`12`" in values["Steps"] and "`withhold`" in values["Safety"] and "<#55>" in values["Channels"]
     stored = await core.repo.server_settings(100)
@@ -73,14 +73,16 @@ async def test_error_handler_answers_after_a_defer_and_hides_unexpected_errors(d
     await inter.response.defer()
     err = discord.app_commands.CommandInvokeError(AdminCog.queue, PlannerBusyError("x"))
     await on_app_command_error(inter, err)
-    inter.followup.send.assert_awaited_once_with(
-        "The layout service is busy; try again in a minute.", ephemeral=True
-    )
+    inter.followup.send.assert_awaited_once()
+    said = inter.followup.send.await_args
+    assert said.args == ("The layout service is busy; try again in a minute.",) and said.kwargs["ephemeral"]
     inter = fake.interaction(OWNER)
     await on_app_command_error(
         inter, discord.app_commands.CommandInvokeError(AdminCog.queue, KeyError("boom"))
     )
-    inter.response.send_message.assert_awaited_once_with(GENERIC_ERROR, ephemeral=True)
+    inter.response.send_message.assert_awaited_once()
+    said = inter.response.send_message.await_args
+    assert said.args == (GENERIC_ERROR,) and said.kwargs["ephemeral"]
 
 
 async def test_bot_setup_loads_cogs_registers_buttons_and_closes_the_core(tmp_path):

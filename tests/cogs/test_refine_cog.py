@@ -126,7 +126,8 @@ async def test_settings_refine_is_shown_and_changed_by_admins(tmp_path):
     async with discord_world(tmp_path, diffusion={"refine": "button"}) as world:
         token = world.slash("settings", OWNER, world.text_id, admin=True, refine="off")
         await world.settle()
-        [embed] = world.callback(token)["data"]["embeds"]
+        [shown] = world.followups(token)
+        [embed] = shown["embeds"]
         [row] = [f["value"] for f in embed["fields"] if f["name"] == "Refine"]
         assert row.startswith("`off`") and "default" not in row
         _, _, result = await first_result(world)

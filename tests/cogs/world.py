@@ -98,7 +98,7 @@ class World:
         token = f"token-{iid}"
         channel = self.api.channels[channel_id]
         in_guild = "guild_id" in channel
-        self.api.interactions[token] = {"id": iid, "type": kind, "channel_id": channel_id}
+        self.api.new_interaction(token, iid, kind, channel_id)
         perms = app_permissions if app_permissions is not None else discord.Permissions.all()
         payload: dict[str, Any] = {
             "id": str(iid),
@@ -157,9 +157,18 @@ class World:
         data = {"custom_id": custom_id, "components": rows}
         return self._interaction(5, user_id, channel_id, data)
 
-    def say(self, user_id: int, channel_id: int, content: str, *, mention_bot: bool = False) -> int:
-        """A user's message (MESSAGE_CREATE); with ``mention_bot`` it starts with the bot's mention.
-        In a channel of no server (a DM) it comes without a guild or member."""
+    def say(
+        self,
+        user_id: int,
+        channel_id: int,
+        content: str,
+        *,
+        mention_bot: bool = False,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> int:
+        """A user's message (MESSAGE_CREATE); with ``mention_bot`` it starts with the bot's mention;
+        ``attachments``: files from :meth:`FakeDiscordAPI.add_file`. In a channel of no server (a
+        DM) it comes without a guild or member."""
         mid = next(self._ids)
         if mention_bot:
             content = f"<@{BOT_ID}> {content}".strip()
@@ -174,7 +183,7 @@ class World:
             "mention_everyone": False,
             "mentions": [self.api.bot_user] if mention_bot else [],
             "mention_roles": [],
-            "attachments": [],
+            "attachments": attachments or [],
             "embeds": [],
             "pinned": False,
             "type": 0,

@@ -20,11 +20,20 @@ threads opened from messages (the thread's id is the message's), the interaction
   thread (``PATCH /channels/{id}``): 403, code 50013;
 - an unknown channel or message: 404, codes 10003 / 10008;
 - a thread from a message outside a text or news channel: 400, code 50024;
+- a reply to a message that was deleted (:meth:`FakeDiscordAPI.delete_message`): 400, code 50035
+  (``message_reference``: unknown message), unless the reply's reference has
+  ``fail_if_not_exists: false``: then it is posted as a plain message;
+- an interaction answered (its callback) later than :attr:`FakeDiscordAPI.interaction_window_s`
+  after it was made (:meth:`FakeDiscordAPI.new_interaction`): 404, code 10062, as Discord's
+  3 seconds (the user saw "This interaction failed"); follow-ups stay possible after a callback;
 - scripted failures: :meth:`FakeDiscordAPI.fail` (any status and code, e.g. 403/50001 for a
   command sync) and :meth:`FakeDiscordAPI.rate_limit` (429 with ``retry_after``, which
   discord.py waits out and retries);
 - permissions an admin takes from the bot in a channel (:meth:`FakeDiscordAPI.deny`): an upload
   without Attach Files, or an embed without Embed Links, there or in its threads: 403, 50013.
+
+Files users attach (:meth:`FakeDiscordAPI.add_file`) are served as the CDN serves them, at the
+attachment's ``url`` (a file gone from the CDN: 404).
 
 Every request is recorded (:attr:`FakeDiscordAPI.requests`): method, path (below ``/api/v10``),
 query, JSON body (``payload_json`` of a multipart upload) and uploaded files. Threads created or
@@ -38,6 +47,7 @@ import contextlib
 import itertools
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +65,7 @@ MISSING_PERMISSIONS = 50013
 UNKNOWN_CHANNEL = 10003
 UNKNOWN_MESSAGE = 10008
 WRONG_CHANNEL_TYPE = 50024
+INVALID_FORM_BODY = 50035
 EPHEMERAL = 1 << 6
 
 TEXT, DM, VOICE, NEWS, STAGE, FORUM = 0, 1, 2, 5, 13, 15
@@ -94,9 +105,9 @@ class _Failure:
 
 
 class DiscordError(Exception):
-    def __init__(self, status: int, code: int, message: str) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.errors = status, code, message, errors
 
 
 def _now() -> str:
@@ -113,6 +124,10 @@ class FakeDiscordAPI:
         self.messages: dict[int, dict[str, Any]] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.interactions: dict[str, dict[str, Any]] = {}  # token -> {"id", "channel_id", "original"}
+        self.files: dict[int, bytes] = {}  # attachment id -> what the CDN serves
+        # Seconds an interaction may wait for its callback (Discord: 3); None: no limit, so the
+        # tests' handlers are not timed on a busy machine unless a test asks.
+        self.interaction_window_s: float | None = None
         self.on_gateway: Callable[[str, dict[str, Any]], None] | None = None
         self.base_url = ""
         self._failures: list[_Failure] = []
@@ -242,6 +257,31 @@ class FakeDiscordAPI:
         if (denied.attach_files and r.files) or (denied.embed_links and body.get("embeds")):
             raise DiscordError(403, MISSING_PERMISSIONS, "Missing Permissions")
 
+    def add_file(self, filename: str, data: bytes) -> dict[str, Any]:
+        """A file a user attaches to a message: its attachment JSON, its bytes on the CDN."""
+        aid = self.new_id()
+        self.files[aid] = data
+        return {
+            "id": str(aid),
+            "filename": filename,
+            "size": len(data),
+            "url": f"{self.base_url}/cdn/{aid}/{filename}",
+            "proxy_url": f"{self.base_url}/cdn/{aid}/{filename}",
+        }
+
+    def new_interaction(self, token: str, interaction_id: int, kind: int, channel_id: int) -> None:
+        """An interaction Discord delivers now: its callback is due within the window."""
+        self.interactions[token] = {
+            "id": interaction_id,
+            "type": kind,
+            "channel_id": channel_id,
+            "made": time.monotonic(),
+        }
+
+    def delete_message(self, message_id: int) -> None:
+        """A message deleted by its author (or a moderator)."""
+        self.messages.pop(message_id)
+
     def delete_channel(self, channel_id: int) -> None:
         self.channels.pop(channel_id)
 
@@ -320,12 +360,17 @@ class FakeDiscordAPI:
                 failure.times -= 1
                 record.status = failure.status
                 return _json(failure.body, failure.status, failure.headers)
+        if match := re.fullmatch(r"/cdn/(\d+)/[^/]+", path):
+            data = self.files.get(int(match[1]))
+            record.status = 200 if data is not None else 404
+            return web.Response(body=data, status=200) if data is not None else web.Response(status=404)
         try:
             self._permitted(record)
             status, payload = self._route(record)
         except DiscordError as exc:
             record.status = exc.status
-            return _json({"code": exc.code, "message": exc.message}, exc.status)
+            body = {"code": exc.code, "message": exc.message}
+            return _json(body | ({"errors": exc.errors} if exc.errors else {}), exc.status)
         record.status = status
         if payload is None:
             return web.Response(status=204)
@@ -506,12 +551,21 @@ class FakeDiscordAPI:
         if "guild_id" in channel:
             message["guild_id"] = channel["guild_id"]
         reference = body.get("message_reference")
+        if reference and not self._referable(reference):
+            if reference.get("fail_if_not_exists", True):
+                raise DiscordError(400, INVALID_FORM_BODY, "Invalid Form Body", _UNKNOWN_REPLY)
+            reference = None  # posted as a plain message, as Discord does when told not to fail
         if reference:
             message["message_reference"] = reference
             message["type"] = 19
         self._apply(message, r)
         self.messages[mid] = message
         return message
+
+    def _referable(self, reference: dict[str, Any]) -> bool:
+        """Whether a reply's message still exists (a user may delete theirs before the answer)."""
+        message = self.messages.get(int(reference.get("message_id") or 0))
+        return message is not None and message["channel_id"] == str(reference.get("channel_id"))
 
     def _apply(self, message: dict[str, Any], r: Request) -> None:
         """An edit or a new message's body: content, embeds, components, attachments, and who it
@@ -596,6 +650,9 @@ class FakeDiscordAPI:
             raise DiscordError(404, 10062, "Unknown interaction")
         if interaction.get("answered"):
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        window = self.interaction_window_s
+        if window is not None and time.monotonic() - interaction["made"] > window:
+            raise DiscordError(404, 10062, "Unknown interaction")  # too late: it failed for the user
         interaction["answered"] = True
         kind = r.json["type"]
         data = r.json.get("data") or {}
@@ -646,6 +703,13 @@ class FakeDiscordAPI:
         if self.on_gateway is not None:
             self.on_gateway(event, json.loads(json.dumps(data)))
 
+
+# Discord's answer to a reply whose message is gone (unless the reply says not to fail).
+_UNKNOWN_REPLY = {
+    "message_reference": {
+        "_errors": [{"code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "message": "Unknown message"}]
+    }
+}
 
 # Discord's message and embed limits; a body over one is refused with 400 / 50035.
 _LIMITS = {"title": 256, "description": 4096, "field name": 256, "field value": 1024, "footer": 2048}

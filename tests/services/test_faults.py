@@ -16,7 +16,7 @@ import pytest
 from lmd_bot.commands.chat import chat
 from lmd_bot.errors import ConfigError
 from lmd_bot.scenes.models import JobStatus
-from lmd_bot.services import FailureView, PlanView, ResultView, StatusView, open_core
+from lmd_bot.services import FailureView, PlanView, ResultView, StatusView, Voice, open_core
 from lmd_bot.testing import ScriptedPlanner
 from tests.jobs.renderers import spec
 from tests.services.conftest import ALICE, BOB, PREVIEW, make_settings, running_core
@@ -169,7 +169,7 @@ async def test_a_locked_database_when_the_render_is_queued_is_said_under_the_pla
         finally:
             lock.__exit__()
         assert isinstance(plan, PlanView) and plan.job is None
-        assert notes.replies[-1].text == COULD_NOT_SAVE
+        assert notes.replies[-1].text == COULD_NOT_SAVE and notes.replies[-1].by is Voice.BOT
         await _no_job_left_active(app, ALICE)
 
 

@@ -13,7 +13,7 @@ from lmd_bot.errors import PlannerBusyError, PlannerError
 from lmd_bot.guard import BannedContentError, RateLimitedError
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.models import JobStatus, RoundKind
-from lmd_bot.services import PlanView, ReplyView, ResultView, SettingsChange, StatusView, UndoView
+from lmd_bot.services import PlanView, ReplyView, ResultView, SettingsChange, StatusView, UndoView, Voice
 from lmd_bot.services.errors import NothingToUndoError, NotOwnerError, UnchangedLayoutError
 from lmd_bot.testing import ScriptedPlanner
 from tests.services.conftest import ALICE, BOB, running_core
@@ -75,6 +75,7 @@ async def test_question_gets_a_reply_and_changes_nothing(core):
     plan, _ = await _first_round(app, notes)
     reply = await app.scenes.instruct(ALICE, plan.scene.id, "what can you do?", notes)
     assert isinstance(reply, ReplyView) and "add" in reply.text
+    assert reply.by is Voice.PLANNER  # shown as written, pinging nobody
     assert len(await app.repo.rounds(plan.scene.id)) == 1
     assert isinstance(await app.scenes.imagine(ALICE, "hello?", notes), ReplyView)
 
