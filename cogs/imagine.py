@@ -10,6 +10,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs._common import (
+    NO_PINGS,
     THREAD_CLOSED,
     actor_from_interaction,
     actor_from_message,
@@ -17,6 +18,7 @@ from cogs._common import (
     message_error,
     missing_permissions,
     permission_message,
+    reply,
     reply_to_message,
     strip_mention,
 )
@@ -296,13 +298,19 @@ class ImagineCog(commands.Cog):
     @app_commands.guild_only()
     @app_commands.describe(everyone="true: anyone may edit; false: only you")
     async def share(self, interaction: discord.Interaction, everyone: bool = True) -> None:
+        # Acknowledged privately before any database work (Discord's 3 seconds); a refusal stays
+        # private, the change is announced in the thread.
+        await interaction.response.defer(ephemeral=True, thinking=True)
         scene = await self.scenes.scene_for_thread(interaction.channel_id or 0)
-        if scene is None:
-            await interaction.response.send_message("Use `/share` inside a scene's thread.", ephemeral=True)
+        if scene is None or interaction.channel is None:
+            await reply(interaction, "Use `/share` inside a scene's thread.")
             return
         await self.scenes.share(actor_from_interaction(interaction), scene.id, everyone)
-        text = "Everyone here can now edit this scene." if everyone else "Only you can edit this scene now."
-        await interaction.response.send_message(text)
+        who = "Everyone here can now edit this scene" if everyone else "Only its owner can edit it now"
+        thread = interaction.channel
+        announcement = f"{who} (`/share` by <@{interaction.user.id}>)."
+        await reopening(thread, lambda: thread.send(announcement, allowed_mentions=NO_PINGS))
+        await reply(interaction, "Done.")
 
     # --- the thread goes away -------------------------------------------------------------------
 

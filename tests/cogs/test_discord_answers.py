@@ -9,7 +9,16 @@ import logging
 import re
 import sqlite3
 
-from tests.cogs.world import GUILD_ID, OWNER, discord_world, eventually, first_result, imagine, results_in
+from tests.cogs.world import (
+    GUILD_ID,
+    OTHER,
+    OWNER,
+    discord_world,
+    eventually,
+    first_result,
+    imagine,
+    results_in,
+)
 from tests.fakes.fake_anthropic import FakeAnthropic
 from tests.fakes.fake_discord import BOT_ID, EPHEMERAL
 from tests.jobs.renderers import spec
@@ -206,3 +215,34 @@ async def test_a_settings_change_is_acknowledged_at_once_even_when_the_database_
         [shown] = world.followups(token)
         assert shown["flags"] & EPHEMERAL and "`12`" in str(shown["embeds"]), shown
         assert (await world.core.repo.server_settings(GUILD_ID)).steps == 12
+
+
+async def test_a_share_is_acknowledged_at_once_then_announced_in_the_thread(tmp_path):
+    """/share wrote the setting, then answered: with the database slow, after Discord's 3 seconds
+    ("This interaction failed", though the scene was shared). It acknowledges privately at once;
+    the thread is told who may edit now; a refusal stays private."""
+    async with discord_world(tmp_path) as world:
+        _, thread_id, _ = await first_result(world)
+        world.api.interaction_window_s = 0.5
+        other_writer = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None)
+        other_writer.execute("BEGIN IMMEDIATE")  # the database's write lock, held elsewhere
+        try:
+            token = world.slash("share", OWNER, thread_id)
+            await asyncio.sleep(1.5)
+        finally:
+            other_writer.execute("ROLLBACK")
+            other_writer.close()
+        await world.settle()
+        assert world.callback(token)["data"]["flags"] & EPHEMERAL  # acknowledged in time, privately
+        [announced] = [m for m in world.api.messages_in(thread_id) if "can now edit" in (m["content"] or "")]
+        assert announced["content"].startswith("Everyone here can now edit this scene")
+        assert not announced["mentions"]
+        assert (await world.core.repo.scene_by_thread(thread_id)).allow_everyone
+
+        refused = world.slash("share", OTHER, thread_id, everyone=False)
+        await world.settle()
+        said = " ".join(f.get("content") or "" for f in world.followups(refused))
+        callback = world.callback(refused)
+        assert callback["data"]["flags"] & EPHEMERAL
+        assert "Only the person who started this scene" in said + str(callback["data"].get("content"))
+        assert (await world.core.repo.scene_by_thread(thread_id)).allow_everyone
