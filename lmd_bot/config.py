@@ -161,6 +161,7 @@ class QueueSettings(_Section):
     max_attempts: int = Field(2, ge=1, le=5)
     cancel_grace_s: float = Field(15.0, gt=0, le=3600)
     worker_start_timeout_s: float = Field(900.0, gt=0, le=86400)
+    worker_start_backoff_s: float = Field(60.0, ge=0, le=3600)
     shutdown_grace_s: float = Field(30.0, ge=0, le=3600)
     redis_prefix: str = Field("lmd", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.-]+$")
     worker_heartbeat_s: float = Field(5.0, gt=0, le=300)

@@ -44,6 +44,7 @@ async def _main(args: argparse.Namespace) -> None:
             max_attempts=q.max_attempts,
             cancel_grace_s=q.cancel_grace_s,
             start_timeout_s=q.worker_start_timeout_s,
+            start_backoff_s=q.worker_start_backoff_s,
             name=args.name or "redis",
         )
 

@@ -31,4 +31,5 @@ def build_queue(settings: Settings, spec: RendererSpec | None = None) -> JobQueu
         max_attempts=q.max_attempts,
         cancel_grace_s=q.cancel_grace_s,
         start_timeout_s=q.worker_start_timeout_s,
+        start_backoff_s=q.worker_start_backoff_s,
     )

@@ -32,6 +32,7 @@ class LocalJobQueue:
         max_attempts: int = 2,
         cancel_grace_s: float = 15.0,
         start_timeout_s: float = 900.0,
+        start_backoff_s: float = 60.0,
         warm: bool = True,
     ) -> None:
         self._fair = FairQueue()
@@ -50,6 +51,7 @@ class LocalJobQueue:
             max_attempts=max_attempts,
             cancel_grace_s=cancel_grace_s,
             start_timeout_s=start_timeout_s,
+            start_backoff_s=start_backoff_s,
         )
 
     async def start(self) -> None:

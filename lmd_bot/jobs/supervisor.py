@@ -112,6 +112,7 @@ class WorkerSupervisor:
         max_attempts: int = 2,
         cancel_grace_s: float = 15.0,
         start_timeout_s: float = 900.0,
+        start_backoff_s: float = 60.0,
         name: str = "local",
     ) -> None:
         self._spec = spec
@@ -120,6 +121,10 @@ class WorkerSupervisor:
         self._max_attempts = max_attempts
         self._grace = cancel_grace_s
         self._start_timeout = start_timeout_s
+        self._start_backoff = start_backoff_s
+        # The last failed start (when, what) and how many failed in a row: see _ensure_worker.
+        self._start_failed: tuple[float, str] | None = None
+        self._failed_starts = 0
         self.name = name
         self._ctx = multiprocessing.get_context("spawn")
         self._cancel = self._ctx.Event()
@@ -323,12 +328,29 @@ class WorkerSupervisor:
             self._worker.inbox.put_nowait(Poke())
 
     async def _ensure_worker(self) -> _Worker:
+        """The live worker, or a new one. Within the back-off after a failed start (doubling
+        with each failure in a row, at most 15 minutes) no new one is tried: the job fails at
+        once with that start's error, where models that cannot load (offline with hub ids, a
+        wrong folder) would take the whole load attempt again, minutes each time."""
         async with self._start_lock:
             if self._worker is not None and self._worker.process.is_alive():
                 return self._worker
             if self._worker is not None:
                 await self._discard()
-            return await self._start()
+            if self._start_failed is not None:
+                at, detail = self._start_failed
+                wait = min(self._start_backoff * 2 ** (self._failed_starts - 1), _MAX_BACKOFF_S)
+                left = at + wait - time.monotonic()
+                if left > 0:
+                    raise _StartError(f"{detail} (the last start failed; next try in {left:.0f} s)")
+            try:
+                worker = await self._start()
+            except _StartError as exc:
+                self._start_failed = (time.monotonic(), str(exc))
+                self._failed_starts += 1
+                raise
+            self._start_failed, self._failed_starts = None, 0
+            return worker
 
     async def _start(self) -> _Worker:
         loop = asyncio.get_running_loop()
@@ -385,6 +407,9 @@ class WorkerSupervisor:
         if worker.process.is_alive():
             worker.process.kill()
         await asyncio.to_thread(worker.process.join, 10)
+
+
+_MAX_BACKOFF_S = 900.0
 
 
 class _StartError(Exception):

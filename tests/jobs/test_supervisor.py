@@ -66,6 +66,28 @@ async def test_a_renderer_that_cannot_start_fails_the_job_with_a_clear_message()
         await queue.close(1)
 
 
+async def test_after_a_failed_start_jobs_fail_at_once_until_the_back_off_has_passed():
+    """Models that cannot load (offline with hub ids, a wrong folder) took the whole load attempt
+    again for every job: minutes each before the same failure. Within the back-off after a failed
+    start a job fails at once with that start's error; after it, the next job tries again."""
+    queue = LocalJobQueue(spec("broken"), warm=True, start_backoff_s=3.0)
+    await queue.start()  # the warm start fails
+    try:
+        await queue.submit(_job(1))
+        await queue.submit(_job(2))
+        failed = [(await _until(queue, (JobFailed,)))[-1] for _ in range(2)]
+        assert queue.supervisor.starts == 1  # no second load for either job
+        for f in failed:
+            assert f.user_message.startswith("The renderer could not start")
+            assert "no CUDA device" in f.detail and "next try in" in f.detail
+        await asyncio.sleep(3.2)
+        await queue.submit(_job(3))
+        third = (await _until(queue, (JobFailed,)))[-1]
+        assert queue.supervisor.starts == 2 and "next try in" not in third.detail
+    finally:
+        await queue.close(1)
+
+
 async def test_whole_queue_cap_cancel_of_waiting_jobs_and_duplicates(tmp_path):
     queue = LocalJobQueue(spec("gated", folder=str(tmp_path)), max_queued=2)
     await queue.start()
