@@ -131,6 +131,24 @@ async def test_a_layout_whose_caption_holds_a_code_fence_is_not_shown_as_markdow
 # --- Discord's 3 seconds ---------------------------------------------------------------------------
 
 
+async def _pressed_while_the_database_is_slow(world, tmp_path, press) -> str:
+    """``press()`` (a click or a slash command: its token) while another writer holds the
+    database's write lock for 1.5 s, Discord's answer window at 0.5 s; the token, once Discord
+    accepted its acknowledgement in time, privately."""
+    world.api.interaction_window_s = 0.5
+    other_writer = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None)
+    other_writer.execute("BEGIN IMMEDIATE")  # the database's write lock, held elsewhere
+    try:
+        token = press()
+        await asyncio.sleep(1.5)
+    finally:
+        other_writer.execute("ROLLBACK")
+        other_writer.close()
+    await world.settle()
+    assert world.callback(token)["data"]["flags"] & EPHEMERAL
+    return token
+
+
 async def test_cancel_is_acknowledged_at_once_even_when_the_database_is_slow(tmp_path):
     """❌ Cancel answered Discord only after its database work: with the database slow (another
     writer holding it), the answer came after Discord's 3 seconds and the user saw "This
@@ -146,18 +164,9 @@ async def test_cancel_is_acknowledged_at_once_even_when_the_database_is_slow(tmp
             lambda: [m for m in world.api.messages_in(thread_id) if m["content"].startswith("⏳")]
         )
         [cancel] = [b for b in _buttons(status) if b.startswith("lmd:cancel:")]
-        world.api.interaction_window_s = 0.5
-        other_writer = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None)
-        other_writer.execute("BEGIN IMMEDIATE")  # the database's write lock, held elsewhere
-        try:
-            pressed = world.click(cancel, OWNER, int(status["id"]))
-            await asyncio.sleep(1.5)
-        finally:
-            other_writer.execute("ROLLBACK")
-            other_writer.close()
-        await world.settle()
-        answer = world.callback(pressed)  # the acknowledgement Discord accepted
-        assert answer["data"]["flags"] & EPHEMERAL
+        pressed = await _pressed_while_the_database_is_slow(
+            world, tmp_path, lambda: world.click(cancel, OWNER, int(status["id"]))
+        )
         said = " ".join(f.get("content") or "" for f in world.followups(pressed))
         assert said == "Cancelled.", said
         (gate / "go").touch()
@@ -201,17 +210,9 @@ async def test_a_settings_change_is_acknowledged_at_once_even_when_the_database_
     """/settings steps:12 wrote the change, then answered: with the database slow, after Discord's
     3 seconds ("This interaction failed", though the change was saved)."""
     async with discord_world(tmp_path) as world:
-        world.api.interaction_window_s = 0.5
-        other_writer = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None)
-        other_writer.execute("BEGIN IMMEDIATE")  # the database's write lock, held elsewhere
-        try:
-            token = world.slash("settings", OWNER, world.text_id, admin=True, steps=12)
-            await asyncio.sleep(1.5)
-        finally:
-            other_writer.execute("ROLLBACK")
-            other_writer.close()
-        await world.settle()
-        assert world.callback(token)["data"]["flags"] & EPHEMERAL  # acknowledged in time, privately
+        token = await _pressed_while_the_database_is_slow(
+            world, tmp_path, lambda: world.slash("settings", OWNER, world.text_id, admin=True, steps=12)
+        )
         [shown] = world.followups(token)
         assert shown["flags"] & EPHEMERAL and "`12`" in str(shown["embeds"]), shown
         assert (await world.core.repo.server_settings(GUILD_ID)).steps == 12
@@ -223,17 +224,10 @@ async def test_a_share_is_acknowledged_at_once_then_announced_in_the_thread(tmp_
     the thread is told who may edit now; a refusal stays private."""
     async with discord_world(tmp_path) as world:
         _, thread_id, _ = await first_result(world)
-        world.api.interaction_window_s = 0.5
-        other_writer = sqlite3.connect(tmp_path / "bot.sqlite3", isolation_level=None)
-        other_writer.execute("BEGIN IMMEDIATE")  # the database's write lock, held elsewhere
-        try:
-            token = world.slash("share", OWNER, thread_id)
-            await asyncio.sleep(1.5)
-        finally:
-            other_writer.execute("ROLLBACK")
-            other_writer.close()
-        await world.settle()
-        assert world.callback(token)["data"]["flags"] & EPHEMERAL  # acknowledged in time, privately
+        token = await _pressed_while_the_database_is_slow(
+            world, tmp_path, lambda: world.slash("share", OWNER, thread_id)
+        )
+        assert [f.get("content") for f in world.followups(token)] == ["Done."]
         [announced] = [m for m in world.api.messages_in(thread_id) if "can now edit" in (m["content"] or "")]
         assert announced["content"].startswith("Everyone here can now edit this scene")
         assert not announced["mentions"]
