@@ -30,23 +30,14 @@ async def _main(args: argparse.Namespace) -> None:
     from lmd_bot.config import load_settings
     from lmd_bot.jobs.redis import RedisWorker
     from lmd_bot.jobs.renderers import renderer_spec
-    from lmd_bot.jobs.supervisor import WorkerSupervisor
+    from lmd_bot.jobs.supervisor import WorkerSupervisor, supervisor_limits
 
     settings = load_settings(**({"queue": {"renderer": args.renderer}} if args.renderer else {}))
     q = settings.queue
     spec = renderer_spec(settings)
 
     def supervisor(emit):
-        return WorkerSupervisor(
-            spec,
-            emit=emit,
-            job_timeout_s=q.job_timeout_s,
-            max_attempts=q.max_attempts,
-            cancel_grace_s=q.cancel_grace_s,
-            start_timeout_s=q.worker_start_timeout_s,
-            start_backoff_s=q.worker_start_backoff_s,
-            name=args.name or "redis",
-        )
+        return WorkerSupervisor(spec, emit=emit, name=args.name or "redis", **supervisor_limits(q))
 
     worker = RedisWorker(
         q.redis_url,

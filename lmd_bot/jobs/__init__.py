@@ -23,13 +23,6 @@ def build_queue(settings: Settings, spec: RendererSpec | None = None) -> JobQueu
             q.redis_url, prefix=q.redis_prefix, max_queued=q.max_queued, heartbeat_s=q.worker_heartbeat_s
         )
     from lmd_bot.jobs.local import LocalJobQueue
+    from lmd_bot.jobs.supervisor import supervisor_limits
 
-    return LocalJobQueue(
-        spec or renderer_spec(settings),
-        max_queued=q.max_queued,
-        job_timeout_s=q.job_timeout_s,
-        max_attempts=q.max_attempts,
-        cancel_grace_s=q.cancel_grace_s,
-        start_timeout_s=q.worker_start_timeout_s,
-        start_backoff_s=q.worker_start_backoff_s,
-    )
+    return LocalJobQueue(spec or renderer_spec(settings), max_queued=q.max_queued, **supervisor_limits(q))

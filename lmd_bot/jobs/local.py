@@ -24,17 +24,9 @@ log = logging.getLogger(__name__)
 
 class LocalJobQueue:
     def __init__(
-        self,
-        spec: RendererSpec,
-        *,
-        max_queued: int = 100,
-        job_timeout_s: float = 600.0,
-        max_attempts: int = 2,
-        cancel_grace_s: float = 15.0,
-        start_timeout_s: float = 900.0,
-        start_backoff_s: float = 60.0,
-        warm: bool = True,
+        self, spec: RendererSpec, *, max_queued: int = 100, warm: bool = True, **limits: float
     ) -> None:
+        """``limits``: the worker supervisor's (:func:`~lmd_bot.jobs.supervisor.supervisor_limits`)."""
         self._fair = FairQueue()
         self._specs: dict[int, JobSpec] = {}
         self._running: JobSpec | None = None
@@ -44,15 +36,7 @@ class LocalJobQueue:
         self._closing = False
         self._warm = warm
         self._task: asyncio.Task[None] | None = None
-        self.supervisor = WorkerSupervisor(
-            spec,
-            emit=self._events.put_nowait,
-            job_timeout_s=job_timeout_s,
-            max_attempts=max_attempts,
-            cancel_grace_s=cancel_grace_s,
-            start_timeout_s=start_timeout_s,
-            start_backoff_s=start_backoff_s,
-        )
+        self.supervisor = WorkerSupervisor(spec, emit=self._events.put_nowait, **limits)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._dispatch(), name="lmd-local-queue")

@@ -25,6 +25,7 @@ from enum import StrEnum
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
+from lmd_bot.config import QueueSettings
 from lmd_bot.errors import OutOfMemoryError
 from lmd_bot.jobs.models import (
     JobCancelled,
@@ -102,13 +103,25 @@ def _read_forever(conn: Connection, loop: asyncio.AbstractEventLoop, inbox: asyn
             return
 
 
+def supervisor_limits(queue: QueueSettings) -> dict[str, float]:
+    """The supervisor's limits as the queue settings give them: the embedded queue's worker and
+    ``lmd-bot worker``'s run under the same ones."""
+    return {
+        "job_timeout_s": queue.job_timeout_s,
+        "max_attempts": queue.max_attempts,
+        "cancel_grace_s": queue.cancel_grace_s,
+        "start_timeout_s": queue.worker_start_timeout_s,
+        "start_backoff_s": queue.worker_start_backoff_s,
+    }
+
+
 class WorkerSupervisor:
     def __init__(
         self,
         spec: RendererSpec,
         *,
         emit: Callable[[JobEvent], None],
-        job_timeout_s: float,
+        job_timeout_s: float = 600.0,
         max_attempts: int = 2,
         cancel_grace_s: float = 15.0,
         start_timeout_s: float = 900.0,
