@@ -12,9 +12,7 @@ Rerolling the grid's round rerolls every candidate (a round's reroll keeps its c
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import weakref
 
 from lmd_bot.db.records import FinishedJob
 from lmd_bot.db.repository import NotFoundError, Repository
@@ -23,6 +21,7 @@ from lmd_bot.rendering import candidate_seeds
 from lmd_bot.scenes.models import JobRecord, JobStatus, RoundKind, RoundRecord
 from lmd_bot.services.errors import AlreadyPickedError, NotAGridError, NotOwnerError, SceneNotFoundError
 from lmd_bot.services.images import ImageStore, candidate_paths
+from lmd_bot.services.locks import KeyedLocks
 from lmd_bot.services.policy import ServerPolicy
 from lmd_bot.services.tracker import RenderTracker
 from lmd_bot.services.views import Actor, ResultView
@@ -43,7 +42,7 @@ class CandidateService:
         self._policy = policy
         self._tracker = tracker
         # Picks from one grid, one at a time: a second press sees the first's round.
-        self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._lock = KeyedLocks()
 
     async def pick(self, actor: Actor, job_id: int, number: int) -> ResultView:
         """Continue the scene from candidate ``number`` (1-based) of the grid job ``job_id``
@@ -121,12 +120,6 @@ class CandidateService:
         )
         self._tracker.deliver(view)
         return view
-
-    def _lock(self, job_id: int) -> asyncio.Lock:
-        lock = self._locks.get(job_id)
-        if lock is None:
-            lock = self._locks[job_id] = asyncio.Lock()
-        return lock
 
     async def _head(self, scene_id: int) -> RoundRecord:
         """The scene's current round, read afresh (another press may have just moved it)."""

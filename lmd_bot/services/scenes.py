@@ -15,10 +15,8 @@ plan → one transaction writes the round and its job → submit → show the pl
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
-import weakref
 from collections.abc import Callable
 
 from lmd_bot.db.records import NewJob
@@ -42,6 +40,7 @@ from lmd_bot.services.errors import (
 )
 from lmd_bot.services.images import ImageStore
 from lmd_bot.services.layout_files import AttachedFile, layout_text
+from lmd_bot.services.locks import KeyedLocks
 from lmd_bot.services.notifier import Notifier, Presenter
 from lmd_bot.services.plans import PlanPresenter
 from lmd_bot.services.policy import ServerPolicy
@@ -89,7 +88,7 @@ class SceneService:
         self._new_seed = new_seed
         self._plans = PlanPresenter(repo=repo, images=images, tracker=tracker)
         # A scene's rounds change one instruction at a time (a second one waits for the first).
-        self._scene_locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._lock = KeyedLocks()
 
     # --- lifecycle (the tracker's) -------------------------------------------------------------
 
@@ -543,12 +542,6 @@ class SceneService:
     async def _ensure_editor(self, actor: Actor, scene: SceneRecord) -> None:
         if not await self._policy.may_edit(actor, scene):
             raise NotOwnerError(f"user {actor.user_id} may not edit scene {scene.id}")
-
-    def _lock(self, scene_id: int) -> asyncio.Lock:
-        lock = self._scene_locks.get(scene_id)
-        if lock is None:
-            lock = self._scene_locks[scene_id] = asyncio.Lock()
-        return lock
 
     async def _scene(self, scene_id: int | None) -> SceneRecord:
         try:
