@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 CRASH_MESSAGE = "Rendering failed: the GPU worker stopped unexpectedly."
 START_MESSAGE = "The renderer could not start; the bot's admin can find why in its log."
+_MAX_BACKOFF_S = 900.0  # the longest a failed start keeps jobs from trying another
 
 
 @dataclass
@@ -420,9 +421,6 @@ class WorkerSupervisor:
         if worker.process.is_alive():
             worker.process.kill()
         await asyncio.to_thread(worker.process.join, 10)
-
-
-_MAX_BACKOFF_S = 900.0
 
 
 class _StartError(Exception):
