@@ -354,14 +354,12 @@ def run_generate(args: argparse.Namespace) -> int:
     )
     out = args.out or Path("benchmark/images") / mode.value
 
-    from lmd_bot.diffusion.renderer import build_checker, build_renderer
+    from lmd_bot.diffusion.renderer import build_renderer
 
-    checker = build_checker(diffusion) if args.self_check else None
-    if args.self_check and checker is None:
+    renderer = build_renderer(diffusion, tiny=args.tiny, sd_baseline=sd_baseline, check=args.self_check)
+    if args.self_check and renderer.checker is None:
         msg = "--self-check needs a checking detector that loads (diffusion.check_detector); see the log."
         raise LmdError(msg, user_message=msg)
-    checking = {"checker": checker} if checker is not None else {}
-    renderer = build_renderer(diffusion, tiny=args.tiny, sd_baseline=sd_baseline, **checking)
     total = len(prompts)
     position = 0
 

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from lmd_bot.config import load_settings
-    from lmd_bot.diffusion.renderer import build_checker, build_renderer
+    from lmd_bot.diffusion.renderer import build_renderer
     from lmd_bot.errors import LmdError
     from lmd_bot.layout.io import load_layout_file
     from lmd_bot.overlay import draw_overlay
@@ -139,8 +139,7 @@ def run(args: argparse.Namespace) -> int:
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)  # noqa: T201
 
-    checker = None if args.tiny else build_checker(diffusion)
-    renderer = build_renderer(diffusion, tiny=args.tiny, checker=checker)
+    renderer = build_renderer(diffusion, tiny=args.tiny, check=not args.tiny)
     last_stage = ""
 
     def progress(p: RenderProgress) -> None:

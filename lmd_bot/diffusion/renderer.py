@@ -30,7 +30,6 @@ from lmd_bot.rendering import (
     CancelCheck,
     ProgressCallback,
     Refine,
-    Renderer,
     RenderMode,
     RenderOutput,
     RenderProgress,
@@ -368,11 +367,13 @@ def build_renderer(
     *,
     tiny: bool = False,
     sd_baseline: SdBaseline = SdBaseline.CONTROLLER,
-    checker: SelfChecker | None = None,
-) -> Renderer:
+    check: bool = False,
+) -> DiffusionRenderer:
     """A renderer from the settings; ``tiny=True`` builds tiny random models (no download);
     ``sd_baseline`` says what the ``sd`` mode runs (the benchmark asks for the reference's);
-    ``checker``: the self-check (build it with :func:`build_checker`; None: no check)."""
+    ``check``: with the self-check the settings ask for (:func:`build_checker`), built after the
+    models load: its detector is a download of its own, and offline its retries took minutes
+    before a missing image model was reported."""
     from pathlib import Path
 
     from lmd_bot.diffusion.cache import ObjectCache
@@ -415,6 +416,7 @@ def build_renderer(
                 settings, components.device, torch.float16 if cuda else components.dtype
             )
         refiner = Refiner(refiner_pipe, strength=settings.refine_strength, size=settings.refine_size)
+    checker = build_checker(settings) if check else None
     return DiffusionRenderer(
         pipeline, size=settings.size, cache=cache, sd_baseline=sd_baseline, checker=checker, refiner=refiner
     )

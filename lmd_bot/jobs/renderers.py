@@ -94,10 +94,10 @@ def diffusion_renderer(diffusion: dict[str, Any], tiny: bool = False) -> Rendere
     """The real LMD controller (or, with ``tiny``, the same code on tiny random-weight models, which
     draw nothing a detector could check: no self-check)."""
     from lmd_bot.config import DiffusionSettings
-    from lmd_bot.diffusion.renderer import build_checker, build_renderer
+    from lmd_bot.diffusion.renderer import build_renderer
 
     settings = DiffusionSettings.model_validate(diffusion)
-    return build_renderer(settings, tiny=tiny, checker=None if tiny else build_checker(settings))
+    return build_renderer(settings, tiny=tiny, check=not tiny)
 
 
 def preview_renderer() -> Renderer:

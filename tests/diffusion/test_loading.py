@@ -13,6 +13,7 @@ from lmd_bot.diffusion.gligen import is_gligen_unet
 from lmd_bot.diffusion.loading import load_components, load_gligen_unet, load_sam, split_revision
 from lmd_bot.diffusion.pipeline import LmdPipeline
 from lmd_bot.errors import ConfigError
+from lmd_bot.jobs.renderers import diffusion_renderer
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,23 @@ def test_a_missing_model_is_a_config_error_naming_the_setting(tmp_path):
             )
         )
     assert "LMD_DIFFUSION__SD_MODEL" in str(err.value)
+
+
+def test_a_model_that_cannot_load_is_reported_before_the_self_check_detector_loads(tmp_path, caplog):
+    """The self-check's detector is a download of its own (OWLv2): offline, its retries took minutes
+    before the worker got to say that the image model itself was missing. The image model loads
+    first now, so its error comes at once, and no detector is tried for a renderer that cannot run."""
+    settings = DiffusionSettings(
+        sd_model=str(tmp_path / "no-sd"),
+        gligen_model="",
+        use_sam=False,
+        check_detector="owlv2",
+        check_detector_model=str(tmp_path / "no-owl"),
+    )
+    with caplog.at_level(logging.INFO), pytest.raises(ConfigError) as err:
+        diffusion_renderer(settings.model_dump(mode="json"))  # what the GPU worker runs
+    assert "LMD_DIFFUSION__SD_MODEL" in str(err.value)
+    assert "self-check" not in caplog.text and "no-owl" not in caplog.text
 
 
 def test_sam_that_cannot_load_means_attention_masks(tmp_path, caplog):
