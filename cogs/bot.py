@@ -24,6 +24,7 @@ import sys
 
 from lmd_bot.config import Settings, load_settings, require_secret
 from lmd_bot.errors import ConfigError, LmdError
+from lmd_bot.logs import configure_logging
 
 log = logging.getLogger("lmd_bot")
 
@@ -150,8 +151,7 @@ def start(*, sync_global: bool = False) -> int:
     except ConfigError as exc:
         print(f"lmd-bot cannot start: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(settings.log_level)  # also when the CLI configured logging first
+    configure_logging(settings.log_level)
     try:
         asyncio.run(run(settings, token, sync_global=sync_global))
     except LmdError as exc:

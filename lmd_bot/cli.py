@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from lmd_bot import __version__
 from lmd_bot.errors import LmdError
+from lmd_bot.logs import configure_logging
 
 # Subcommand modules under lmd_bot.commands, in the order --help lists them.
 COMMANDS = ("run", "worker", "layout", "plan", "eval", "render", "bench", "chat", "shapes")
@@ -50,9 +51,7 @@ def _log_level(verbose: bool) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=_log_level(args.verbose), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(_log_level(args.verbose))
     try:
         return int(args.func(args) or 0)
     except LmdError as exc:

@@ -33,6 +33,7 @@ from lmd_bot.jobs.protocol import (
     Stop,
 )
 from lmd_bot.jobs.renderers import RendererSpec
+from lmd_bot.logs import configure_logging
 from lmd_bot.rendering import Renderer, RenderProgress, RenderRequest
 from lmd_bot.safety import SafetyChecker
 
@@ -109,9 +110,7 @@ def worker_main(conn: Connection, cancel: Event, spec: RendererSpec) -> None:
     _die_with_parent()
     # Ctrl+C in a terminal reaches the whole process group: the parent decides when we stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(
-        level=spec.log_level, format="%(asctime)s %(levelname)s gpu-worker[%(process)d] %(name)s: %(message)s"
-    )
+    configure_logging(spec.log_level, process="gpu-worker[%(process)d]")
     try:
         renderer = spec.load_renderer()
         checker = spec.load_checker()
