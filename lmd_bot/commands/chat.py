@@ -343,6 +343,8 @@ def _answer(future: asyncio.Future[Read], line: Read) -> None:
 
 async def _main(args: argparse.Namespace) -> None:
     from lmd_bot.config import load_settings
+    from lmd_bot.db.engine import SETTING as DB_SETTING
+    from lmd_bot.errors import ConfigError
     from lmd_bot.rendering import RenderMode
     from lmd_bot.services import open_core
 
@@ -354,7 +356,13 @@ async def _main(args: argparse.Namespace) -> None:
     # Chat shows every step: nobody rate-limits a terminal.
     overrides["discord"] = {"status_edit_interval_s": 1.0}
     settings = load_settings(**overrides)
-    core = await open_core(settings)
+    try:
+        core = await open_core(settings)
+    except ConfigError as exc:
+        if not args.db:
+            raise
+        # The database's refusals name the setting; here the URL came from the option.
+        raise ConfigError(str(exc).replace(DB_SETTING, "--db", 1), user_message=exc.user_message) from None
     try:
         imagine = {
             "mode": RenderMode(args.mode) if args.mode else None,

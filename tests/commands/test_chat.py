@@ -287,6 +287,17 @@ def test_candidates_out_of_range_are_refused_before_the_chat_starts(capsys):
     assert capsys.readouterr().err.strip() == "error: --candidates must be between 1 and 4"
 
 
+def test_a_bad_db_option_is_named_as_the_option_not_the_setting(capsys, tmp_path):
+    """The refusal said "db.url (LMD_DB__URL)", a setting the user had not touched, for what they
+    typed as --db."""
+    from lmd_bot.cli import main
+
+    assert main(["chat", "--renderer", "preview", "--db", "mysql://me@host/db", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --db: mysql+mysqldb is not supported; use sqlite+aiosqlite:///"), err
+    assert "LMD_DB__URL" not in err
+
+
 async def test_pick_after_a_single_image_points_at_the_chat_option(tmp_path):
     """The service's answer names Discord's `/imagine candidates:`, which a terminal has not."""
     core = await _preview_core(tmp_path)
