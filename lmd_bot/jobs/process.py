@@ -115,7 +115,11 @@ def worker_main(conn: Connection, cancel: Event, spec: RendererSpec) -> None:
         renderer = spec.load_renderer()
         checker = spec.load_checker()
     except Exception as exc:  # reported to the parent, which decides
-        log.exception("the renderer could not start")
+        if isinstance(exc, LmdError):  # a setting to fix, named in the message: no traceback to read
+            log.error("the renderer could not start: %s", exc)
+            log.debug("the renderer could not start", exc_info=True)
+        else:
+            log.exception("the renderer could not start")
         conn.send(Fatal(f"{type(exc).__name__}: {exc}"[:500]))
         return
     conn.send(Ready())

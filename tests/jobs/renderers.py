@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lmd_bot.errors import CancelledError, OutOfMemoryError
+from lmd_bot.errors import CancelledError, ConfigError, OutOfMemoryError
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.rendering import RenderOutput, RenderProgress
 
@@ -159,6 +159,13 @@ def unstable_guidance() -> UnstableGuidance:
 
 def broken() -> Broken:
     return Broken()
+
+
+def misconfigured() -> Broken:
+    """What the real loading code raises for a model folder that is not there."""
+    raise ConfigError(
+        "cannot load the Stable Diffusion model '/models/sd' (diffusion.sd_model): no such folder"
+    )
 
 
 def flagging_checker():

@@ -66,6 +66,23 @@ async def test_a_renderer_that_cannot_start_fails_the_job_with_a_clear_message()
         await queue.close(1)
 
 
+async def test_a_model_that_cannot_load_is_one_log_line_not_a_traceback(capfd):
+    """A setting that names a missing model is the operator's to fix, and the error says which: the
+    worker logged it with a traceback of the loading code, which ``lmd-bot chat`` printed in the
+    middle of the conversation. Unexpected failures keep theirs (the test above)."""
+    queue = LocalJobQueue(spec("misconfigured"), warm=False)
+    await queue.start()
+    try:
+        await queue.submit(_job(1))
+        failed = (await _until(queue, (JobDone, JobFailed)))[-1]
+        assert "no such folder" in failed.detail
+    finally:
+        await queue.close(1)
+    err = capfd.readouterr().err
+    assert "the renderer could not start: cannot load the Stable Diffusion model '/models/sd'" in err, err
+    assert "Traceback" not in err
+
+
 async def test_after_a_failed_start_jobs_fail_at_once_until_the_back_off_has_passed():
     """Models that cannot load (offline with hub ids, a wrong folder) took the whole load attempt
     again for every job: minutes each before the same failure. Within the back-off after a failed
