@@ -26,6 +26,8 @@ threads opened from messages (the thread's id is the message's), the interaction
 - an interaction answered (its callback) later than :attr:`FakeDiscordAPI.interaction_window_s`
   after it was made (:meth:`FakeDiscordAPI.new_interaction`): 404, code 10062, as Discord's
   3 seconds (the user saw "This interaction failed"); follow-ups stay possible after a callback;
+  the first follow-up after a deferred "thinking…" answer becomes that message (public or private
+  as the deferral said, pinging nobody), later ones are messages of their own;
 - scripted failures: :meth:`FakeDiscordAPI.fail` (any status and code, e.g. 403/50001 for a
   command sync) and :meth:`FakeDiscordAPI.rate_limit` (429 with ``retry_after``, which
   discord.py waits out and retries);
@@ -684,6 +686,15 @@ class FakeDiscordAPI:
         if interaction is None:
             raise DiscordError(404, 10015, "Unknown Webhook")
         if which is None:  # a follow-up message
+            thinking = self.messages.get(interaction.get("original") or 0)
+            if thinking is not None and thinking["flags"] & 128:
+                # The first follow-up after "thinking…" (a deferred answer) becomes that message:
+                # public or private as the deferral said, whatever the follow-up asks, and as an
+                # edit it notifies nobody it names.
+                body = {**(r.json or {}), "allowed_mentions": {"parse": []}}
+                self._apply(thinking, Request(r.method, r.path, r.query, body, r.files))
+                thinking["flags"] &= ~128
+                return 200, thinking
             return 200, self._new_message(interaction["channel_id"], r, response=True)
         mid = interaction.get("original") if which == "@original" else int(which)
         message = self.messages.get(mid or 0)
