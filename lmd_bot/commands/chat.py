@@ -3,6 +3,7 @@
 ::
 
     lmd-bot chat --renderer preview          # no GPU needed: the preview renderer draws the plan
+    lmd-bot chat --shapes                    # the shapes world's models: real grounding on a CPU
     > three red apples on a table left of a blue cup
     > move the cup to the right
     > /reroll
@@ -77,6 +78,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="render 1 to 4 seeds of each new scene as one grid; /pick N goes on from one",
     )
     p.add_argument("--db", metavar="URL", help="database URL (default: db.url)")
+    p.add_argument(
+        "--shapes",
+        action="store_true",
+        help="draw with the shapes-world models shipped with lmd-bot (64 px, CPU, no download; "
+        "ask for circles, squares, triangles, diamonds: docs/shapes.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -349,13 +356,17 @@ async def _main(args: argparse.Namespace) -> None:
     from lmd_bot.services import open_core
 
     overrides: dict[str, Any] = {}
-    if args.renderer:
-        overrides["queue"] = {"renderer": args.renderer}
+    if args.renderer or args.shapes:
+        overrides["queue"] = {"renderer": args.renderer or "diffusion"}
     if args.db:
         overrides["db"] = {"url": args.db}
     # Chat shows every step: nobody rate-limits a terminal.
     overrides["discord"] = {"status_edit_interval_s": 1.0}
     settings = load_settings(**overrides)
+    if args.shapes:
+        from lmd_bot.shapes.assets import shapes_diffusion_settings
+
+        settings = settings.model_copy(update={"diffusion": shapes_diffusion_settings(settings.diffusion)})
     try:
         core = await open_core(settings)
     except ConfigError as exc:
@@ -377,6 +388,7 @@ async def _main(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lmd_bot.commands import check_folder
+    from lmd_bot.errors import LmdError
 
     if args.steps is not None and not 1 <= args.steps <= 150:
         print("error: --steps must be between 1 and 150", file=sys.stderr)  # noqa: T201
@@ -384,6 +396,9 @@ def run(args: argparse.Namespace) -> int:
     if args.candidates is not None and not 1 <= args.candidates <= MAX_CANDIDATES:
         print(f"error: --candidates must be between 1 and {MAX_CANDIDATES}", file=sys.stderr)  # noqa: T201
         return 2
+    if args.shapes and args.renderer not in (None, "diffusion"):
+        msg = f"--shapes draws with the shapes models; --renderer {args.renderer} draws without them"
+        raise LmdError(msg)
     check_folder(args.out, "images")  # before the database, the worker and any planner call
     asyncio.run(_main(args))
     return 0

@@ -174,9 +174,11 @@ def _chat_env(tmp_path: Path, base_url: str) -> dict[str, str]:
     }
 
 
-async def _start_chat(tmp_path: Path, base_url: str, *args: str) -> asyncio.subprocess.Process:
+async def _start_chat(
+    tmp_path: Path, base_url: str, *args: str, renderer: tuple[str, ...] = ("--renderer", "preview")
+) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lmd_bot.cli", "chat", "--renderer", "preview", *args,
+        sys.executable, "-m", "lmd_bot.cli", "chat", *renderer, *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         cwd=tmp_path, env={**_chat_env(tmp_path, base_url), "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
@@ -285,6 +287,23 @@ def test_candidates_out_of_range_are_refused_before_the_chat_starts(capsys):
 
     assert main(["chat", "--candidates", "7"]) == 2
     assert capsys.readouterr().err.strip() == "error: --candidates must be between 1 and 4"
+
+
+async def test_chat_with_shapes_draws_with_the_shapes_models(tmp_path):
+    """``--shapes``: a newcomer's demo with real grounding on a CPU, no model settings to write.
+    The picture is the shapes models' (64 px, where the configured models draw 512)."""
+    from PIL import Image
+
+    async with FakeAnthropic(api_key="test-key") as claude:
+        claude.push_layout([("a red circle", (40, 150, 200, 200))], background="A white wall")
+        proc = await _start_chat(
+            tmp_path, claude.base_url, "--steps", "3", "--out", str(tmp_path / "out"), renderer=("--shapes",)
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(b"a red circle on a white wall\n"), 240)
+    assert proc.returncode == 0, stderr.decode()[-2000:]
+    assert "round 1, seed" in stdout.decode()
+    [result] = (tmp_path / "out").glob("scene1-round1-seed*[0-9].png")
+    assert Image.open(result).size == (64, 64)
 
 
 def test_a_bad_db_option_is_named_as_the_option_not_the_setting(capsys, tmp_path):
