@@ -3,7 +3,8 @@
 - ``shapes sample``: draw scenes of the world with their captions (a picture sheet);
 - ``shapes train``: train the VAE, the base UNet + text encoder and the GLIGEN fusers, resumable;
 - ``shapes export``: write a checkpoint's weights as diffusers folders the renderer loads;
-- ``shapes probe``: how well cross-attention localises at the layers LMD reads;
+- ``shapes probe``: how well cross-attention localises at the layers LMD reads, and whether
+  GLIGEN's adapters use their boxes;
 - ``shapes score``: the scorecard of a checkpoint or weights folder (:mod:`lmd_bot.shapes.scorecard`).
 """
 
@@ -73,7 +74,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--live", action="store_true", help="export the live weights, not their moving average")
     ex.set_defaults(func=run_export)
 
-    pr = sh.add_parser("probe", help="how well cross-attention localises at the layers LMD reads")
+    pr = sh.add_parser(
+        "probe",
+        help="how well cross-attention localises at the layers LMD reads; whether GLIGEN uses its boxes",
+    )
     pr.add_argument(
         "--weights", type=Path, default=DEFAULT_WEIGHTS, help="folder with sd/ (default: committed)"
     )
@@ -173,17 +177,23 @@ def run_probe(args: argparse.Namespace) -> int:
     from lmd_bot.config import load_settings
     from lmd_bot.diffusion.loading import load_components
     from lmd_bot.shapes.assets import shapes_diffusion_settings
-    from lmd_bot.shapes.probe import probe_attention
+    from lmd_bot.shapes.probe import probe_attention, probe_gligen
 
     torch.set_num_threads(1)
     settings = shapes_diffusion_settings(load_settings().diffusion, args.weights)
-    c = load_components(settings.model_copy(update={"device": "cpu", "dtype": "float32", "gligen_model": ""}))
+    c = load_components(settings.model_copy(update={"device": "cpu", "dtype": "float32"}))
     rows = probe_attention(c.unet, c.vae, c.text_encoder, c.tokenizer)
     print("layer\tcells\tin-mask share / area share\tphrase mass in mask\tpadding mass in mask")  # noqa: T201
     for row in rows:
         print(  # noqa: T201
             f"{row.layer}\t{row.side}x{row.side}\t{row.share_ratio:.2f}\t"
             f"{row.phrase_mass_in_mask:.3f}\t{row.padding_mass_in_mask:.3f}"
+        )
+    if c.gligen_unet is not None:
+        g = probe_gligen(c.gligen_unet, c.vae, c.text_encoder, c.tokenizer)
+        print(  # noqa: T201
+            f"GLIGEN: denoising error without boxes / with them {g.gain:.3f} (1.0: the adapters ignore "
+            f"the boxes), fuser gates |tanh a| {g.gate:.3f}"
         )
     return 0
 
@@ -248,6 +258,9 @@ def run_score(args: argparse.Namespace) -> int:
         figures = asdict(card)
         figures["modes"] = {m.value: v for m, v in figures["modes"].items()}
         figures["benchmark"] = {m.value: v for m, v in figures["benchmark"].items()}
-        figures.update(source=source, colour_margin=card.colour_margin, failures=card.failures())
+        gligen_gain = card.gligen.gain if card.gligen is not None else None
+        figures.update(
+            source=source, colour_margin=card.colour_margin, gligen_gain=gligen_gain, failures=card.failures()
+        )
         args.json.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     return 0

@@ -8,6 +8,8 @@ a temporary folder first), so that the checkpoint to commit can be chosen by its
 - **attention**: per layer LMD reads, the in-mask attention share over the mask's area share, and
   the phrase's versus the padding tokens' attention inside the objects (:mod:`.probe`, at one
   timestep on twelve held-out scenes);
+- **GLIGEN**: the gated UNet's denoising error without boxes over with them (1.0: the adapters
+  ignore the boxes) and how open the fusers' gates are (:func:`.probe.probe_gligen`);
 - **fixed layouts** (:data:`CASES`: four spatial, four counting): per mode, the share of each box's
   pixels nearest its object's colour, the objects the detector finds in their box (IoU >= 0.5,
   right colour and shape), and the benchmark checks passed;
@@ -32,6 +34,7 @@ from lmd_bot.eval.prompts import BenchmarkPrompt, Facts, Task
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import Renderer, RenderMode, RenderRequest
 from lmd_bot.shapes.detector import ShapesDetector, colour_share, detect
+from lmd_bot.shapes.probe import PROBE_SEEDS, GligenProbe, probe_gligen
 from lmd_bot.shapes.world import Colour, Shape
 
 STEPS = 10  # denoising steps of the fixed layouts and the move round
@@ -268,6 +271,7 @@ class Scorecard:
     move: MoveFigures
     benchmark: dict[RenderMode, dict[str, float | None]] = field(default_factory=dict)
     benchmark_prompts: int = 0  # per task
+    gligen: GligenProbe | None = None  # None: weights without a GLIGEN UNet
 
     @property
     def colour_margin(self) -> float:
@@ -289,6 +293,13 @@ class Scorecard:
         out = ["attention at the layers LMD reads (in-mask / area share; phrase / padding mass in mask):"]
         for layer, (side, ratio, phrase, padding) in self.attention.items():
             out.append(f"  {layer:<52} {side}x{side}  {ratio:5.2f}  {phrase:.3f} / {padding:.3f}")
+        if self.gligen is not None:
+            g = self.gligen
+            out.append(
+                f"GLIGEN: denoising error without boxes / with them {g.gain:.3f} (1.0: the boxes change "
+                f"nothing; {g.error_without:.4f} / {g.error_with_boxes:.4f}), "
+                f"fuser gates |tanh a| {g.gate:.3f}"
+            )
         out.append(f"fixed layouts ({len(CASES)} layouts, {STEPS} steps):")
         for mode, m in self.modes.items():
             out.append(
@@ -316,7 +327,7 @@ class Scorecard:
 
 def probe(renderer) -> dict[str, tuple[int, float, float, float]]:
     from lmd_bot.diffusion.attention import GUIDANCE_KEYS, SAM_KEY
-    from lmd_bot.shapes.probe import PROBE_SEEDS, probe_attention
+    from lmd_bot.shapes.probe import probe_attention
 
     c = renderer.pipeline.c
     rows = probe_attention(
@@ -367,6 +378,13 @@ def score(
 
     stage("attention probe")
     attention = probe(renderer)
+    c = renderer.pipeline.c
+    gligen = None
+    if c.gligen_unet is not None:
+        stage("GLIGEN probe")
+        gligen = probe_gligen(
+            c.gligen_unet, c.vae, c.text_encoder, c.tokenizer, seeds=PROBE_SEEDS[:PROBE_SCENES]
+        )
     modes = {}
     for mode in (RenderMode.LMD_PLUS, RenderMode.SD):
         stage(f"fixed layouts, {mode.value}")
@@ -393,4 +411,4 @@ def score(
         )
         report.write(benchmark_dir)
         benchmark = {RenderMode(run.name): run.accuracies() for run in report.runs}
-    return Scorecard(attention, modes, move, benchmark, per_task if benchmark_modes else 0)
+    return Scorecard(attention, modes, move, benchmark, per_task if benchmark_modes else 0, gligen)
