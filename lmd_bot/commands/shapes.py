@@ -177,7 +177,7 @@ def run_probe(args: argparse.Namespace) -> int:
     from lmd_bot.config import load_settings
     from lmd_bot.diffusion.loading import load_components
     from lmd_bot.shapes.assets import shapes_diffusion_settings
-    from lmd_bot.shapes.probe import probe_attention, probe_gligen
+    from lmd_bot.shapes.probe import probe_attention, probe_gligen, probe_position
 
     torch.set_num_threads(1)
     settings = shapes_diffusion_settings(load_settings().diffusion, args.weights)
@@ -195,6 +195,9 @@ def run_probe(args: argparse.Namespace) -> int:
             f"GLIGEN: denoising error without boxes / with them {g.gain:.3f} (1.0: the adapters ignore "
             f"the boxes), fuser gates |tanh a| {g.gate:.3f}"
         )
+        print("fuser\tcells\tposition R² (x, y mean)\tinterior")  # noqa: T201
+        for row in probe_position(c.gligen_unet, c.vae, c.text_encoder, c.tokenizer):
+            print(f"{row.layer}\t{row.side}x{row.side}\t{row.r2:.2f}\t{row.r2_interior:.2f}")  # noqa: T201
     return 0
 
 
