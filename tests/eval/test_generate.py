@@ -109,7 +109,7 @@ def test_eval_generate_command_renders_the_chosen_prompts_and_resumes(tmp_path, 
 
     made, baselines = [], []
 
-    def build_renderer(settings, *, tiny=False, sd_baseline=None):
+    def build_renderer(settings, *, tiny=False, sd_baseline=None, check=False):
         made.append(tiny)
         baselines.append(sd_baseline)
         return BoxRenderer()
@@ -159,7 +159,7 @@ def test_eval_generate_sd_runs_the_reference_sd_baseline_by_default(tmp_path, mo
 
     built = []
 
-    def build_renderer(settings, *, tiny=False, sd_baseline=None):
+    def build_renderer(settings, *, tiny=False, sd_baseline=None, check=False):
         built.append((settings.dtype, sd_baseline))
         return BoxRenderer()
 
