@@ -46,7 +46,6 @@ class LayerProbe:
 def probe_attention(
     unet, vae, text_encoder, tokenizer, *, timesteps=(200, 500), seeds=PROBE_SEEDS
 ) -> list[LayerProbe]:
-    scheduler_alphas = _alphas()
     original = unet.attn_processors
     store = install_capture(unet)
     sums: dict[str, list[np.ndarray]] = {}
@@ -55,18 +54,15 @@ def probe_attention(
             scene = sample_scene(seed)
             if not scene.phrases:
                 continue
-            image = torch.from_numpy(render(scene)).permute(2, 0, 1)[None].float() / 127.5 - 1
             enc = tokenizer(scene.caption, padding="max_length", max_length=77, return_tensors="pt")
             ids = enc.input_ids
             n_text = int(enc.attention_mask.sum())  # BOS + words + first EOS
             object_masks = torch.from_numpy(masks(scene)).float()
             with torch.no_grad():
                 states = text_encoder(ids)[0]
-                z0 = vae.encode(image).latent_dist.mode() * vae.config.scaling_factor
+                z0 = _encoded(scene, vae)
                 for t in timesteps:
-                    gen = torch.Generator().manual_seed(seed + t)
-                    a = scheduler_alphas[t]
-                    noisy = a.sqrt() * z0 + (1 - a).sqrt() * torch.randn(z0.shape, generator=gen)
+                    noisy, _ = _noised(z0, t, seed + t)
                     unet(noisy, torch.tensor([t]), states)
                     for layer in (*GUIDANCE_KEYS, SAM_KEY):
                         p = store[layer][0].mean(0)  # (HW, 77)
@@ -134,17 +130,15 @@ def probe_gligen(
 ) -> GligenProbe:
     from lmd_bot.diffusion.gligen import grounding_inputs
 
-    alphas = _alphas()
     errors: dict[bool, list[float]] = {True: [], False: []}
     with torch.no_grad():
         for seed in seeds:
             scene = sample_scene(seed)
             if not scene.objects:
                 continue
-            image = torch.from_numpy(render(scene)).permute(2, 0, 1)[None].float() / 127.5 - 1
             ids = tokenizer(scene.caption, padding="max_length", max_length=77, return_tensors="pt").input_ids
             states = text_encoder(ids)[0]
-            z0 = vae.encode(image).latent_dist.mode() * vae.config.scaling_factor
+            z0 = _encoded(scene, vae)
             # The per-object caption's pooled feature, as the product's per-object runs give it.
             features = torch.cat(
                 [
@@ -159,10 +153,7 @@ def probe_gligen(
                 False: grounding_inputs([[]], [features[:0]], device=z0.device, dtype=z0.dtype),
             }
             for t in timesteps:
-                gen = torch.Generator().manual_seed(seed + t)
-                noise = torch.randn(z0.shape, generator=gen)
-                a = alphas[t]
-                noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
+                noisy, noise = _noised(z0, t, seed + t)
                 for boxes, inputs in given.items():
                     kwargs = {"gligen": inputs}
                     pred = gligen_unet(noisy, torch.tensor([t]), states, cross_attention_kwargs=kwargs).sample
@@ -228,18 +219,14 @@ def probe_position(
         device=torch.device("cpu"),
         dtype=torch.float32,
     )
-    a = _alphas()[timestep]
     try:
         with torch.no_grad():
             for seed in seeds:
                 scene = sample_scene(seed)
-                image = torch.from_numpy(render(scene)).permute(2, 0, 1)[None].float() / 127.5 - 1
                 ids = tokenizer(
                     scene.caption, padding="max_length", max_length=77, return_tensors="pt"
                 ).input_ids
-                z0 = vae.encode(image).latent_dist.mode() * vae.config.scaling_factor
-                noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
-                noisy = a.sqrt() * z0 + (1 - a).sqrt() * noise
+                noisy, _ = _noised(_encoded(scene, vae), timestep, seed)
                 kwargs = {"gligen": no_boxes}
                 gligen_unet(
                     noisy, torch.tensor([timestep]), text_encoder(ids)[0], cross_attention_kwargs=kwargs
@@ -253,6 +240,19 @@ def probe_position(
         r2, interior = position_r2(features)
         out.append(PositionProbe(layer, round(features.shape[1] ** 0.5), r2, interior))
     return out
+
+
+def _encoded(scene, vae) -> torch.Tensor:
+    """The scene's picture as the UNet's clean latents."""
+    image = torch.from_numpy(render(scene)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return vae.encode(image).latent_dist.mode() * vae.config.scaling_factor
+
+
+def _noised(z0: torch.Tensor, t: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z0`` noised to timestep ``t`` with noise drawn from ``seed``; and that noise."""
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(seed))
+    a = _alphas()[t]
+    return a.sqrt() * z0 + (1 - a).sqrt() * noise, noise
 
 
 def _alphas() -> torch.Tensor:
