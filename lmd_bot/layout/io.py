@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,6 +31,22 @@ def parse_layout_json(text: str, *, limits: LayoutLimits | None = None) -> Scene
     except ValidationError as exc:
         problems = describe_validation_error(exc)
         raise LayoutError("; ".join(problems[:5]), problems=problems) from None
+
+
+def load_json(text: str) -> Any:
+    """``json.loads``, or a LayoutError saying what is wrong with the text.
+
+    Python reads no integer of more than 4300 digits (a guard against slow conversions) and says
+    so with a bare ValueError, not a JSON error: that is a number too long, not malformed JSON.
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LayoutError(f"the JSON is malformed ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise LayoutError("the JSON is nested too deeply to be a layout") from None
+    except ValueError:
+        raise LayoutError("a number in the JSON is too long to be a coordinate or an id") from None
 
 
 def read_text_file(path: Path, what: str = "file") -> str:
@@ -68,12 +85,7 @@ def load_layout_text(text: str, *, limits: LayoutLimits | None = None) -> Repair
     if not text.strip():  # else the LMD text reader answers as if the planner had said nothing
         raise LayoutError("the layout is empty: give it as JSON or in the LMD text format")
     if text.lstrip().startswith("{"):
-        try:
-            json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise LayoutError(f"the JSON is malformed ({exc.msg} at line {exc.lineno})") from None
-        except RecursionError:
-            raise LayoutError("the JSON is nested too deeply to be a layout") from None
+        load_json(text)
         return RepairResult(parse_layout_json(text, limits=limits))
     return read_lmd_text(text, limits=limits)
 

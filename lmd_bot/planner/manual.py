@@ -9,8 +9,8 @@ notes the user sees. Two forms are read:
 
 - JSON, as the 🗺️ Layout button shows it (:func:`editable_json`): ``objects`` (each ``id``,
   ``caption``, ``box`` as ``[x, y, w, h]`` pixels or ``{"x", "y", "w", "h"}``), ``background``,
-  ``negative``. Leniently: a bad object is dropped with a note, as a planner's would be; the
-  canvas stays the scene's.
+  ``negative`` (either left out keeps the round's). Leniently: a bad object is dropped with a
+  note, as a planner's would be; the canvas stays the scene's.
 - the LMD text format (docs/method.md), which has no ids: identity comes from the evidence only.
 
 A Markdown code fence around either (copied from the Layout message) is ignored.
@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lmd_bot.errors import LayoutError
+from lmd_bot.layout.io import load_json
 from lmd_bot.layout.lmd_text import MAX_TEXT_CHARS, format_lmd_text, parse_lmd_text
 from lmd_bot.layout.repair import RawObject, RepairResult, repair_layout
 from lmd_bot.layout.schema import LayoutLimits, SceneLayout
@@ -59,12 +60,7 @@ def edit_box_text(layout: SceneLayout) -> str:
 
 
 def _json_layout(text: str, previous: SceneLayout) -> tuple[list[RawObject], Any, Any, list[str]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LayoutError(f"the JSON is malformed ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise LayoutError("the JSON is nested too deeply to be a layout") from None
+    data = load_json(text)
     if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
         raise LayoutError('the JSON needs an "objects" list (each with "caption" and "box")')
     objects = [
@@ -80,7 +76,19 @@ def _json_layout(text: str, previous: SceneLayout) -> tuple[list[RawObject], Any
             f"kept the scene's {previous.width}x{previous.height} canvas (the layout asked for "
             f"{canvas[0]!r:.12}x{canvas[1]!r:.12})"
         )
-    return objects, data.get("background", ""), data.get("negative", ""), notes
+    prompts = []
+    for key, name, kept in (
+        ("background", "background", previous.background),
+        ("negative", "negative prompt", previous.negative),
+    ):
+        # A prompt left out is one the user did not mean to change; one that is not text cannot
+        # be what they meant either: both keep the scene's, which an empty default would lose.
+        value = data.get(key, kept)
+        if value is not None and not isinstance(value, str):
+            notes.append(f"kept the scene's {name}: the layout's is not text ({value!r:.40})")
+            value = kept
+        prompts.append(value)
+    return objects, prompts[0], prompts[1], notes
 
 
 def read_user_layout(

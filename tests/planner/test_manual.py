@@ -1,5 +1,7 @@
 """A layout the user wrote, read like a planner answer: ids settled, boxes repaired with notes."""
 
+import json
+
 import pytest
 
 from lmd_bot.errors import LayoutError
@@ -93,3 +95,28 @@ def test_a_layout_too_long_for_the_edit_box_is_offered_as_lmd_text():
     assert len(editable_json(many)) > EDIT_BOX_CHARS
     assert edit_box_text(many) == format_lmd_text(many)
     assert edit_box_text(BEFORE) == editable_json(BEFORE)
+
+
+@pytest.mark.parametrize("number", ["1" * 5000, "-" + "9" * 4400])
+def test_a_number_too_long_to_read_is_a_clear_layout_error(number):
+    # Python refuses to read integers of over 4300 digits with a bare ValueError, not a JSON error.
+    text = editable_json(BEFORE).replace("[16, 200, 100, 100]", f"[{number}, 200, 100, 100]")
+    with pytest.raises(LayoutError) as err:
+        read_user_layout(text, BEFORE)
+    assert "too long" in err.value.user_message and err.value.user_message.startswith("That layout isn't valid")
+
+
+def test_prompts_the_json_leaves_out_or_garbles_are_kept_from_the_round_it_edits():
+    moved = editable_json(BEFORE).replace("[300, 180, 120, 140]", "[310, 180, 120, 140]")
+    data = json.loads(moved)
+    del data["background"], data["negative"]
+    read = read_user_layout(json.dumps(data), BEFORE)
+    assert (read.layout.background, read.layout.negative) == ("a wooden table", "people")
+    assert read.notes == []
+    data["background"], data["negative"] = 42, ["cats"]
+    read = read_user_layout(json.dumps(data), BEFORE)
+    assert (read.layout.background, read.layout.negative) == ("a wooden table", "people")
+    assert read.notes == [
+        "kept the scene's background: the layout's is not text (42)",
+        "kept the scene's negative prompt: the layout's is not text (['cats'])",
+    ]
