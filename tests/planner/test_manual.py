@@ -103,7 +103,8 @@ def test_a_number_too_long_to_read_is_a_clear_layout_error(number):
     text = editable_json(BEFORE).replace("[16, 200, 100, 100]", f"[{number}, 200, 100, 100]")
     with pytest.raises(LayoutError) as err:
         read_user_layout(text, BEFORE)
-    assert "too long" in err.value.user_message and err.value.user_message.startswith("That layout isn't valid")
+    message = err.value.user_message
+    assert "too long" in message and message.startswith("That layout isn't valid")
 
 
 def test_prompts_the_json_leaves_out_or_garbles_are_kept_from_the_round_it_edits():
