@@ -100,10 +100,21 @@ def read_json_answer(text: str) -> RawAnswer:
 # --- LMD text (OpenAI-compatible) ------------------------------------------------------------
 
 _FENCE = re.compile(r"^```[\w-]*\s*\n?|\n?```\s*$")
+# A reasoning model served without a reasoning parser sends its thoughts first, inline.
+_THINKING = re.compile(r"^\s*<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0]
 
 
 def read_lmd_answer(text: str) -> RawAnswer:
-    """Read an answer in the LMD text format, or a ``Reply: ...`` line. Ids are left to matching."""
+    """Read an answer in the LMD text format, or a ``Reply: ...`` line. Ids are left to matching.
+
+    The background and negative prompts are one line each, as the format writes them: what a
+    chat model adds after the answer ("I hope this works for you!") is not part of them.
+    """
+    text = _THINKING.sub("", text, count=1)
     # Small local models like to wrap the answer in a Markdown code fence.
     text = _FENCE.sub("", text.strip()).strip()
     if text.startswith("Reply:") and "Background prompt:" not in text:
@@ -115,4 +126,9 @@ def read_lmd_answer(text: str) -> RawAnswer:
         parsed = parse_lmd_text(text)
     except LayoutError as exc:
         raise AnswerError([f"the answer is not in the format: {exc}"]) from None
-    return RawAnswer(objects=parsed.objects, background=parsed.background, negative=parsed.negative)
+    negative = _first_line(parsed.negative)
+    return RawAnswer(
+        objects=parsed.objects,
+        background=_first_line(parsed.background),
+        negative="" if negative == "None" else negative,
+    )

@@ -64,6 +64,35 @@ async def test_code_fenced_answer_and_reply_lines_are_read(local_llm, fake_opena
     assert result.layout is None and result.reply == "Bonjour ! Que voulez-vous dessiner ?"
 
 
+async def test_chat_around_the_layout_stays_out_of_its_prompts(local_llm, fake_openai):
+    # Small chat models like to add a sentence after the answer; it is no prompt of the scene.
+    fake_openai.push_completion(
+        "Sure! Here is the layout.\n"
+        f"{CAT.replace('dogs', 'None')}\n\nI hope this works for you! Let me know if you want changes."
+    )
+    fake_openai.push_completion(
+        "Objects: [('a grey cat', [100, 150, 200, 180])]\nBackground prompt: A living room\n\n"
+        "This layout puts the cat in the middle."
+    )
+    first = (await local_llm.plan("a grey cat")).layout
+    second = (await local_llm.plan("a grey cat")).layout
+    assert (first.background, first.negative) == ("A living room", "")
+    assert (second.background, second.negative) == ("A living room", "")
+
+
+async def test_a_reasoning_models_thinking_is_not_read_as_the_answer(local_llm, fake_openai):
+    # Reasoning models served without a reasoning parser (llama.cpp, vLLM) send their thoughts
+    # inline, where they name the format's markers themselves.
+    fake_openai.push_completion(
+        "<think>\nThe user wants a cat. Objects: one cat. Background prompt: a living room, "
+        "Negative prompt: dogs.\n</think>\n\n" + CAT
+    )
+    result = await local_llm.plan("a grey cat, no dogs")
+    assert result.attempts == 1 and result.notes == []
+    assert [o.caption for o in result.layout.objects] == ["a grey cat"]
+    assert (result.layout.background, result.layout.negative) == ("A living room", "dogs")
+
+
 async def test_unreadable_answer_is_sent_back_then_repaired(local_llm, fake_openai):
     fake_openai.push_completion("Here you go: a cat in the middle of the room!")
     fake_openai.push_completion(CAT)
