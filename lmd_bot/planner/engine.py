@@ -192,6 +192,8 @@ class LayoutPlanner:
             return None, prompts.problems_request(exc.problems)
         if raw.reply is not None:
             reply = clean_text(raw.reply)
+            if not reply:  # only invisible characters: the user would get an empty message
+                return None, prompts.problems_request(["the reply is empty"])
             if len(reply) > MAX_REPLY_CHARS:
                 reply = reply[: MAX_REPLY_CHARS - 1].rstrip() + "…"
             return PlanResult(reply=reply), ""

@@ -138,3 +138,15 @@ async def test_any_schema_conforming_answer_yields_a_valid_capped_layout(objects
     assert all(o.box.inside(layout.width, layout.height) and len(o.caption) <= 60 for o in layout.objects)
     assert len({o.id for o in layout.objects}) == len(layout.objects)
     SceneLayout.model_validate(layout.model_dump(), context={"limits": limits})
+
+
+async def test_a_reply_of_invisible_characters_is_asked_again(claude, fake_anthropic, local_llm, fake_openai):
+    # It would reach the user as an empty message; the model is asked again instead.
+    fake_anthropic.push_reply("\u200b\u2066\u202e")
+    fake_anthropic.push_reply("Which animal should I draw?")
+    fake_openai.push_completion("Reply: \u200b\u200b")
+    fake_openai.push_completion("Reply: Which animal should I draw?")
+    for planner, fake in ((claude, fake_anthropic), (local_llm, fake_openai)):
+        result = await planner.plan("an animal")
+        assert (result.reply, result.attempts) == ("Which animal should I draw?", 2)
+        assert "reply is empty" in fake.bodies[1]["messages"][-1]["content"]
