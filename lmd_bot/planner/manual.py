@@ -112,4 +112,8 @@ def read_user_layout(
     repaired = repair_layout(
         settled, background, negative, width=previous.width, height=previous.height, limits=limits
     )
+    if objects and not repaired.layout.objects:
+        # The background alone, rendered, would be no edit the user made: say what to fix instead.
+        reasons = "; ".join(repaired.notes[:3])
+        raise LayoutError(f"none of its objects can be used ({reasons})", problems=repaired.notes)
     return RepairResult(repaired.layout, notes + repaired.notes)

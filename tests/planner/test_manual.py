@@ -121,3 +121,15 @@ def test_prompts_the_json_leaves_out_or_garbles_are_kept_from_the_round_it_edits
         "kept the scene's background: the layout's is not text (42)",
         "kept the scene's negative prompt: the layout's is not text (['cats'])",
     ]
+
+
+def test_a_layout_whose_every_object_is_unusable_is_refused_with_the_reasons():
+    text = editable_json(BEFORE).replace("[16, 200, 100, 100]", '["16", "200", "100", "100"]')
+    text = text.replace("[300, 180, 120, 140]", "[300, 180, 0, 140]")
+    with pytest.raises(LayoutError) as err:
+        read_user_layout(text, BEFORE)
+    message = err.value.user_message
+    assert "none of its objects can be used" in message
+    assert "'a red apple': its box is not four finite numbers" in message and "no area" in message
+    empty = read_user_layout(editable_json(BEFORE).split('"objects"')[0] + '"objects": []}', BEFORE)
+    assert empty.layout.objects == () and empty.layout.background == "a wooden table"
