@@ -43,6 +43,10 @@ class RawAnswer:
     negative: str = ""
 
 
+# A Markdown code fence around an answer, which models write when no output mode forbids it.
+_FENCE = re.compile(r"^```[\w-]*\s*\n?|\n?```\s*$")
+
+
 # --- JSON (Anthropic) ------------------------------------------------------------------------
 
 
@@ -76,9 +80,11 @@ class PlannerAnswer(BaseModel):
 
 
 def read_json_answer(text: str) -> RawAnswer:
-    """Read an answer in the JSON schema (the Anthropic backend's)."""
+    """Read an answer in the JSON schema (the Anthropic backend's), in a code fence or not: the
+    API's JSON-schema mode never writes one, but a gateway that drops that mode leaves the model
+    to format the answer itself."""
     try:
-        answer = PlannerAnswer.model_validate_json(text)
+        answer = PlannerAnswer.model_validate_json(_FENCE.sub("", text.strip()))
     except ValidationError as exc:
         lines = describe_validation_error(exc)
         raise AnswerError([f"the answer is not valid JSON for the schema: {'; '.join(lines[:3])}"]) from None
@@ -99,7 +105,6 @@ def read_json_answer(text: str) -> RawAnswer:
 
 # --- LMD text (OpenAI-compatible) ------------------------------------------------------------
 
-_FENCE = re.compile(r"^```[\w-]*\s*\n?|\n?```\s*$")
 # A reasoning model served without a reasoning parser sends its thoughts first, inline.
 _THINKING = re.compile(r"^\s*<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
 

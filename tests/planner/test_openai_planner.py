@@ -187,6 +187,15 @@ async def test_a_non_completion_body_is_a_clear_error(local_llm, fake_openai):
     assert "not a chat completion" in str(err.value)
 
 
+async def test_content_given_as_a_list_of_text_parts_is_read(local_llm, fake_openai):
+    # Some OpenAI-compatible servers send the content in the newer list-of-parts form.
+    parts = [{"type": "text", "text": CAT[:40]}, {"type": "text", "text": CAT[40:]}]
+    message = {"role": "assistant", "content": parts}
+    fake_openai.push(Reply(200, {"choices": [{"message": message, "finish_reason": "stop"}]}))
+    result = await local_llm.plan("a grey cat")
+    assert result.layout.objects[0].caption == "a grey cat" and result.layout.negative == "dogs"
+
+
 async def test_revise_shows_history_as_text_and_recognises_objects(local_llm, fake_openai):
     first = SceneLayout.model_validate(
         {
