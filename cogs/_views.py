@@ -18,7 +18,7 @@ from cogs._common import (
     reply,
     scenes_of,
 )
-from lmd_bot.errors import LayoutError
+from lmd_bot.errors import LmdError
 from lmd_bot.planner.manual import EDIT_BOX_CHARS
 from lmd_bot.services import PlanView, ResultView, UndoView
 
@@ -335,12 +335,13 @@ async def submit_layout(interaction: discord.Interaction, round_id: int, text: s
         outcome = await scenes_of(interaction).edit_layout(
             actor_from_interaction(interaction), round_id, text, presenter
         )
-    except LayoutError as exc:
-        # A modal's text is gone once it closes: hand it back with what to fix.
+    except LmdError as exc:
+        # A modal's text is gone once it closes: hand it back with why it was refused (a layout
+        # to fix, a banned word, the job cap, the rate limit).
         from cogs._format import file
 
         await interaction.followup.send(
-            f"{exc.user_message}\nYour text is attached: fix it and paste it into Edit layout again.",
+            f"{exc.user_message}\nYour text is attached, to paste into Edit layout again.",
             file=file(text.encode(), "layout.txt"),
             ephemeral=True,
         )

@@ -10,7 +10,7 @@ import discord
 
 from cogs._views import EditLayoutButton, EditLayoutModal, LayoutButton
 from cogs.imagine import ImagineCog
-from tests.cogs.conftest import eventually
+from tests.cogs.conftest import eventually, start_discord
 
 OWNER, OTHER = 1, 2
 
@@ -82,6 +82,23 @@ async def test_a_bad_edit_hands_the_text_back_and_changes_nothing(discord_core):
     assert said.args[0].startswith("That layout isn't valid: the JSON is malformed")
     assert said.kwargs["file"].filename == "layout.txt" and said.kwargs["ephemeral"] is True
     assert len(await core.repo.rounds(1)) == 1
+
+
+async def test_an_edit_refused_for_another_reason_hands_the_text_back_too(tmp_path):
+    """A box's text is gone once it closes, whatever refuses it: here the ban list."""
+    core, fake = await start_discord(tmp_path, guard={"banned_words": ["dragon"]})
+    try:
+        _, thread, _ = await _scene(core, fake)
+        modal = EditLayoutModal(1, 1, "")
+        modal.layout._value = (await core.scenes.layout_json(1)).replace("a blue cup", "a red dragon")
+        submit = fake.interaction(OWNER, thread)
+        await modal.on_submit(submit)
+        said = submit.followup.send.await_args
+        assert said.args[0].startswith("That prompt isn't allowed here")
+        assert said.kwargs["file"].filename == "layout.txt" and said.kwargs["ephemeral"] is True
+        assert len(await core.repo.rounds(1)) == 1
+    finally:
+        await core.close()
 
 
 def _with_file(message, name: str, data: bytes):
