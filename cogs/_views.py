@@ -318,9 +318,14 @@ async def submit_instruction(interaction: discord.Interaction, round_id: int, te
     scenes = scenes_of(interaction)
     round_ = await scenes.round_record(round_id)
     presenter = ThreadPresenter(interaction.channel, interaction=interaction)
-    outcome = await scenes.instruct(
-        actor_from_interaction(interaction), round_.scene_id, text, presenter, base_round_id=round_.id
-    )
+    try:
+        outcome = await scenes.instruct(
+            actor_from_interaction(interaction), round_.scene_id, text, presenter, base_round_id=round_.id
+        )
+    except LmdError as exc:
+        # A modal's text is gone once it closes: quote it back with why it was refused.
+        await _handed_back(interaction, exc.user_message, text, "instruction.txt")
+        return
     # A reply in words, or why the plan will not render, was the presenter's answer already.
     if isinstance(outcome, UndoView) or (isinstance(outcome, PlanView) and outcome.job is not None):
         await reply(interaction, "Done: see the thread.")
@@ -348,6 +353,20 @@ async def submit_layout(interaction: discord.Interaction, round_id: int, text: s
         return
     if outcome.job is not None:  # otherwise the presenter said why it will not render
         await reply(interaction, "Done: see the thread.")
+
+
+async def _handed_back(interaction: discord.Interaction, said: str, text: str, name: str) -> None:
+    """``said``, and the text of the box the user sent: quoted, or attached if too long to quote."""
+    from cogs._format import CONTENT_CHARS, file
+
+    quoted = "\n".join(f"> {line}" for line in text.splitlines())
+    message = f"{said}\nYour text, to try again:\n{quoted}"
+    if len(message) <= CONTENT_CHARS:
+        await reply(interaction, message)
+        return
+    await interaction.followup.send(
+        f"{said}\nYour text is attached, to try again.", file=file(text.encode(), name), ephemeral=True
+    )
 
 
 FORMS = {
