@@ -254,7 +254,7 @@ async def test_persistent_buttons_rebuild_from_their_custom_ids(discord_core):
     assert said.args[0].startswith("I couldn't lay this out")
     assert said.args[0].endswith("Your text, to try again:\n> put a kite\n> high above the cup")
     assert said.kwargs["ephemeral"] is True
-    modal.instruction._value = "a kite\n" * 210  # quoted, it would pass Discord's 2000 characters
+    modal.instruction._value = "kite\n" * 300  # quoted, it would pass Discord's 2000 characters
     failed = fake.interaction(OWNER, thread)
     await modal.on_submit(failed)
     said = failed.followup.send.await_args
