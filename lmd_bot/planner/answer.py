@@ -108,6 +108,9 @@ def read_json_answer(text: str) -> RawAnswer:
 # A reasoning model served without a reasoning parser sends its thoughts first, inline.
 _THINKING = re.compile(r"^\s*<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
 
+# "Reply:", as small models also write it: "**Reply:**", "reply:", "*Reply*:".
+_REPLY = re.compile(r"[*_]{0,2}reply[*_]{0,2}\s*:[*_]{0,2}\s*", re.IGNORECASE)
+
 
 def _first_line(text: str) -> str:
     return text.strip().split("\n", 1)[0]
@@ -122,8 +125,9 @@ def read_lmd_answer(text: str) -> RawAnswer:
     text = _THINKING.sub("", text, count=1)
     # Small local models like to wrap the answer in a Markdown code fence.
     text = _FENCE.sub("", text.strip()).strip()
-    if text.startswith("Reply:") and "Background prompt:" not in text:
-        reply = text.removeprefix("Reply:").strip()
+    label = _REPLY.match(text)
+    if label is not None and "Background prompt:" not in text:
+        reply = text[label.end() :].strip()
         if not reply:
             raise AnswerError(["the reply is empty"])
         return RawAnswer(reply=reply)

@@ -93,6 +93,13 @@ async def test_a_reasoning_models_thinking_is_not_read_as_the_answer(local_llm, 
     assert (result.layout.background, result.layout.negative) == ("A living room", "dogs")
 
 
+@pytest.mark.parametrize("label", ["**Reply:**", "reply:", "REPLY :", "*Reply*:"])
+async def test_a_reply_label_in_markdown_or_another_case_is_a_reply(local_llm, fake_openai, label):
+    fake_openai.push_completion(f"{label} I draw pictures: describe a scene.")
+    result = await local_llm.plan("what can you do?")
+    assert (result.reply, result.attempts) == ("I draw pictures: describe a scene.", 1)
+
+
 async def test_unreadable_answer_is_sent_back_then_repaired(local_llm, fake_openai):
     fake_openai.push_completion("Here you go: a cat in the middle of the room!")
     fake_openai.push_completion(CAT)
