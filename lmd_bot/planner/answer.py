@@ -108,6 +108,8 @@ def read_json_answer(text: str) -> RawAnswer:
 # A reasoning model served without a reasoning parser sends its thoughts first, inline.
 _THINKING = re.compile(r"^\s*<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
 
+# The format's labels in Markdown bold or italics ("**Background prompt:**", "__Objects__:").
+_EMPHASIS = re.compile(r"[*_]{1,2}(Objects|Background prompt|Negative prompt)(?::[*_]{1,2}|[*_]{1,2}:)")
 # "Reply:", as small models also write it: "**Reply:**", "reply:", "*Reply*:".
 _REPLY = re.compile(r"[*_]{0,2}reply[*_]{0,2}\s*:[*_]{0,2}\s*", re.IGNORECASE)
 
@@ -125,6 +127,7 @@ def read_lmd_answer(text: str) -> RawAnswer:
     text = _THINKING.sub("", text, count=1)
     # Small local models like to wrap the answer in a Markdown code fence.
     text = _FENCE.sub("", text.strip()).strip()
+    text = _EMPHASIS.sub(r"\1:", text)
     label = _REPLY.match(text)
     if label is not None and "Background prompt:" not in text:
         reply = text[label.end() :].strip()

@@ -100,6 +100,16 @@ async def test_a_reply_label_in_markdown_or_another_case_is_a_reply(local_llm, f
     assert (result.reply, result.attempts) == ("I draw pictures: describe a scene.", 1)
 
 
+async def test_labels_in_markdown_bold_are_read(local_llm, fake_openai):
+    fake_openai.push_completion(
+        "**Objects:** [('a grey cat', [100, 150, 200, 180])]\n"
+        "**Background prompt:** A living room\n__Negative prompt__: dogs"
+    )
+    result = await local_llm.plan("a grey cat, no dogs")
+    assert result.attempts == 1 and [o.caption for o in result.layout.objects] == ["a grey cat"]
+    assert (result.layout.background, result.layout.negative) == ("A living room", "dogs")
+
+
 async def test_unreadable_answer_is_sent_back_then_repaired(local_llm, fake_openai):
     fake_openai.push_completion("Here you go: a cat in the middle of the room!")
     fake_openai.push_completion(CAT)
