@@ -13,7 +13,7 @@ from lmd_bot.scenes.models import RoundKind
 from lmd_bot.services import AttachedFile, PlanView, ResultView
 from lmd_bot.services.errors import NotOwnerError
 from lmd_bot.services.scenes import LAYOUT_INSTRUCTION
-from tests.services.conftest import ALICE, BOB
+from tests.services.conftest import ALICE, BOB, running_core
 
 
 async def _scene(app, notes):
@@ -111,3 +111,25 @@ async def test_a_layout_file_saved_as_utf16_is_read_and_latin1_is_named(core):
             ALICE, plan.scene.id, _file("cat.png", b"\x89PNG\r\n\x1a\n\0\0"), notes
         )
     assert "binary data" in err.value.user_message
+
+
+async def test_limits_raised_above_the_defaults_hold_when_the_round_is_read_and_rendered(tmp_path):
+    """The configured limits are checked where a layout comes in; read back from the database or
+    the queue it was checked already (an operator may change the limits since)."""
+    async with running_core(tmp_path, layout={"max_prompt_chars": 2000, "max_caption_chars": 300}) as (
+        app,
+        notes,
+    ):
+        plan = await _scene(app, notes)
+        long_caption = "a blue cup with " + "a very fine painted pattern, " * 9 + "on a saucer"
+        text = (
+            (await app.scenes.layout_json(plan.round.id))
+            .replace('"a blue cup"', f'"{long_caption}"')
+            .replace('"negative": ""', f'"negative": "{"people, " * 100}"')
+        )
+        edited = await app.scenes.edit_layout(ALICE, plan.round.id, text, notes)
+        assert len(edited.round.layout.negative) > 400 and len(edited.round.layout.objects[1].caption) > 120
+        shown = await app.scenes.layout_view(ALICE, edited.round.id)  # read back from the database
+        assert long_caption in shown.json_text
+        result = await notes.result_of(edited.job.id)
+        assert isinstance(result, ResultView), result  # the worker read the request too
