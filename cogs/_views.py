@@ -126,6 +126,13 @@ class EditLayoutButton(_RoundButton, template=r"lmd:editlayout:(?P<id>\d+)"):
         shown = await scenes.layout_view(actor_from_interaction(interaction), self.target_id)
         if not shown.editable:
             await scenes.check_editor(actor_from_interaction(interaction), self.target_id)  # says why
+        if shown.edit_text is None:
+            await reply(
+                interaction,
+                f"This layout is too long for the edit box (it holds {EDIT_BOX_CHARS:,} characters): "
+                "save the file 🗺️ Layout gives, edit it, and post it in the thread.",
+            )
+            return
         await interaction.response.send_modal(
             EditLayoutModal(shown.round_id, shown.round_number, shown.edit_text)
         )

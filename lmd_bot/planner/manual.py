@@ -53,10 +53,13 @@ def editable_json(layout: SceneLayout) -> str:
     return "{\n" + ",\n".join(fields) + "\n}"
 
 
-def edit_box_text(layout: SceneLayout) -> str:
-    """What the Edit-layout box starts with: the JSON, or the LMD text when the JSON is too long."""
-    text = editable_json(layout)
-    return text if len(text) <= EDIT_BOX_CHARS else format_lmd_text(layout)
+def edit_box_text(layout: SceneLayout) -> str | None:
+    """What the Edit-layout box starts with: the JSON, or the LMD text when the JSON is too long;
+    None when that is too long too (limits raised in ``layout.*``): Discord refuses such a box."""
+    for text in (editable_json(layout), format_lmd_text(layout)):
+        if len(text) <= EDIT_BOX_CHARS:
+            return text
+    return None
 
 
 def _json_layout(text: str, previous: SceneLayout) -> tuple[list[RawObject], Any, Any, list[str]]:

@@ -95,6 +95,10 @@ def test_a_layout_too_long_for_the_edit_box_is_offered_as_lmd_text():
     assert len(editable_json(many)) > EDIT_BOX_CHARS
     assert edit_box_text(many) == format_lmd_text(many)
     assert edit_box_text(BEFORE) == editable_json(BEFORE)
+    # Limits raised in layout.* can make even the text format too long for the box.
+    wordy = {"background": "a meadow " * 220, "negative": "people, " * 240}
+    huge = SceneLayout.model_validate({"objects": objects, **wordy})
+    assert len(format_lmd_text(huge)) > EDIT_BOX_CHARS and edit_box_text(huge) is None
 
 
 @pytest.mark.parametrize("number", ["1" * 5000, "-" + "9" * 4400])
