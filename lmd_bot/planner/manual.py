@@ -108,6 +108,12 @@ def read_user_layout(
         raise LayoutError(f"it is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
     if text.startswith("{"):
         objects, background, negative, notes = _json_layout(text, previous)
+    elif "Background prompt:" not in text:
+        # The text format's reader would say only what that format lacks; this may be JSON after
+        # a word ("here: {...}"), which users mean far more often.
+        raise LayoutError(
+            'it is neither JSON (starting with {) nor the LMD text format (with a "Background prompt:" line)'
+        )
     else:
         parsed = parse_lmd_text(text)
         objects, background, negative, notes = parsed.objects, parsed.background, parsed.negative, []

@@ -71,6 +71,8 @@ def test_the_canvas_stays_the_scenes():
         ("{not json", "JSON is malformed"),
         ('{"boxes": []}', '"objects" list'),
         ("a cat on a mat", "Background prompt"),
+        # JSON after a word: the message names both forms, not only the text format's marker.
+        ('here it is: {"objects": []}', "neither JSON (starting with {) nor"),
         ("[('a cat', [0, 0, 10, 10])]\nBackground prompt: x\n" + "y" * 30_000, "limit"),
     ],
 )
