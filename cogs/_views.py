@@ -366,6 +366,9 @@ async def _handed_back(interaction: discord.Interaction, said: str, text: str, n
     """``said``, and the text of the box the user sent: quoted, or attached if too long to quote."""
     from cogs._format import CONTENT_CHARS, file
 
+    if not text.strip():  # nothing to hand back
+        await reply(interaction, said)
+        return
     quoted = "\n".join(f"> {line}" for line in text.splitlines())
     message = f"{said}\nYour text, to try again:\n{quoted}"
     if len(message) <= CONTENT_CHARS:
