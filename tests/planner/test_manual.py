@@ -73,6 +73,8 @@ def test_the_canvas_stays_the_scenes():
         ("a cat on a mat", "Background prompt"),
         # JSON after a word: the message names both forms, not only the text format's marker.
         ('here it is: {"objects": []}', "neither JSON (starting with {) nor"),
+        # The text format reader's words are about the user's text, not "the answer" of a model.
+        ("[]\nBackground prompt: x\nBackground prompt: y", "the text has more than one"),
         ("[('a cat', [0, 0, 10, 10])]\nBackground prompt: x\n" + "y" * 30_000, "limit"),
     ],
 )
