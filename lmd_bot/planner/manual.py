@@ -75,10 +75,20 @@ def _json_layout(text: str, previous: SceneLayout) -> tuple[list[RawObject], Any
     notes = []
     canvas = (data.get("width", previous.width), data.get("height", previous.height))
     if canvas != (previous.width, previous.height):
-        notes.append(
-            f"kept the scene's {previous.width}x{previous.height} canvas (the layout asked for "
-            f"{canvas[0]!r:.12}x{canvas[1]!r:.12})"
-        )
+        if all(_side(v) for v in canvas):
+            # Boxes drawn on another canvas (a layout from a scene of another shape) keep their
+            # place in the picture: scaled in proportion, not clipped or rescaled as if off it.
+            sx, sy = previous.width / canvas[0], previous.height / canvas[1]
+            objects = [RawObject(o.caption, _scaled(o.box, sx, sy), o.id) for o in objects]
+            notes.append(
+                f"kept the scene's {previous.width}x{previous.height} canvas: the boxes, drawn on "
+                f"{canvas[0]:g}x{canvas[1]:g}, were scaled to it"
+            )
+        else:
+            notes.append(
+                f"kept the scene's {previous.width}x{previous.height} canvas (the layout asked for "
+                f"{canvas[0]!r:.12}x{canvas[1]!r:.12})"
+            )
     prompts = []
     for key, name, kept in (
         ("background", "background", previous.background),
@@ -92,6 +102,24 @@ def _json_layout(text: str, previous: SceneLayout) -> tuple[list[RawObject], Any
             value = kept
         prompts.append(value)
     return objects, prompts[0], prompts[1], notes
+
+
+def _side(value: Any) -> bool:
+    """A canvas side boxes can be scaled from."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 8 <= value <= 100_000
+
+
+def _scaled(box: Any, sx: float, sy: float) -> Any:
+    """``[x, y, w, h]`` (or ``{"x", "y", "w", "h"}``) scaled; anything else as it is, for the
+    repairs to report."""
+    if isinstance(box, dict):
+        box = [box.get(k) for k in "xywh"]
+    if not isinstance(box, list) or len(box) != 4:
+        return box
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box):
+        return box
+    x, y, w, h = box
+    return [x * sx, y * sy, w * sx, h * sy]
 
 
 def read_user_layout(

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from lmd_bot.errors import LayoutError
+from lmd_bot.layout.canvas import Canvas
 from lmd_bot.layout.lmd_text import format_lmd_text
 from lmd_bot.layout.schema import LayoutLimits, SceneLayout
 from lmd_bot.planner.manual import EDIT_BOX_CHARS, edit_box_text, editable_json, read_user_layout
@@ -62,6 +63,21 @@ def test_a_box_off_the_canvas_rescales_the_layout_as_the_reference_does():
 def test_the_canvas_stays_the_scenes():
     read = read_user_layout(editable_json(BEFORE).replace('"width": 512', '"width": 768'), BEFORE)
     assert read.layout.width == 512 and "kept the scene's 512x512 canvas" in read.notes[0]
+
+
+def test_a_layout_of_another_canvas_is_fitted_to_the_scenes_in_proportion():
+    """A square scene's layout posted into a wide scene: each box keeps its place in the picture,
+    not its pixels (which put the apple 200 px down a 320 px canvas, near its bottom)."""
+    apple = {"id": 1, "caption": "a red apple", "box": [16, 125, 100, 62]}
+    wide = layout_of([apple], canvas=Canvas(512, 320))
+    read = read_user_layout(editable_json(BEFORE), wide)
+    assert (read.layout.width, read.layout.height) == (512, 320)
+    assert [o.box.as_list() for o in read.layout.objects] == [[16, 125, 100, 62], [300, 112, 120, 88]]
+    assert read.notes == ["kept the scene's 512x320 canvas: the boxes, drawn on 512x512, were scaled to it"]
+    # A canvas that is no canvas is not scaled from.
+    read = read_user_layout(editable_json(BEFORE).replace('"width": 512', '"width": -3'), BEFORE)
+    assert read.layout == BEFORE
+    assert read.notes == ["kept the scene's 512x512 canvas (the layout asked for -3x512)"]
 
 
 @pytest.mark.parametrize(
