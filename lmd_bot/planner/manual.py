@@ -10,7 +10,8 @@ notes the user sees. Two forms are read:
 - JSON, as the 🗺️ Layout button shows it (:func:`editable_json`): ``objects`` (each ``id``,
   ``caption``, ``box`` as ``[x, y, w, h]`` pixels or ``{"x", "y", "w", "h"}``), ``background``,
   ``negative`` (either left out keeps the round's). Leniently: a bad object is dropped with a
-  note, as a planner's would be; the canvas stays the scene's.
+  note, as a planner's would be; the canvas stays the scene's (boxes drawn on another ``width``
+  and ``height`` are scaled to it).
 - the LMD text format (docs/method.md), which has no ids: identity comes from the evidence only.
 
 A Markdown code fence around either (copied from the Layout message) is ignored.
