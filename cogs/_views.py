@@ -18,7 +18,7 @@ from cogs._common import (
     reply,
     scenes_of,
 )
-from lmd_bot.errors import LayoutError
+from lmd_bot.errors import LmdError
 from lmd_bot.planner.manual import EDIT_BOX_CHARS
 from lmd_bot.services import PlanView, ResultView, UndoView
 
@@ -126,6 +126,13 @@ class EditLayoutButton(_RoundButton, template=r"lmd:editlayout:(?P<id>\d+)"):
         shown = await scenes.layout_view(actor_from_interaction(interaction), self.target_id)
         if not shown.editable:
             await scenes.check_editor(actor_from_interaction(interaction), self.target_id)  # says why
+        if shown.edit_text is None:
+            await reply(
+                interaction,
+                f"This layout is too long for the edit box (it holds {EDIT_BOX_CHARS:,} characters): "
+                "save the file 🗺️ Layout gives, edit it, and post it in the thread.",
+            )
+            return
         await interaction.response.send_modal(
             EditLayoutModal(shown.round_id, shown.round_number, shown.edit_text)
         )
@@ -318,9 +325,14 @@ async def submit_instruction(interaction: discord.Interaction, round_id: int, te
     scenes = scenes_of(interaction)
     round_ = await scenes.round_record(round_id)
     presenter = ThreadPresenter(interaction.channel, interaction=interaction)
-    outcome = await scenes.instruct(
-        actor_from_interaction(interaction), round_.scene_id, text, presenter, base_round_id=round_.id
-    )
+    try:
+        outcome = await scenes.instruct(
+            actor_from_interaction(interaction), round_.scene_id, text, presenter, base_round_id=round_.id
+        )
+    except LmdError as exc:
+        # A modal's text is gone once it closes: quote it back with why it was refused.
+        await _handed_back(interaction, exc.user_message, text, "instruction.txt")
+        return
     # A reply in words, or why the plan will not render, was the presenter's answer already.
     if isinstance(outcome, UndoView) or (isinstance(outcome, PlanView) and outcome.job is not None):
         await reply(interaction, "Done: see the thread.")
@@ -335,18 +347,36 @@ async def submit_layout(interaction: discord.Interaction, round_id: int, text: s
         outcome = await scenes_of(interaction).edit_layout(
             actor_from_interaction(interaction), round_id, text, presenter
         )
-    except LayoutError as exc:
-        # A modal's text is gone once it closes: hand it back with what to fix.
+    except LmdError as exc:
+        # A modal's text is gone once it closes: hand it back with why it was refused (a layout
+        # to fix, a banned word, the job cap, the rate limit).
         from cogs._format import file
 
         await interaction.followup.send(
-            f"{exc.user_message}\nYour text is attached: fix it and paste it into Edit layout again.",
+            f"{exc.user_message}\nYour text is attached, to paste into Edit layout again.",
             file=file(text.encode(), "layout.txt"),
             ephemeral=True,
         )
         return
     if outcome.job is not None:  # otherwise the presenter said why it will not render
         await reply(interaction, "Done: see the thread.")
+
+
+async def _handed_back(interaction: discord.Interaction, said: str, text: str, name: str) -> None:
+    """``said``, and the text of the box the user sent: quoted, or attached if too long to quote."""
+    from cogs._format import CONTENT_CHARS, file
+
+    if not text.strip():  # nothing to hand back
+        await reply(interaction, said)
+        return
+    quoted = "\n".join(f"> {line}" for line in text.splitlines())
+    message = f"{said}\nYour text, to try again:\n{quoted}"
+    if len(message) <= CONTENT_CHARS:
+        await reply(interaction, message)
+        return
+    await interaction.followup.send(
+        f"{said}\nYour text is attached, to try again.", file=file(text.encode(), name), ephemeral=True
+    )
 
 
 FORMS = {

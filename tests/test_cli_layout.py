@@ -1,6 +1,8 @@
 """`lmd-bot layout`: validate, convert and draw a layout file."""
 
+import io
 import json
+import sys
 
 from lmd_bot.cli import main
 
@@ -86,3 +88,15 @@ def test_an_empty_layout_file_is_called_empty(tmp_path, capsys):
         (tmp_path / name).write_text(text)
         told = "error: the layout is empty: give it as JSON or in the LMD text format"
         assert _layout_error(capsys, str(tmp_path / name)) == told
+
+
+def test_layout_command_reads_stdin_as_it_reads_files(monkeypatch, capsys):
+    """Piped in, a Latin-1 layout is named as not UTF-8 (it was an "object list" error), and
+    UTF-16 with a byte-order mark is read, as from a file."""
+    lmd = "[('un café', [1, 1, 20, 30])]\nBackground prompt: x"
+    stdin = io.TextIOWrapper(io.BytesIO(lmd.encode("latin-1")), encoding="utf-8", errors="surrogateescape")
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert _layout_error(capsys, "-").startswith("error: cannot read stdin: it is not UTF-8 text")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(lmd.encode("utf-16")), encoding="utf-8"))
+    assert main(["layout", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["objects"][0]["caption"] == "un café"

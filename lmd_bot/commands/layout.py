@@ -19,11 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lmd_bot.commands import check_writable, write_output
     from lmd_bot.layout import format_lmd_text
-    from lmd_bot.layout.io import load_layout_text, read_text_file
+    from lmd_bot.layout.io import decode_text, load_layout_text, read_text_file
 
     if args.overlay:
         check_writable(args.overlay, "plan picture")
-    text = sys.stdin.read() if str(args.file) == "-" else read_text_file(args.file, "layout file")
+    if str(args.file) == "-":  # the bytes, decoded as a file's are (the terminal's encoding may not be UTF-8)
+        text = decode_text(sys.stdin.buffer.read(), "stdin")
+    else:
+        text = read_text_file(args.file, "layout file")
     result = load_layout_text(text)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)  # noqa: T201

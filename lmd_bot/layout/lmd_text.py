@@ -73,18 +73,18 @@ def _parse_objects(text: str) -> list[RawObject]:
 def parse_lmd_text(text: str) -> ParsedLmdText:
     """Split an LMD answer into raw objects, background and negative prompt (no validation)."""
     if len(text) > MAX_TEXT_CHARS:
-        raise LayoutError(f"the answer is {len(text)} characters long; a layout is far shorter")
+        raise LayoutError(f"the text is {len(text)} characters long; a layout is far shorter")
     if "Objects: " in text:
         text = text.split("Objects: ", 1)[1]
     parts = text.split("Background prompt:")
     if len(parts) == 1:
-        raise LayoutError('the answer has no "Background prompt:" line')
+        raise LayoutError('the text has no "Background prompt:" line')
     if len(parts) > 2:
-        raise LayoutError('the answer has more than one "Background prompt:" line')
+        raise LayoutError('the text has more than one "Background prompt:" line')
     boxes_text, rest = parts
     rest_parts = rest.split("Negative prompt:")
     if len(rest_parts) > 2:
-        raise LayoutError('the answer has more than one "Negative prompt:" line')
+        raise LayoutError('the text has more than one "Negative prompt:" line')
     background = rest_parts[0].strip()
     negative = rest_parts[1].strip() if len(rest_parts) == 2 else ""
     if negative == "None":

@@ -49,7 +49,8 @@ RESERVED_MARKERS = ("Objects: ", "Background prompt:", "Negative prompt:")
 
 
 class LayoutLimits(BaseModel):
-    """Configurable caps, passed as validation context ``{"limits": LayoutLimits(...)}``."""
+    """Configurable caps, passed as validation context ``{"limits": LayoutLimits(...)}`` (without
+    one, only the hard ceilings: :data:`STORED_LIMITS`)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -58,10 +59,19 @@ class LayoutLimits(BaseModel):
     max_prompt_chars: int = Field(400, ge=16, le=HARD_MAX_TEXT)
 
 
+# Without a context, only the hard ceilings hold. Every way a layout comes in (the planner, its
+# repairs, the layout readers) passes the configured limits; a layout validated without them is
+# one our own code wrote (a database row, a queued render), checked when it came in, which must
+# read back whatever the limits are now: an operator may have raised or lowered them since.
+STORED_LIMITS = LayoutLimits(
+    max_objects=HARD_MAX_OBJECTS, max_caption_chars=HARD_MAX_TEXT, max_prompt_chars=HARD_MAX_TEXT
+)
+
+
 def _limits(info: ValidationInfo) -> LayoutLimits:
     ctx = info.context or {}
     limits = ctx.get("limits")
-    return limits if isinstance(limits, LayoutLimits) else LayoutLimits()
+    return limits if isinstance(limits, LayoutLimits) else STORED_LIMITS
 
 
 def _visible(ch: str) -> bool:

@@ -43,6 +43,10 @@ class RawAnswer:
     negative: str = ""
 
 
+# A Markdown code fence around an answer, which models write when no output mode forbids it.
+_FENCE = re.compile(r"^```[\w-]*\s*\n?|\n?```\s*$")
+
+
 # --- JSON (Anthropic) ------------------------------------------------------------------------
 
 
@@ -76,9 +80,11 @@ class PlannerAnswer(BaseModel):
 
 
 def read_json_answer(text: str) -> RawAnswer:
-    """Read an answer in the JSON schema (the Anthropic backend's)."""
+    """Read an answer in the JSON schema (the Anthropic backend's), in a code fence or not: the
+    API's JSON-schema mode never writes one, but a gateway that drops that mode leaves the model
+    to format the answer itself."""
     try:
-        answer = PlannerAnswer.model_validate_json(text)
+        answer = PlannerAnswer.model_validate_json(_FENCE.sub("", text.strip()))
     except ValidationError as exc:
         lines = describe_validation_error(exc)
         raise AnswerError([f"the answer is not valid JSON for the schema: {'; '.join(lines[:3])}"]) from None
@@ -99,15 +105,32 @@ def read_json_answer(text: str) -> RawAnswer:
 
 # --- LMD text (OpenAI-compatible) ------------------------------------------------------------
 
-_FENCE = re.compile(r"^```[\w-]*\s*\n?|\n?```\s*$")
+# A reasoning model served without a reasoning parser sends its thoughts first, inline.
+_THINKING = re.compile(r"^\s*<(think|thinking|reasoning)>.*?</\1>", re.DOTALL | re.IGNORECASE)
+
+# The format's labels in Markdown bold or italics ("**Background prompt:**", "__Objects__:").
+_EMPHASIS = re.compile(r"[*_]{1,2}(Objects|Background prompt|Negative prompt)(?::[*_]{1,2}|[*_]{1,2}:)")
+# "Reply:", as small models also write it: "**Reply:**", "reply:", "*Reply*:".
+_REPLY = re.compile(r"[*_]{0,2}reply[*_]{0,2}\s*:[*_]{0,2}\s*", re.IGNORECASE)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().split("\n", 1)[0]
 
 
 def read_lmd_answer(text: str) -> RawAnswer:
-    """Read an answer in the LMD text format, or a ``Reply: ...`` line. Ids are left to matching."""
+    """Read an answer in the LMD text format, or a ``Reply: ...`` line. Ids are left to matching.
+
+    The background and negative prompts are one line each, as the format writes them: what a
+    chat model adds after the answer ("I hope this works for you!") is not part of them.
+    """
+    text = _THINKING.sub("", text, count=1)
     # Small local models like to wrap the answer in a Markdown code fence.
     text = _FENCE.sub("", text.strip()).strip()
-    if text.startswith("Reply:") and "Background prompt:" not in text:
-        reply = text.removeprefix("Reply:").strip()
+    text = _EMPHASIS.sub(r"\1:", text)
+    label = _REPLY.match(text)
+    if label is not None and "Background prompt:" not in text:
+        reply = text[label.end() :].strip()
         if not reply:
             raise AnswerError(["the reply is empty"])
         return RawAnswer(reply=reply)
@@ -115,4 +138,9 @@ def read_lmd_answer(text: str) -> RawAnswer:
         parsed = parse_lmd_text(text)
     except LayoutError as exc:
         raise AnswerError([f"the answer is not in the format: {exc}"]) from None
-    return RawAnswer(objects=parsed.objects, background=parsed.background, negative=parsed.negative)
+    negative = _first_line(parsed.negative)
+    return RawAnswer(
+        objects=parsed.objects,
+        background=_first_line(parsed.background),
+        negative="" if negative == "None" else negative,
+    )

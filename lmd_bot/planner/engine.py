@@ -192,6 +192,8 @@ class LayoutPlanner:
             return None, prompts.problems_request(exc.problems)
         if raw.reply is not None:
             reply = clean_text(raw.reply)
+            if not reply:  # only invisible characters: the user would get an empty message
+                return None, prompts.problems_request(["the reply is empty"])
             if len(reply) > MAX_REPLY_CHARS:
                 reply = reply[: MAX_REPLY_CHARS - 1].rstrip() + "…"
             return PlanResult(reply=reply), ""
@@ -204,7 +206,10 @@ class LayoutPlanner:
             height=canvas.height,
             limits=self._limits,
         )
-        if repaired.notes and not last:
+        # Repairs that dropped every object the model proposed leave a scene it did not mean: the
+        # background alone. That is no answer even in the last round (a layout of no objects that
+        # the model gave as such is one).
+        if repaired.notes and (not last or (raw.objects and not repaired.layout.objects)):
             return None, prompts.repairs_request(repaired.notes, canvas)
         return PlanResult(layout=repaired.layout, notes=repaired.notes), ""
 

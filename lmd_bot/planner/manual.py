@@ -9,8 +9,9 @@ notes the user sees. Two forms are read:
 
 - JSON, as the 🗺️ Layout button shows it (:func:`editable_json`): ``objects`` (each ``id``,
   ``caption``, ``box`` as ``[x, y, w, h]`` pixels or ``{"x", "y", "w", "h"}``), ``background``,
-  ``negative``. Leniently: a bad object is dropped with a note, as a planner's would be; the
-  canvas stays the scene's.
+  ``negative`` (either left out keeps the round's). Leniently: a bad object is dropped with a
+  note, as a planner's would be; the canvas stays the scene's (boxes drawn on another ``width``
+  and ``height`` are scaled to it).
 - the LMD text format (docs/method.md), which has no ids: identity comes from the evidence only.
 
 A Markdown code fence around either (copied from the Layout message) is ignored.
@@ -24,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from lmd_bot.errors import LayoutError
+from lmd_bot.layout.io import load_json
 from lmd_bot.layout.lmd_text import MAX_TEXT_CHARS, format_lmd_text, parse_lmd_text
 from lmd_bot.layout.repair import RawObject, RepairResult, repair_layout
 from lmd_bot.layout.schema import LayoutLimits, SceneLayout
@@ -52,19 +54,17 @@ def editable_json(layout: SceneLayout) -> str:
     return "{\n" + ",\n".join(fields) + "\n}"
 
 
-def edit_box_text(layout: SceneLayout) -> str:
-    """What the Edit-layout box starts with: the JSON, or the LMD text when the JSON is too long."""
-    text = editable_json(layout)
-    return text if len(text) <= EDIT_BOX_CHARS else format_lmd_text(layout)
+def edit_box_text(layout: SceneLayout) -> str | None:
+    """What the Edit-layout box starts with: the JSON, or the LMD text when the JSON is too long;
+    None when that is too long too (limits raised in ``layout.*``): Discord refuses such a box."""
+    for text in (editable_json(layout), format_lmd_text(layout)):
+        if len(text) <= EDIT_BOX_CHARS:
+            return text
+    return None
 
 
 def _json_layout(text: str, previous: SceneLayout) -> tuple[list[RawObject], Any, Any, list[str]]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LayoutError(f"the JSON is malformed ({exc.msg} at line {exc.lineno})") from None
-    except RecursionError:
-        raise LayoutError("the JSON is nested too deeply to be a layout") from None
+    data = load_json(text)
     if not isinstance(data, dict) or not isinstance(data.get("objects"), list):
         raise LayoutError('the JSON needs an "objects" list (each with "caption" and "box")')
     objects = [
@@ -76,11 +76,51 @@ def _json_layout(text: str, previous: SceneLayout) -> tuple[list[RawObject], Any
     notes = []
     canvas = (data.get("width", previous.width), data.get("height", previous.height))
     if canvas != (previous.width, previous.height):
-        notes.append(
-            f"kept the scene's {previous.width}x{previous.height} canvas (the layout asked for "
-            f"{canvas[0]!r:.12}x{canvas[1]!r:.12})"
-        )
-    return objects, data.get("background", ""), data.get("negative", ""), notes
+        if all(_side(v) for v in canvas):
+            # Boxes drawn on another canvas (a layout from a scene of another shape) keep their
+            # place in the picture: scaled in proportion, not clipped or rescaled as if off it.
+            sx, sy = previous.width / canvas[0], previous.height / canvas[1]
+            objects = [RawObject(o.caption, _scaled(o.box, sx, sy), o.id) for o in objects]
+            notes.append(
+                f"kept the scene's {previous.width}x{previous.height} canvas: the boxes, drawn on "
+                f"{canvas[0]:g}x{canvas[1]:g}, were scaled to it"
+            )
+        else:
+            notes.append(
+                f"kept the scene's {previous.width}x{previous.height} canvas (the layout asked for "
+                f"{canvas[0]!r:.12}x{canvas[1]!r:.12})"
+            )
+    prompts = []
+    for key, name, kept in (
+        ("background", "background", previous.background),
+        ("negative", "negative prompt", previous.negative),
+    ):
+        # A prompt left out is one the user did not mean to change; one that is not text cannot
+        # be what they meant either: both keep the scene's, which an empty default would lose.
+        value = data.get(key, kept)
+        if value is not None and not isinstance(value, str):
+            notes.append(f"kept the scene's {name}: the layout's is not text ({value!r:.40})")
+            value = kept
+        prompts.append(value)
+    return objects, prompts[0], prompts[1], notes
+
+
+def _side(value: Any) -> bool:
+    """A canvas side boxes can be scaled from."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and 8 <= value <= 100_000
+
+
+def _scaled(box: Any, sx: float, sy: float) -> Any:
+    """``[x, y, w, h]`` (or ``{"x", "y", "w", "h"}``) scaled; anything else as it is, for the
+    repairs to report."""
+    if isinstance(box, dict):
+        box = [box.get(k) for k in "xywh"]
+    if not isinstance(box, list) or len(box) != 4:
+        return box
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in box):
+        return box
+    x, y, w, h = box
+    return [x * sx, y * sy, w * sx, h * sy]
 
 
 def read_user_layout(
@@ -97,6 +137,12 @@ def read_user_layout(
         raise LayoutError(f"it is {len(text)} characters long; the limit is {MAX_TEXT_CHARS}")
     if text.startswith("{"):
         objects, background, negative, notes = _json_layout(text, previous)
+    elif "Background prompt:" not in text:
+        # The text format's reader would say only what that format lacks; this may be JSON after
+        # a word ("here: {...}"), which users mean far more often.
+        raise LayoutError(
+            'it is neither JSON (starting with {) nor the LMD text format (with a "Background prompt:" line)'
+        )
     else:
         parsed = parse_lmd_text(text)
         objects, background, negative, notes = parsed.objects, parsed.background, parsed.negative, []
@@ -104,4 +150,8 @@ def read_user_layout(
     repaired = repair_layout(
         settled, background, negative, width=previous.width, height=previous.height, limits=limits
     )
+    if objects and not repaired.layout.objects:
+        # The background alone, rendered, would be no edit the user made: say what to fix instead.
+        reasons = "; ".join(repaired.notes[:3])
+        raise LayoutError(f"none of its objects can be used ({reasons})", problems=repaired.notes)
     return RepairResult(repaired.layout, notes + repaired.notes)

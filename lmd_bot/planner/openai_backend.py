@@ -125,6 +125,8 @@ def _completion(raw: bytes, url: str) -> Completion:
         data: Any = json.loads(raw)
         choice = data["choices"][0]
         text = choice["message"]["content"] or ""
+        if isinstance(text, list):  # the list-of-parts form some servers send
+            text = "".join(p["text"] for p in text if isinstance(p, dict) and p.get("type") == "text")
         finish = choice.get("finish_reason")
         usage = data.get("usage") or {}
         cached = _count((usage.get("prompt_tokens_details") or {}).get("cached_tokens"))

@@ -57,7 +57,9 @@ class LayoutView(BaseModel):
     round_id: int
     round_number: int
     json_text: str  # the layout as JSON, one object a line
-    edit_text: str  # what the edit box starts with: that JSON, or LMD text if it is too long
+    # What the edit box starts with: that JSON, or LMD text if it is too long; None if that is too
+    # long for the box as well (then the layout is edited as a file posted in the thread).
+    edit_text: str | None
     editable: bool
 
 

@@ -246,6 +246,21 @@ async def test_persistent_buttons_rebuild_from_their_custom_ids(discord_core):
     other.response.send_modal.assert_not_awaited()
     assert "Only the person who started" in other.response.send_message.await_args.args[0]
 
+    # Refused (here the planner cannot lay it out): the box's text is gone, so the answer quotes it.
+    modal.instruction._value = "put a kite\nhigh above the cup"
+    failed = fake.interaction(OWNER, thread)
+    await modal.on_submit(failed)
+    said = failed.followup.send.await_args
+    assert said.args[0].startswith("I couldn't lay this out")
+    assert said.args[0].endswith("Your text, to try again:\n> put a kite\n> high above the cup")
+    assert said.kwargs["ephemeral"] is True
+    modal.instruction._value = "kite\n" * 300  # quoted, it would pass Discord's 2000 characters
+    failed = fake.interaction(OWNER, thread)
+    await modal.on_submit(failed)
+    said = failed.followup.send.await_args
+    assert said.args[0].endswith("Your text is attached, to try again.")
+    assert said.kwargs["file"].filename == "instruction.txt"
+
 
 async def _gated(tmp_path):
     gate = tmp_path / "gate"

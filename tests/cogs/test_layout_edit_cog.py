@@ -3,6 +3,7 @@ the cogs only present; the scene service reads the layout (no planner call)."""
 
 from __future__ import annotations
 
+import json
 import re
 from unittest.mock import AsyncMock, MagicMock
 
@@ -10,7 +11,9 @@ import discord
 
 from cogs._views import EditLayoutButton, EditLayoutModal, LayoutButton
 from cogs.imagine import ImagineCog
-from tests.cogs.conftest import eventually
+from lmd_bot.services import Actor
+from lmd_bot.testing import RecordingNotifier
+from tests.cogs.conftest import eventually, start_discord
 
 OWNER, OTHER = 1, 2
 
@@ -82,6 +85,41 @@ async def test_a_bad_edit_hands_the_text_back_and_changes_nothing(discord_core):
     assert said.args[0].startswith("That layout isn't valid: the JSON is malformed")
     assert said.kwargs["file"].filename == "layout.txt" and said.kwargs["ephemeral"] is True
     assert len(await core.repo.rounds(1)) == 1
+
+
+async def test_an_edit_refused_for_another_reason_hands_the_text_back_too(tmp_path):
+    """A box's text is gone once it closes, whatever refuses it: here the ban list."""
+    core, fake = await start_discord(tmp_path, guard={"banned_words": ["dragon"]})
+    try:
+        _, thread, _ = await _scene(core, fake)
+        modal = EditLayoutModal(1, 1, "")
+        modal.layout._value = (await core.scenes.layout_json(1)).replace("a blue cup", "a red dragon")
+        submit = fake.interaction(OWNER, thread)
+        await modal.on_submit(submit)
+        said = submit.followup.send.await_args
+        assert said.args[0].startswith("That prompt isn't allowed here")
+        assert said.kwargs["file"].filename == "layout.txt" and said.kwargs["ephemeral"] is True
+        assert len(await core.repo.rounds(1)) == 1
+    finally:
+        await core.close()
+
+
+async def test_a_layout_too_long_for_the_edit_box_says_to_post_it_as_a_file(tmp_path):
+    """Discord refuses a box whose text is longer than it holds: no box, but how to edit it."""
+    core, fake = await start_discord(tmp_path, layout={"max_prompt_chars": 2000})
+    try:
+        _, thread, _ = await _scene(core, fake)
+        data = json.loads(await core.scenes.layout_json(1))
+        data.update(background="a very long meadow " * 105, negative="people, " * 240)
+        actor = Actor(user_id=OWNER, guild_id=thread.guild.id, channel_id=thread.id)
+        edited = await core.scenes.edit_layout(actor, 1, json.dumps(data), RecordingNotifier())
+        owner = fake.interaction(OWNER, thread)
+        await _press(EditLayoutButton, owner, f"lmd:editlayout:{edited.round.id}")
+        owner.response.send_modal.assert_not_awaited()
+        said = owner.response.send_message.await_args
+        assert "too long for the edit box" in said.args[0] and said.kwargs["ephemeral"] is True
+    finally:
+        await core.close()
 
 
 def _with_file(message, name: str, data: bytes):

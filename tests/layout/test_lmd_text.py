@@ -144,3 +144,9 @@ def test_format_then_read_round_trips(layout):
     result = read_lmd_text(format_lmd_text(layout))
     assert result.layout == layout
     assert not result.notes
+
+
+def test_load_layout_text_says_a_number_is_too_long_instead_of_crashing():
+    big = "7" * 4500
+    with pytest.raises(LayoutError, match="too long"):
+        load_layout_text('{"objects": [{"id": 1, "caption": "a cat", "box": [' + big + ", 0, 3, 4]}]}")

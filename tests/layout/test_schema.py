@@ -63,9 +63,13 @@ def test_caption_empty_or_not_text_is_rejected(caption):
 def test_caption_length_follows_configurable_limit():
     long = "a " + "very " * 40 + "long cat"
     with pytest.raises(ValidationError, match="limit is 120"):
-        SceneObject.model_validate(obj(1, long))
+        SceneObject.model_validate(obj(1, long), context={"limits": LayoutLimits()})
     limits = LayoutLimits(max_caption_chars=400)
     assert SceneObject.model_validate(obj(1, long), context={"limits": limits}).caption == long
+    # Without limits, a layout our code stored is read back: only the hard ceiling holds.
+    assert SceneObject.model_validate(obj(1, long)).caption == long
+    with pytest.raises(ValidationError, match="limit is 2000"):
+        SceneObject.model_validate(obj(1, "a cat " * 400))
 
 
 def test_caption_with_text_format_marker_is_rejected():

@@ -13,6 +13,7 @@ from lmd_bot.planner.anthropic_backend import ANSWER_FORMAT, AUTH_MESSAGE, SPEND
 from lmd_bot.planner.engine import REFUSED_MESSAGE
 from lmd_bot.planner.retry import RetryPolicy
 from tests.fakes import Reply
+from tests.fakes.fake_anthropic import layout_answer
 from tests.planner.conftest import API_KEY, anthropic_backend, make_planner
 
 APPLES = [
@@ -111,6 +112,13 @@ async def test_answer_that_is_not_json_is_sent_back(claude, fake_anthropic):
     assert result.layout.objects[0].caption == "a cat"
     repair = fake_anthropic.bodies[1]["messages"][-1]["content"]
     assert "not valid JSON for the schema" in repair
+
+
+async def test_json_in_a_code_fence_is_read(claude, fake_anthropic):
+    # A gateway that drops the JSON-schema output mode leaves the model to format the answer itself.
+    fake_anthropic.push_message(f"```json\n{layout_answer([('a cat', (100, 100, 200, 200))])}\n```")
+    result = await claude.plan("a cat")
+    assert result.layout.objects[0].caption == "a cat" and result.attempts == 1
 
 
 async def test_truncated_answer_is_sent_back(claude, fake_anthropic):

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmd_bot.errors import PlannerError
+from lmd_bot.layout.repair import RawObject, repair_layout
 from lmd_bot.layout.schema import LayoutLimits, SceneLayout
 from lmd_bot.planner.answer import read_json_answer
 from lmd_bot.planner.backend import Completion, Turn
@@ -133,8 +134,38 @@ async def test_any_schema_conforming_answer_yields_a_valid_capped_layout(objects
     }
     text = json.dumps({**answer, "reply": None})
     planner = make_planner(ScriptedBackend(text), limits=limits, max_repairs=0)
-    layout = (await planner.plan("anything")).layout
+    try:
+        layout = (await planner.plan("anything")).layout
+    except PlannerError:
+        # Only when repairs would leave none of the objects: the scene would be its background.
+        repaired = repair_layout([RawObject(o["caption"], o["box"]) for o in objects], "", "", limits=limits)
+        assert repaired.layout.objects == ()
+        return
     assert len(layout.objects) <= 8
     assert all(o.box.inside(layout.width, layout.height) and len(o.caption) <= 60 for o in layout.objects)
     assert len({o.id for o in layout.objects}) == len(layout.objects)
     SceneLayout.model_validate(layout.model_dump(), context={"limits": limits})
+
+
+async def test_a_reply_of_invisible_characters_is_asked_again(claude, fake_anthropic, local_llm, fake_openai):
+    # It would reach the user as an empty message; the model is asked again instead.
+    fake_anthropic.push_reply("\u200b\u2066\u202e")
+    fake_anthropic.push_reply("Which animal should I draw?")
+    fake_openai.push_completion("Reply: \u200b\u200b")
+    fake_openai.push_completion("Reply: Which animal should I draw?")
+    for planner, fake in ((claude, fake_anthropic), (local_llm, fake_openai)):
+        result = await planner.plan("an animal")
+        assert (result.reply, result.attempts) == ("Which animal should I draw?", 2)
+        assert "reply is empty" in fake.bodies[1]["messages"][-1]["content"]
+
+
+async def test_an_answer_whose_every_object_is_unusable_is_no_layout(claude, fake_anthropic):
+    # Rendering the background alone would answer "a cat" with an empty scene.
+    for _ in range(3):
+        fake_anthropic.push_layout([("a cat", (0, 0, 0, 0)), ("a dog", (600, 600, 50, 50))], "a beach")
+    with pytest.raises(PlannerError) as err:
+        await claude.plan("a cat and a dog on a beach")
+    assert err.value.user_message == PlannerError.user_message
+    assert len(fake_anthropic.received) == 3
+    fake_anthropic.push_layout([], "an empty beach at dawn")  # no objects asked for: a layout
+    assert (await claude.plan("an empty beach")).layout.background == "an empty beach at dawn"

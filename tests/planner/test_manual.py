@@ -1,8 +1,11 @@
 """A layout the user wrote, read like a planner answer: ids settled, boxes repaired with notes."""
 
+import json
+
 import pytest
 
 from lmd_bot.errors import LayoutError
+from lmd_bot.layout.canvas import Canvas
 from lmd_bot.layout.lmd_text import format_lmd_text
 from lmd_bot.layout.schema import LayoutLimits, SceneLayout
 from lmd_bot.planner.manual import EDIT_BOX_CHARS, edit_box_text, editable_json, read_user_layout
@@ -62,6 +65,21 @@ def test_the_canvas_stays_the_scenes():
     assert read.layout.width == 512 and "kept the scene's 512x512 canvas" in read.notes[0]
 
 
+def test_a_layout_of_another_canvas_is_fitted_to_the_scenes_in_proportion():
+    """A square scene's layout posted into a wide scene: each box keeps its place in the picture,
+    not its pixels (which put the apple 200 px down a 320 px canvas, near its bottom)."""
+    apple = {"id": 1, "caption": "a red apple", "box": [16, 125, 100, 62]}
+    wide = layout_of([apple], canvas=Canvas(512, 320))
+    read = read_user_layout(editable_json(BEFORE), wide)
+    assert (read.layout.width, read.layout.height) == (512, 320)
+    assert [o.box.as_list() for o in read.layout.objects] == [[16, 125, 100, 62], [300, 112, 120, 88]]
+    assert read.notes == ["kept the scene's 512x320 canvas: the boxes, drawn on 512x512, were scaled to it"]
+    # A canvas that is no canvas is not scaled from.
+    read = read_user_layout(editable_json(BEFORE).replace('"width": 512', '"width": -3'), BEFORE)
+    assert read.layout == BEFORE
+    assert read.notes == ["kept the scene's 512x512 canvas (the layout asked for -3x512)"]
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
@@ -69,6 +87,10 @@ def test_the_canvas_stays_the_scenes():
         ("{not json", "JSON is malformed"),
         ('{"boxes": []}', '"objects" list'),
         ("a cat on a mat", "Background prompt"),
+        # JSON after a word: the message names both forms, not only the text format's marker.
+        ('here it is: {"objects": []}', "neither JSON (starting with {) nor"),
+        # The text format reader's words are about the user's text, not "the answer" of a model.
+        ("[]\nBackground prompt: x\nBackground prompt: y", "the text has more than one"),
         ("[('a cat', [0, 0, 10, 10])]\nBackground prompt: x\n" + "y" * 30_000, "limit"),
     ],
 )
@@ -93,3 +115,45 @@ def test_a_layout_too_long_for_the_edit_box_is_offered_as_lmd_text():
     assert len(editable_json(many)) > EDIT_BOX_CHARS
     assert edit_box_text(many) == format_lmd_text(many)
     assert edit_box_text(BEFORE) == editable_json(BEFORE)
+    # Limits raised in layout.* can make even the text format too long for the box.
+    wordy = {"background": "a meadow " * 220, "negative": "people, " * 240}
+    huge = SceneLayout.model_validate({"objects": objects, **wordy})
+    assert len(format_lmd_text(huge)) > EDIT_BOX_CHARS and edit_box_text(huge) is None
+
+
+@pytest.mark.parametrize("number", ["1" * 5000, "-" + "9" * 4400])
+def test_a_number_too_long_to_read_is_a_clear_layout_error(number):
+    # Python refuses to read integers of over 4300 digits with a bare ValueError, not a JSON error.
+    text = editable_json(BEFORE).replace("[16, 200, 100, 100]", f"[{number}, 200, 100, 100]")
+    with pytest.raises(LayoutError) as err:
+        read_user_layout(text, BEFORE)
+    message = err.value.user_message
+    assert "too long" in message and message.startswith("That layout isn't valid")
+
+
+def test_prompts_the_json_leaves_out_or_garbles_are_kept_from_the_round_it_edits():
+    moved = editable_json(BEFORE).replace("[300, 180, 120, 140]", "[310, 180, 120, 140]")
+    data = json.loads(moved)
+    del data["background"], data["negative"]
+    read = read_user_layout(json.dumps(data), BEFORE)
+    assert (read.layout.background, read.layout.negative) == ("a wooden table", "people")
+    assert read.notes == []
+    data["background"], data["negative"] = 42, ["cats"]
+    read = read_user_layout(json.dumps(data), BEFORE)
+    assert (read.layout.background, read.layout.negative) == ("a wooden table", "people")
+    assert read.notes == [
+        "kept the scene's background: the layout's is not text (42)",
+        "kept the scene's negative prompt: the layout's is not text (['cats'])",
+    ]
+
+
+def test_a_layout_whose_every_object_is_unusable_is_refused_with_the_reasons():
+    text = editable_json(BEFORE).replace("[16, 200, 100, 100]", '["16", "200", "100", "100"]')
+    text = text.replace("[300, 180, 120, 140]", "[300, 180, 0, 140]")
+    with pytest.raises(LayoutError) as err:
+        read_user_layout(text, BEFORE)
+    message = err.value.user_message
+    assert "none of its objects can be used" in message
+    assert "'a red apple': its box is not four finite numbers" in message and "no area" in message
+    empty = read_user_layout(editable_json(BEFORE).split('"objects"')[0] + '"objects": []}', BEFORE)
+    assert empty.layout.objects == () and empty.layout.background == "a wooden table"

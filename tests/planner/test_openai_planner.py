@@ -64,6 +64,52 @@ async def test_code_fenced_answer_and_reply_lines_are_read(local_llm, fake_opena
     assert result.layout is None and result.reply == "Bonjour ! Que voulez-vous dessiner ?"
 
 
+async def test_chat_around_the_layout_stays_out_of_its_prompts(local_llm, fake_openai):
+    # Small chat models like to add a sentence after the answer; it is no prompt of the scene.
+    fake_openai.push_completion(
+        "Sure! Here is the layout.\n"
+        f"{CAT.replace('dogs', 'None')}\n\nI hope this works for you! Let me know if you want changes."
+    )
+    fake_openai.push_completion(
+        "Objects: [('a grey cat', [100, 150, 200, 180])]\nBackground prompt: A living room\n\n"
+        "This layout puts the cat in the middle."
+    )
+    first = (await local_llm.plan("a grey cat")).layout
+    second = (await local_llm.plan("a grey cat")).layout
+    assert (first.background, first.negative) == ("A living room", "")
+    assert (second.background, second.negative) == ("A living room", "")
+
+
+async def test_a_reasoning_models_thinking_is_not_read_as_the_answer(local_llm, fake_openai):
+    # Reasoning models served without a reasoning parser (llama.cpp, vLLM) send their thoughts
+    # inline, where they name the format's markers themselves.
+    fake_openai.push_completion(
+        "<think>\nThe user wants a cat. Objects: one cat. Background prompt: a living room, "
+        "Negative prompt: dogs.\n</think>\n\n" + CAT
+    )
+    result = await local_llm.plan("a grey cat, no dogs")
+    assert result.attempts == 1 and result.notes == []
+    assert [o.caption for o in result.layout.objects] == ["a grey cat"]
+    assert (result.layout.background, result.layout.negative) == ("A living room", "dogs")
+
+
+@pytest.mark.parametrize("label", ["**Reply:**", "reply:", "REPLY :", "*Reply*:"])
+async def test_a_reply_label_in_markdown_or_another_case_is_a_reply(local_llm, fake_openai, label):
+    fake_openai.push_completion(f"{label} I draw pictures: describe a scene.")
+    result = await local_llm.plan("what can you do?")
+    assert (result.reply, result.attempts) == ("I draw pictures: describe a scene.", 1)
+
+
+async def test_labels_in_markdown_bold_are_read(local_llm, fake_openai):
+    fake_openai.push_completion(
+        "**Objects:** [('a grey cat', [100, 150, 200, 180])]\n"
+        "**Background prompt:** A living room\n__Negative prompt__: dogs"
+    )
+    result = await local_llm.plan("a grey cat, no dogs")
+    assert result.attempts == 1 and [o.caption for o in result.layout.objects] == ["a grey cat"]
+    assert (result.layout.background, result.layout.negative) == ("A living room", "dogs")
+
+
 async def test_unreadable_answer_is_sent_back_then_repaired(local_llm, fake_openai):
     fake_openai.push_completion("Here you go: a cat in the middle of the room!")
     fake_openai.push_completion(CAT)
@@ -156,6 +202,15 @@ async def test_a_non_completion_body_is_a_clear_error(local_llm, fake_openai):
     with pytest.raises(PlannerError) as err:
         await local_llm.plan("a cat")
     assert "not a chat completion" in str(err.value)
+
+
+async def test_content_given_as_a_list_of_text_parts_is_read(local_llm, fake_openai):
+    # Some OpenAI-compatible servers send the content in the newer list-of-parts form.
+    parts = [{"type": "text", "text": CAT[:40]}, {"type": "text", "text": CAT[40:]}]
+    message = {"role": "assistant", "content": parts}
+    fake_openai.push(Reply(200, {"choices": [{"message": message, "finish_reason": "stop"}]}))
+    result = await local_llm.plan("a grey cat")
+    assert result.layout.objects[0].caption == "a grey cat" and result.layout.negative == "dogs"
 
 
 async def test_revise_shows_history_as_text_and_recognises_objects(local_llm, fake_openai):

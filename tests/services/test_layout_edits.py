@@ -3,15 +3,17 @@ numbered like a planner answer; a new round rendered with the scene's seed."""
 
 from __future__ import annotations
 
+import codecs
+
 import pytest
 
 from lmd_bot.errors import LayoutError
 from lmd_bot.layout.lmd_text import format_lmd_text
 from lmd_bot.scenes.models import RoundKind
-from lmd_bot.services import PlanView, ResultView
+from lmd_bot.services import AttachedFile, PlanView, ResultView
 from lmd_bot.services.errors import NotOwnerError
 from lmd_bot.services.scenes import LAYOUT_INSTRUCTION
-from tests.services.conftest import ALICE, BOB
+from tests.services.conftest import ALICE, BOB, running_core
 
 
 async def _scene(app, notes):
@@ -76,3 +78,58 @@ async def test_only_editors_see_the_edit_box_and_may_edit(core):
     with pytest.raises(NotOwnerError):
         await app.scenes.edit_layout(BOB, plan.round.id, plan.round.layout.model_dump_json(), notes)
     assert len(await app.repo.rounds(plan.scene.id)) == 1
+
+
+def _file(name: str, data: bytes) -> AttachedFile:
+    async def read() -> bytes:
+        return data
+
+    return AttachedFile(name=name, size=len(data), read=read)
+
+
+async def test_a_layout_file_saved_as_utf16_is_read_and_latin1_is_named(core):
+    """Windows Notepad's "Unicode" is UTF-16 with a byte-order mark: text, not binary data."""
+    app, notes = core
+    plan = await _scene(app, notes)
+    text = format_lmd_text(plan.round.layout).replace("a blue cup", "a blue café cup")
+    for data in (
+        text.encode("utf-16"),
+        codecs.BOM_UTF16_BE + text.encode("utf-16-be"),
+        text.encode("utf-32"),
+    ):
+        edited = await app.scenes.edit_layout_file(ALICE, plan.scene.id, _file("layout.txt", data), notes)
+        assert "a blue café cup" in [o.caption for o in edited.round.layout.objects]
+        await app.scenes.undo(ALICE, plan.scene.id, notes)
+    with pytest.raises(LayoutError) as err:
+        await app.scenes.edit_layout_file(
+            ALICE, plan.scene.id, _file("café.txt", text.encode("latin-1")), notes
+        )
+    assert "not UTF-8" in err.value.user_message and "save it as UTF-8" in err.value.user_message
+    assert "binary" not in err.value.user_message
+    with pytest.raises(LayoutError) as err:
+        await app.scenes.edit_layout_file(
+            ALICE, plan.scene.id, _file("cat.png", b"\x89PNG\r\n\x1a\n\0\0"), notes
+        )
+    assert "binary data" in err.value.user_message
+
+
+async def test_limits_raised_above_the_defaults_hold_when_the_round_is_read_and_rendered(tmp_path):
+    """The configured limits are checked where a layout comes in; read back from the database or
+    the queue it was checked already (an operator may change the limits since)."""
+    async with running_core(tmp_path, layout={"max_prompt_chars": 2000, "max_caption_chars": 300}) as (
+        app,
+        notes,
+    ):
+        plan = await _scene(app, notes)
+        long_caption = "a blue cup with " + "a very fine painted pattern, " * 9 + "on a saucer"
+        text = (
+            (await app.scenes.layout_json(plan.round.id))
+            .replace('"a blue cup"', f'"{long_caption}"')
+            .replace('"negative": ""', f'"negative": "{"people, " * 100}"')
+        )
+        edited = await app.scenes.edit_layout(ALICE, plan.round.id, text, notes)
+        assert len(edited.round.layout.negative) > 400 and len(edited.round.layout.objects[1].caption) > 120
+        shown = await app.scenes.layout_view(ALICE, edited.round.id)  # read back from the database
+        assert long_caption in shown.json_text
+        result = await notes.result_of(edited.job.id)
+        assert isinstance(result, ResultView), result  # the worker read the request too
