@@ -299,7 +299,6 @@ class SceneService:
         scene = await self._scene(round_.scene_id)
         await self._ensure_editor(actor, scene)
         server = await self._policy.server(scene.guild_id)
-        self._guard.rate.hit(actor.user_id)
         self._policy.check_cap(actor.user_id, server, self._tracker.active_jobs(actor.user_id))
         async with self._lock(scene.id):
             scene, rounds = await self._tree(scene.id)
@@ -314,6 +313,9 @@ class SceneService:
             layout = read.layout
             self._guard.text.check_layout(layout)
             _ensure_changed(base, layout)
+            # Counted once it is a round to render: no planner call to guard, and a text refused as
+            # no layout (a typo to fix and send again) used up the user's requests.
+            self._guard.rate.hit(actor.user_id)
             log.info(
                 "edit layout scene=%s round=%s user=%s: %s; notes %s",
                 scene.id,

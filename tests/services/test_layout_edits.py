@@ -133,3 +133,19 @@ async def test_limits_raised_above_the_defaults_hold_when_the_round_is_read_and_
         assert long_caption in shown.json_text
         result = await notes.result_of(edited.job.id)
         assert isinstance(result, ResultView), result  # the worker read the request too
+
+
+async def test_layout_typos_refused_as_no_layout_do_not_use_up_the_rate_limit(tmp_path):
+    """Fixing a typo in the edit box three times used up the user's requests: each refused text
+    counted like a render. Only an edit that becomes a round counts."""
+    async with running_core(tmp_path, guard={"rate_limit_count": 2, "rate_limit_window_s": 60}) as (
+        app,
+        notes,
+    ):
+        plan = await _scene(app, notes)  # one request of two
+        text = format_lmd_text(plan.round.layout).replace("[136, 200, 100, 100]", "[150, 210, 100, 100]")
+        for _ in range(3):
+            with pytest.raises(LayoutError):
+                await app.scenes.edit_layout(ALICE, plan.round.id, text.replace("[", "{", 1) + "{", notes)
+        edited = await app.scenes.edit_layout(ALICE, plan.round.id, text, notes)
+        assert edited.round.number == 2
