@@ -182,7 +182,7 @@ class ImagineCog(commands.Cog):
                 presenter = ThreadPresenter(message.channel, reply_to=message)
                 if layout_file is not None:  # a layout file wins over the words beside it
                     attached = AttachedFile(
-                        name=layout_file.filename, size=layout_file.size, read=layout_file.read
+                        name=layout_file.filename, size=layout_file.size, read=_downloader(layout_file)
                     )
                     await self.scenes.edit_layout_file(actor, scene.id, attached, presenter)
                 else:
@@ -337,3 +337,18 @@ async def setup(bot: commands.Bot) -> None:
             content_intent=settings.discord.message_content_intent,
         )
     )
+
+
+def _downloader(attachment: discord.Attachment):
+    """``attachment.read``, with Discord's file servers failing said as such: the user can post
+    the file again (it was "Something went wrong on my side")."""
+
+    async def read() -> bytes:
+        try:
+            return await attachment.read()
+        except discord.HTTPException as exc:
+            log.warning("downloading the attachment %s failed: %s", attachment.id, exc)
+            again = "I couldn't download that file from Discord just now; post it again in a moment."
+            raise LmdError(f"attachment download failed: {exc}", user_message=again) from exc
+
+    return read
