@@ -8,6 +8,7 @@ queue's view stays true, nothing is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -353,3 +354,36 @@ async def test_an_idle_worker_stops_when_told_while_redis_is_gone():
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         redis.close()
+
+
+async def test_a_result_finished_while_redis_is_out_of_memory_arrives_once_memory_frees(server, tmp_path):
+    """Redis at its ``maxmemory`` refuses writes (OOM) as the render ends. The worker used to lose
+    its event publisher to that answer and then wait for it forever, holding the job: the user's
+    job never finished. It must wait for memory like for an outage, then deliver the result."""
+    redis = server(False)
+    bot = await _bot(redis.url)
+    worker, stop = _worker(redis.url, "full", spec("gated", folder=str(tmp_path))), asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_s=1))
+    admin = redis_asyncio.from_url(redis.url)
+    try:
+        await bot.submit(_job(1, 10, seed=1))
+        events = await _collect(bot, _started(1))
+        await admin.config_set("maxmemory", "1")  # the default policy, noeviction: writes fail
+        (tmp_path / "go").touch()
+        await asyncio.sleep(0.5)  # the result is refused meanwhile
+        await admin.config_set("maxmemory", "0")
+        await _collect(bot, _finished([1]), events, timeout=10)
+        await _settle(bot, events, 0.5)
+        assert [e.job_id for e in events if isinstance(e, JobDone)] == [1]
+        assert not task.done(), "the worker exited"
+        await bot.submit(_job(2, 10, seed=2))  # and it takes the next job
+        await _collect(bot, _finished([2]), events, timeout=10)
+    finally:
+        await admin.config_set("maxmemory", "0")
+        await admin.aclose()
+        stop.set()
+        with contextlib.suppress(TimeoutError):  # a hung worker fails the test, not the run
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bot.close(0)

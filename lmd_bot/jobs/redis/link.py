@@ -1,9 +1,10 @@
 """One Redis connection that waits out outages: a restart, a failover, a server not up yet.
 
-Every call the queue makes goes through :meth:`Link.call`, which retries connection errors with
-exponential backoff. An outage is logged once when it starts and once when it ends, however many
-tasks are waiting on it; errors Redis itself answers (a script bug, ``NOGROUP``) are not retried
-here: the caller knows what they mean.
+Every call the queue makes goes through :meth:`Link.call`, which retries connection errors, and a
+server that refuses writes for now (out of memory, a read-only replica), with exponential backoff.
+An outage is logged once when it starts and once when it ends, however many tasks are waiting on
+it; other errors Redis itself answers (a script bug, ``NOGROUP``) are not retried here: the caller
+knows what they mean.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as redis_asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lmd_bot.errors import ConfigError, LmdError
@@ -27,7 +29,12 @@ T = TypeVar("T")
 
 # Errors that mean "the server is not there right now" (redis-py's BusyLoadingError, a server
 # still loading its data after a restart, is a ConnectionError).
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Answers that mean "there, but taking no writes right now": full (maxmemory with noeviction), a
+# replica (a failover in progress), cut off from its primary. Waited out like an outage: a caller
+# that got one would otherwise lose what it was writing (a worker, its finished job's result).
+REFUSING = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
+TRANSIENT = UNREACHABLE + REFUSING
 
 
 class QueueUnavailableError(LmdError):
@@ -82,7 +89,8 @@ class Link:
                     raise QueueUnavailableError(f"redis link closed: {exc}") from None
                 if self._down_since is None:
                     self._down_since = time.monotonic()
-                    log.warning("redis at %s unreachable (%s); retrying until it is back", self.where, exc)
+                    state = "refuses writes" if isinstance(exc, REFUSING) else "unreachable"
+                    log.warning("redis at %s %s (%s); retrying until it is back", self.where, state, exc)
                 if give_up is not None and time.monotonic() + delay > give_up:
                     raise QueueUnavailableError(f"redis at {self.where} unreachable: {exc}") from None
                 await asyncio.sleep(delay)

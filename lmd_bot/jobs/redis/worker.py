@@ -305,6 +305,8 @@ class RedisWorker:
                         continue
                     last_progress = now
                 await self._publish(attempt, event)
+            except Exception:  # an answer no retry helps: one event lost, not every later one
+                log.exception("publishing %s of job %s failed", event.kind, getattr(event, "job_id", "-"))
             finally:
                 self._outbox.task_done()
 
