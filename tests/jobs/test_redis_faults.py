@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis_asyncio
 
+from lmd_bot.errors import ConfigError
 from lmd_bot.jobs.models import (
     CancelOutcome,
     JobCancelled,
@@ -387,3 +388,27 @@ async def test_a_result_finished_while_redis_is_out_of_memory_arrives_once_memor
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await bot.close(0)
+
+
+async def test_a_wrong_password_or_database_number_is_a_clear_settings_error_at_start(server):
+    """An operator's mistyped ``queue.redis_url``: the worker used to retry a refused password
+    forever as if Redis were down, and crash with a traceback on a database number the server
+    does not have. Both bot and worker must stop at once, naming the setting."""
+    redis = server(False)
+    admin = redis_asyncio.from_url(redis.url)
+    await admin.config_set("requirepass", "s3cret")
+    await admin.aclose()
+    port = redis.url.split(":")[2].split("/")[0]
+    wrong_password = f"redis://:oops@127.0.0.1:{port}/0"
+    no_password = f"redis://127.0.0.1:{port}/0"
+    wrong_database = f"redis://:s3cret@127.0.0.1:{port}/99"
+    for url, says in [(wrong_password, "password"), (no_password, "password"), (wrong_database, "99")]:
+        bot = RedisJobQueue(url, prefix=PREFIX, connect_timeout_s=5)
+        with pytest.raises(ConfigError) as err:
+            await asyncio.wait_for(bot.start(), 10)
+        assert "queue.redis_url" in str(err.value) and says in str(err.value), str(err.value)
+        assert "oops" not in str(err.value) and "s3cret" not in str(err.value)
+        worker = _worker(url, "misconfigured")
+        with pytest.raises(ConfigError) as err:
+            await asyncio.wait_for(worker.run(asyncio.Event(), grace_s=1), 10)
+        assert "queue.redis_url" in str(err.value) and says in str(err.value), str(err.value)

@@ -17,8 +17,17 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as redis_asyncio
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    MasterDownError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lmd_bot.errors import ConfigError, LmdError
@@ -39,6 +48,16 @@ TRANSIENT = UNREACHABLE + REFUSING
 
 class QueueUnavailableError(LmdError):
     user_message = "The render queue is unavailable right now; try again in a minute."
+
+
+def _settings_error(exc: Exception, url: str) -> ConfigError | None:
+    """A refusal that no wait mends when the first call gets it: ``queue.redis_url`` is wrong."""
+    if isinstance(exc, AuthenticationError | AuthenticationWrongNumberOfArgsError | NoPermissionError):
+        return ConfigError(f"queue.redis_url: redis at {where(url)} refused the password or user: {exc}")
+    if isinstance(exc, ResponseError) and "DB index" in str(exc):
+        database = urlsplit(url).path.lstrip("/")
+        return ConfigError(f"queue.redis_url: redis at {where(url)} has no database {database}: {exc}")
+    return None
 
 
 def where(url: str) -> str:
@@ -67,7 +86,11 @@ class Link:
             )
         except ValueError as exc:
             raise ConfigError(f"queue.redis_url: {exc}") from None
+        self._url = url
         self.where = where(url)
+        # Until a first call succeeds, a refused password or database is a settings error; later
+        # (a password rotated while running) it is waited out like an outage.
+        self.connected = False
         self._max_backoff_s = max_backoff_s
         self._down_since: float | None = None
         self._closed = False
@@ -76,15 +99,20 @@ class Link:
         self, fn: Callable[..., Awaitable[T]], *args: Any, deadline_s: float | None = None, **kwargs: Any
     ) -> T:
         """``await fn(*args, **kwargs)``, again and again while Redis is unreachable. With
-        ``deadline_s``, gives up after that long with :class:`QueueUnavailableError`."""
+        ``deadline_s``, gives up after that long with :class:`QueueUnavailableError`. Before a first
+        call succeeds, a refused password or database raises :class:`ConfigError`."""
         give_up = None if deadline_s is None else time.monotonic() + deadline_s
         delay = 0.05
         task = asyncio.current_task()
         while True:
             try:
                 result = await fn(*args, **kwargs)
-            except TRANSIENT as exc:
+            except Exception as exc:
                 _reraise_swallowed_cancel(task)
+                if not self.connected and (error := _settings_error(exc, self._url)) is not None:
+                    raise error from None
+                if not isinstance(exc, TRANSIENT):
+                    raise
                 if self._closed:
                     raise QueueUnavailableError(f"redis link closed: {exc}") from None
                 if self._down_since is None:
@@ -97,6 +125,7 @@ class Link:
                 delay = min(delay * 2, self._max_backoff_s)
                 continue
             _reraise_swallowed_cancel(task)
+            self.connected = True
             if self._down_since is not None:
                 log.info("redis at %s is back after %.1f s", self.where, time.monotonic() - self._down_since)
                 self._down_since = None

@@ -21,6 +21,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from lmd_bot.errors import ConfigError
 from lmd_bot.jobs.fair import FairQueue
 from lmd_bot.jobs.models import (
     EVENT_ADAPTER,
@@ -87,6 +88,9 @@ class RedisJobQueue:
         except QueueUnavailableError as exc:
             await self._link.close()
             raise QueueUnavailableError(f"{exc} (queue.redis_url)") from None
+        except ConfigError:
+            await self._link.close()
+            raise
         self._tasks = [
             asyncio.create_task(self._read_events(), name="lmd-redis-events"),
             asyncio.create_task(self._dispatch_forever(), name="lmd-redis-dispatch"),

@@ -278,6 +278,8 @@ class RedisWorker:
             await self._beat_once()
 
     async def _unregister(self) -> None:
+        if not self._link.connected:
+            return  # never registered
         with contextlib.suppress(QueueUnavailableError):  # else the registration runs out by itself
             await self._link.call(self._link.client.zrem, self._keys.workers, self.name, deadline_s=2)
 
