@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis_asyncio
 
+from lmd_bot.errors import ConfigError
 from lmd_bot.jobs.models import (
     CancelOutcome,
     JobCancelled,
@@ -234,3 +236,55 @@ async def test_the_scene_service_runs_on_the_redis_queue(redis_url, prefix, tmp_
     finally:
         stop.set()
         await running
+
+
+async def test_a_second_bot_on_the_same_queue_is_refused_until_the_first_one_is_gone(redis_url, prefix):
+    """Two bots on one prefix (a staging bot left on the production Redis) used to share the
+    events: each read about half of the other's results, so users never got theirs and a bot could
+    take another's result for its own job of the same id. The second must refuse to start, naming
+    the setting; once the first stops, or a crashed one's hold runs out, it starts."""
+    first = await _bot(redis_url, prefix)
+    try:
+        second = RedisJobQueue(redis_url, prefix=prefix, heartbeat_s=0.2)
+        with pytest.raises(ConfigError) as err:
+            await asyncio.wait_for(second.start(), 10)
+        assert "queue.redis_prefix" in str(err.value) and prefix in str(err.value)
+        # The first one is unharmed: its jobs still run.
+        worker, stop = _worker(redis_url, prefix), asyncio.Event()
+        running = asyncio.create_task(worker.run(stop))
+        await first.submit(_job(1, 10))
+        assert isinstance((await _collect(first, _done([1])))[-1], JobDone)
+        stop.set()
+        await running
+    finally:
+        await first.close(0)
+    second = await _bot(redis_url, prefix)  # a bot stopped cleanly lets go at once
+    await second.close(0)
+    # What a killed bot leaves: a hold that runs out by itself; the next bot waits it out.
+    admin = redis_asyncio.from_url(redis_url)
+    await admin.set(f"{prefix}:bot", "crashed", px=500)
+    await admin.aclose()
+    third = await asyncio.wait_for(_bot(redis_url, prefix), 10)
+    await third.close(0)
+
+
+async def test_a_second_worker_with_the_same_name_is_refused(redis_url, prefix):
+    """Two workers started with one ``--name`` used to count as one: the bot handed them one job at
+    a time and the second GPU sat idle, with nothing in any log."""
+    bot = await _bot(redis_url, prefix)
+    first, stop = _worker(redis_url, prefix, name="gpu0"), asyncio.Event()
+    running = asyncio.create_task(first.run(stop))
+    try:
+        await bot.submit(_job(1, 10))
+        await _collect(bot, _done([1]))
+        twin = _worker(redis_url, prefix, name="gpu0")
+        with pytest.raises(ConfigError) as err:
+            await asyncio.wait_for(twin.run(asyncio.Event(), grace_s=1), 10)
+        assert "gpu0" in str(err.value) and "--name" in str(err.value)
+        assert not running.done()
+        await bot.submit(_job(2, 10))  # the first worker still serves the queue
+        await _collect(bot, _done([2]))
+    finally:
+        stop.set()
+        await running
+        await bot.close(0)

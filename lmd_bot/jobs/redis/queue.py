@@ -37,6 +37,7 @@ from lmd_bot.jobs.models import (
     QueueFullError,
     QueueSnapshot,
 )
+from lmd_bot.jobs.redis.hold import Hold
 from lmd_bot.jobs.redis.link import Link, QueueUnavailableError
 from lmd_bot.jobs.redis.scripts import BOT_GROUP, WORKERS_GROUP, Keys, Scripts
 
@@ -64,6 +65,7 @@ class RedisJobQueue:
         self._cancel_timeout_s = cancel_timeout_s
         self._link: Link | None = None
         self._scripts: Scripts | None = None
+        self._hold: Hold | None = None
         self._epoch = ""
         # Waiting here, in turn order; handed to Redis (in dispatch order); started by a worker.
         self._fair = FairQueue()
@@ -83,7 +85,13 @@ class RedisJobQueue:
     async def start(self) -> None:
         self._link = Link(self._url)
         self._scripts = Scripts.on(self._link.client)
+        self._hold = Hold(self._link, self._scripts, self._keys.bot, expiry_s=3 * self._poll_s)
+        refused = (
+            f"queue.redis_prefix: another bot serves the queue {self._keys.prefix!r} on redis at "
+            f"{self._link.where}; give each bot its own queue.redis_prefix, or stop the other one"
+        )
         try:
+            await self._link.call(self._hold.take, refused, deadline_s=self._connect_timeout_s)
             await self._link.call(self._adopt, deadline_s=self._connect_timeout_s)
         except QueueUnavailableError as exc:
             await self._link.close()
@@ -152,6 +160,9 @@ class RedisJobQueue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._link is not None:
+            if self._tasks:  # started: the next bot need not wait for the hold to run out
+                with contextlib.suppress(QueueUnavailableError):
+                    await self._link.call(self._hold.let_go, deadline_s=1)
             await self._link.close()
         return []
 
@@ -213,6 +224,7 @@ class RedisJobQueue:
 
     async def _dispatch(self) -> None:
         """Hand out jobs while workers are free; notice a Redis that lost its data."""
+        await self._hold.renew()
         if not self._fair:
             epoch = await self._link.client.get(self._keys.epoch)
             if epoch is None or epoch.decode() != self._epoch:

@@ -12,6 +12,9 @@ Under the prefix ``P`` (``queue.redis_prefix``):
 - ``P:workers``: a sorted set of live workers, scored by when their registration runs out.
 - ``P:cancel:<job>``: set when the owner cancels a job a worker is running.
 - ``P:epoch``: a random value the bot writes; its absence means Redis lost its data.
+- ``P:bot`` and ``P:worker:<name>``: holds, each a random token of the one bot serving the prefix
+  and of the one worker by that name, with an expiry renewed on every heartbeat: a second bot or
+  a second worker of the same name is refused, and a crashed one's hold runs out by itself.
 
 Each script runs atomically, so a worker that lost its lease can never publish past the one that
 claimed the job after it.
@@ -165,6 +168,22 @@ return 1
 )
 
 
+# Bot or worker: take or renew a hold. KEYS[1]: the hold; ARGV: token, expiry (ms).
+# Returns 1, or 0 when another token holds it.
+HOLD = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Bot or worker, stopping: let go of its hold (and only its own). KEYS[1]: the hold; ARGV: token.
+LET_GO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Scripts:
     """The scripts registered on one client (redis-py reloads them after a Redis restart)."""
@@ -175,6 +194,8 @@ class Scripts:
     beat: Any
     publish: Any
     release: Any
+    hold: Any
+    let_go: Any
 
     @classmethod
     def on(cls, client: Any) -> Scripts:
@@ -185,6 +206,8 @@ class Scripts:
             beat=client.register_script(BEAT),
             publish=client.register_script(PUBLISH),
             release=client.register_script(RELEASE),
+            hold=client.register_script(HOLD),
+            let_go=client.register_script(LET_GO),
         )
 
 
@@ -207,6 +230,13 @@ class Keys:
     @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    @property
+    def bot(self) -> str:
+        return f"{self.prefix}:bot"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
 
     def cancel(self, job_id: int) -> str:
         return f"{self.prefix}:cancel:{job_id}"

@@ -34,6 +34,7 @@ from lmd_bot.jobs.models import (
     JobSpec,
     QueueChanged,
 )
+from lmd_bot.jobs.redis.hold import Hold
 from lmd_bot.jobs.redis.link import Link, QueueUnavailableError
 from lmd_bot.jobs.redis.scripts import WORKERS_GROUP, Keys, Scripts
 from lmd_bot.jobs.supervisor import CRASH_MESSAGE, WorkerSupervisor
@@ -96,6 +97,7 @@ class RedisWorker:
         self.current: JobSpec | None = None
         self.jobs_done = 0
         self.results_dropped = 0  # final events refused because another worker holds the job
+        self._named = False  # this worker holds its name (no other worker of that name runs)
         self._stopped = False  # loops check it too: a cancellation can be lost inside redis-py
 
     async def run(self, stop: asyncio.Event, grace_s: float = 30.0) -> None:
@@ -104,10 +106,18 @@ class RedisWorker:
         even a wait for a Redis that is down."""
         self._link = Link(self._url, block_s=self._block_ms / 1000)
         self._scripts = Scripts.on(self._link.client)
+        self._hold = Hold(self._link, self._scripts, self._keys.worker(self.name), self._lease_ms / 1000)
         forwarder = asyncio.create_task(self._forward(), name="lmd-worker-events")
         beat: asyncio.Task[None] | None = None
         try:
             await self.supervisor.warm()
+            refused = (
+                f"another worker named {self.name!r} serves the queue {self._keys.prefix!r} on redis at "
+                f"{self._link.where}; give each worker its own --name"
+            )
+            if not await self._unless_stopped(self._link.call(self._hold.take, refused), stop):
+                return
+            self._named = True
             # Registered once the models are loaded: the bot hands jobs only to ready workers.
             if not await self._unless_stopped(self._beat_once(), stop):
                 return
@@ -264,6 +274,7 @@ class RedisWorker:
     async def _beat_once(self) -> None:
         attempt = self._attempt
         entry, count = (attempt.entry, attempt.count) if attempt is not None else (b"", 0)
+        await self._link.call(self._hold.renew)
         held = await self._link.call(
             self._scripts.beat, keys=[self._keys.prefix], args=[self.name, self._lease_ms, entry, count]
         )
@@ -278,10 +289,11 @@ class RedisWorker:
             await self._beat_once()
 
     async def _unregister(self) -> None:
-        if not self._link.connected:
-            return  # never registered
+        if not self._named:
+            return  # the name is another worker's, or was never checked: leave its entries alone
         with contextlib.suppress(QueueUnavailableError):  # else the registration runs out by itself
             await self._link.call(self._link.client.zrem, self._keys.workers, self.name, deadline_s=2)
+            await self._link.call(self._hold.let_go, deadline_s=1)
 
     # --- publishing events ---------------------------------------------------------------------
 
