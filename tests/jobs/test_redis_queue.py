@@ -288,3 +288,40 @@ async def test_a_second_worker_with_the_same_name_is_refused(redis_url, prefix):
         stop.set()
         await running
         await bot.close(0)
+
+
+async def test_a_waiting_jobs_eta_counts_every_busy_worker(redis_url, prefix, tmp_path):
+    """Two workers render two jobs; the next one waits for the first of them to end: about one
+    render's time. Its status used to count each running job as a whole render ahead of it (two
+    here, N with N workers), as if a single GPU ran them one after another."""
+    from lmd_bot.services import ResultView, StatusView
+    from tests.services.conftest import ALICE, BOB, running_core
+
+    carol, dave = (ALICE.model_copy(update={"user_id": n}) for n in (4, 5))
+    (tmp_path / "go-1").touch()  # the first job finishes at once: the bot learns a render's time
+    gated = spec("gated", folder=str(tmp_path))
+    workers = [_worker(redis_url, prefix, gated, name=n) for n in ("gpu0", "gpu1")]
+    stop = asyncio.Event()
+    running = [asyncio.create_task(w.run(stop)) for w in workers]
+    queue = {"backend": "redis", "redis_url": redis_url, "redis_prefix": prefix, "worker_heartbeat_s": 0.2}
+    try:
+        async with running_core(tmp_path, queue=queue, seeds=[1, 2, 3, 4]) as (app, notes):
+            first = (await app.scenes.imagine(ALICE, "a red apple", notes)).job
+            assert isinstance(await notes.result_of(first.id), ResultView)
+            per_render = (await app.scenes.queue_view(ALICE)).eta_per_job_s
+            assert per_render is not None
+            busy = [(await app.scenes.imagine(who, "a blue cup", notes)).job for who in (BOB, carol)]
+            for job in busy:
+                await notes.wait_for(lambda u, j=job: (u.job.id, getattr(u, "state", 0)) == (j.id, "running"))
+            waiting = (await app.scenes.imagine(dave, "a green pear", notes)).job
+            status = await notes.wait_for(
+                lambda u: u.job.id == waiting.id and isinstance(u, StatusView) and u.state == "queued"
+            )
+            assert (status.position, status.waiting) == (1, 1)
+            assert status.eta_s == pytest.approx(per_render)
+            (tmp_path / "go").touch()
+            assert isinstance(await notes.result_of(waiting.id), ResultView)
+    finally:
+        (tmp_path / "go").touch()
+        stop.set()
+        await asyncio.gather(*running)
