@@ -5,7 +5,9 @@ with the same settings and no GPU of its own. Each worker takes one job at a tim
 supervised child process (restarted after a crash or out-of-memory error) and publishes progress
 and results back through Redis. Ctrl+C or SIGTERM: stop taking jobs, let the current one finish
 within ``queue.shutdown_grace_s``, else give it back for another worker. Redis down at start or
-restarted meanwhile: the worker waits for it (one log line) and carries on.
+restarted meanwhile: the worker waits for it (one log line) and carries on. Models that cannot
+load, a wrong password or database in ``queue.redis_url``, or another worker of the same name:
+it exits with code 2 and the reason, taking no job.
 """
 
 from __future__ import annotations

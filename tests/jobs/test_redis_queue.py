@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis_asyncio
 
-from lmd_bot.errors import ConfigError
+from lmd_bot.errors import ConfigError, LmdError
 from lmd_bot.jobs.models import (
     CancelOutcome,
     JobCancelled,
@@ -325,3 +325,28 @@ async def test_a_waiting_jobs_eta_counts_every_busy_worker(redis_url, prefix, tm
         (tmp_path / "go").touch()
         stop.set()
         await asyncio.gather(*running)
+
+
+async def test_a_worker_whose_models_cannot_load_stops_instead_of_failing_the_fleets_jobs(redis_url, prefix):
+    """One host of two cannot load its models (no CUDA device). It used to register anyway and
+    fail every job it took at once; being free again at once, it took most of them, so users got
+    errors while the other GPU stood idle. It must stop with its error and leave the jobs to the
+    healthy worker."""
+    bot = await _bot(redis_url, prefix)
+    broken = _worker(redis_url, prefix, spec("broken"), name="broken")
+    healthy, stop = _worker(redis_url, prefix, name="healthy"), asyncio.Event()
+    await bot.submit(_job(1, 10))
+    await bot.submit(_job(2, 11))
+    broken_task = asyncio.create_task(broken.run(stop))
+    running = asyncio.create_task(healthy.run(stop))
+    try:
+        with pytest.raises(LmdError) as err:
+            await asyncio.wait_for(asyncio.shield(broken_task), 20)
+        assert "no CUDA device" in str(err.value)
+        events = await _collect(bot, _done([1, 2]))
+        assert not [e for e in events if isinstance(e, JobFailed)]
+        assert {e.worker for e in events if isinstance(e, JobStarted)} == {"healthy"}
+    finally:
+        stop.set()
+        await asyncio.gather(broken_task, running, return_exceptions=True)
+        await bot.close(0)

@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 from redis.exceptions import ResponseError
 
+from lmd_bot.errors import LmdError
 from lmd_bot.jobs.models import (
     JobCancelled,
     JobDone,
@@ -44,6 +45,10 @@ T = TypeVar("T")
 
 EVENTS_CAP = 10_000  # events kept in Redis while the bot is away (it deletes what it reads)
 LOST_MESSAGE = f"{CRASH_MESSAGE} I'm retrying on another worker."
+
+
+class RendererStartError(LmdError):
+    """This host cannot render (its models do not load): it takes no jobs."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,10 @@ class RedisWorker:
         forwarder = asyncio.create_task(self._forward(), name="lmd-worker-events")
         beat: asyncio.Task[None] | None = None
         try:
-            await self.supervisor.warm()
+            if (failed := await self.supervisor.warm()) is not None:
+                # Registered, it would fail each job it took at once and, free again at once, take
+                # most of them from the healthy workers: it stops instead (its host may restart it).
+                raise RendererStartError(f"worker {self.name}: the GPU worker could not start: {failed}")
             refused = (
                 f"another worker named {self.name!r} serves the queue {self._keys.prefix!r} on redis at "
                 f"{self._link.where}; give each worker its own --name"
