@@ -350,3 +350,27 @@ async def test_a_worker_whose_models_cannot_load_stops_instead_of_failing_the_fl
         stop.set()
         await asyncio.gather(broken_task, running, return_exceptions=True)
         await bot.close(0)
+
+
+async def test_jobs_waiting_with_no_worker_at_all_are_logged_once_for_the_operator(redis_url, prefix, caplog):
+    """The bot on Redis with no ``lmd-bot worker`` running (none started, or all stopped): jobs
+    used to wait without a word in any log. The operator gets one warning, and one line when a
+    worker takes the jobs."""
+    bot = await _bot(redis_url, prefix)
+    worker, stop = _worker(redis_url, prefix), asyncio.Event()
+    try:
+        with caplog.at_level("INFO", logger="lmd_bot.jobs.redis"):
+            await bot.submit(_job(1, 10))
+            await bot.submit(_job(2, 11))
+            await asyncio.sleep(1.0)  # five dispatcher rounds
+            warnings = [r.getMessage() for r in caplog.records if "no worker" in r.getMessage()]
+            assert len(warnings) == 1 and "lmd-bot worker" in warnings[0], warnings
+            assert "2 job(s)" in warnings[0]
+            running = asyncio.create_task(worker.run(stop))
+            await _collect(bot, _done([1, 2]))
+        assert any("worker is serving" in r.getMessage() for r in caplog.records)
+        stop.set()
+        await running
+    finally:
+        stop.set()
+        await bot.close(0)

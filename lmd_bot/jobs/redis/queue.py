@@ -67,6 +67,7 @@ class RedisJobQueue:
         self._scripts: Scripts | None = None
         self._hold: Hold | None = None
         self._epoch = ""
+        self._no_workers = False  # jobs wait and no worker is registered (logged once)
         # Waiting here, in turn order; handed to Redis (in dispatch order); started by a worker.
         self._fair = FairQueue()
         self._waiting: dict[int, JobSpec] = {}
@@ -237,8 +238,22 @@ class RedisJobQueue:
             if answer == -1:
                 await self._recover_lost_data()
                 continue
+            if answer == -2:
+                if not self._no_workers:
+                    self._no_workers = True
+                    log.warning(
+                        "%d job(s) waiting and no worker is serving the queue %r at %s: start `lmd-bot "
+                        "worker` on a GPU host (same queue.redis_url and queue.redis_prefix)",
+                        len(self._fair),
+                        self._keys.prefix,
+                        self._link.where,
+                    )
+                return  # a worker that registers wakes us
             if answer == 0:
                 return  # every worker is busy: a finished job or a new worker wakes us
+            if self._no_workers:
+                self._no_workers = False
+                log.info("a worker is serving the queue %r again", self._keys.prefix)
             self._fair.pop()
             del self._waiting[spec.job_id]
             self._handed[spec.job_id] = spec

@@ -59,8 +59,9 @@ end
 """
 
 # Bot: hand a job to the workers if one is free. ARGV: epoch, job id, spec JSON.
-# Returns -1 (Redis lost its data: the epoch is not ours), 0 (no free worker), or the entry id
-# (also when the job is already there: a retried call must not add it twice).
+# Returns -1 (Redis lost its data: the epoch is not ours), -2 (no live worker at all), 0 (every
+# worker busy), or the entry id (also when the job is already there: a retried call must not add
+# it twice).
 DISPATCH = (
     _NOW
     + _FIND
@@ -77,7 +78,9 @@ if redis.call('EXISTS', jobs) == 1 then
 else
   redis.call('XGROUP', 'CREATE', jobs, 'workers', '0', 'MKSTREAM')
 end
-if redis.call('ZCARD', p..':workers') <= busy then return 0 end
+local live = redis.call('ZCARD', p..':workers')
+if live == 0 then return -2 end
+if live <= busy then return 0 end
 redis.call('DEL', p..':cancel:'..ARGV[2])
 return redis.call('XADD', jobs, '*', 'job', ARGV[2], 'spec', ARGV[3])
 """
