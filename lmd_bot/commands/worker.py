@@ -18,7 +18,19 @@ import signal
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="a GPU worker for the Redis-backed queue (scale out)")
+    p = sub.add_parser(
+        "worker",
+        help="a GPU worker for the Redis-backed queue (scale out)",
+        description=(
+            "Render the bot's jobs on this host: one worker per GPU, taking jobs from the Redis "
+            "server of queue.redis_url (LMD_QUEUE__REDIS_URL) under queue.redis_prefix "
+            "(LMD_QUEUE__REDIS_PREFIX), both as the bot has them, with the models of [diffusion]. "
+            "Redis down: it waits for it. SIGTERM or Ctrl+C: the current job gets "
+            "queue.shutdown_grace_s to finish, else goes back to another worker; exit 0. A refused "
+            "password or database, models that cannot load, or another worker of the same name: "
+            "exit 2 with the reason."
+        ),
+    )
     p.add_argument(
         "--renderer",
         choices=("diffusion", "tiny", "preview"),

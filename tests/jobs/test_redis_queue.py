@@ -374,3 +374,16 @@ async def test_jobs_waiting_with_no_worker_at_all_are_logged_once_for_the_operat
     finally:
         stop.set()
         await bot.close(0)
+
+
+def test_lmd_bot_worker_help_says_where_it_connects_and_how_it_stops(capsys):
+    """``lmd-bot worker --help`` listed two flags and nothing on what the worker reads: the
+    operator of a new GPU host could not learn there how to point it at the bot's Redis."""
+    from lmd_bot.cli import build_parser
+
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["worker", "--help"])
+    assert done.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    for needed in ("queue.redis_url", "LMD_QUEUE__REDIS_URL", "queue.redis_prefix", "SIGTERM", "exit"):
+        assert needed in shown, needed
