@@ -412,3 +412,18 @@ async def test_a_wrong_password_or_database_number_is_a_clear_settings_error_at_
         with pytest.raises(ConfigError) as err:
             await asyncio.wait_for(worker.run(asyncio.Event(), grace_s=1), 10)
         assert "queue.redis_url" in str(err.value) and says in str(err.value), str(err.value)
+
+
+async def test_a_redis_that_may_evict_the_queues_keys_is_a_warning_at_start(server, caplog):
+    """A Redis shared with a cache (``maxmemory-policy allkeys-lru``) may evict the jobs stream
+    under memory pressure: the jobs in it would never finish, and the users never hear. The bot
+    said nothing about it; it warns at start, naming the setting."""
+    redis = server(False)
+    admin = redis_asyncio.from_url(redis.url)
+    await admin.config_set("maxmemory-policy", "allkeys-lru")
+    await admin.aclose()
+    with caplog.at_level("WARNING", logger="lmd_bot.jobs.redis"):
+        bot = await _bot(redis.url)
+        await bot.close(0)
+    warned = [r.getMessage() for r in caplog.records if "allkeys-lru" in r.getMessage()]
+    assert len(warned) == 1 and "noeviction" in warned[0], warned

@@ -94,6 +94,7 @@ class RedisJobQueue:
         try:
             await self._link.call(self._hold.take, refused, deadline_s=self._connect_timeout_s)
             await self._link.call(self._adopt, deadline_s=self._connect_timeout_s)
+            await self._link.call(self._check_eviction, deadline_s=self._connect_timeout_s)
         except QueueUnavailableError as exc:
             await self._link.close()
             raise QueueUnavailableError(f"{exc} (queue.redis_url)") from None
@@ -194,6 +195,23 @@ class RedisJobQueue:
                 if entry_id in ids:
                     self._started.add(int(fields[b"job"]))
             log.info("%d job(s) are with the workers", len(self._handed))
+
+    async def _check_eviction(self) -> None:
+        """Warn about a Redis that may drop the queue's keys when full: an evicted jobs stream
+        would leave its jobs unfinished, unnoticed (only a lost epoch is noticed)."""
+        try:
+            policy = (await self._link.client.info("memory")).get("maxmemory_policy", "noeviction")
+        except ResponseError:  # INFO not allowed (an ACL, a managed Redis): nothing to check
+            return
+        if isinstance(policy, bytes):
+            policy = policy.decode()
+        if policy != "noeviction":
+            log.warning(
+                "redis at %s has maxmemory-policy %s: when full it may evict the queue's jobs, "
+                "which would then never finish; give the queue a Redis with maxmemory-policy noeviction",
+                self._link.where,
+                policy,
+            )
 
     async def _ensure_events_group(self) -> None:
         try:
