@@ -387,3 +387,31 @@ def test_lmd_bot_worker_help_says_where_it_connects_and_how_it_stops(capsys):
     shown = " ".join(capsys.readouterr().out.split())
     for needed in ("queue.redis_url", "LMD_QUEUE__REDIS_URL", "queue.redis_prefix", "SIGTERM", "exit"):
         assert needed in shown, needed
+
+
+async def test_a_job_cancelled_while_its_worker_host_is_lost_ends_cancelled_not_retried(
+    redis_url, prefix, tmp_path
+):
+    """The owner cancels while the job's host is dead ("Stopping the render…"). The worker that
+    took the job over used to announce a retry ("I'm retrying on another worker"), or fail it as
+    crashed past its last try, before seeing the cancel: the owner must just see it cancelled."""
+    bot = await _bot(redis_url, prefix)
+    doomed = _worker(redis_url, prefix, spec("hang", folder=str(tmp_path)), name="doomed")
+    doomed_task = asyncio.create_task(doomed.run(asyncio.Event()))
+    await bot.submit(_job(1, 10))
+    await _collect(bot, lambda ev: any(isinstance(e, JobStarted) for e in ev))
+    doomed_task.cancel()  # the host dies with the job
+    await asyncio.gather(doomed_task, return_exceptions=True)
+    assert await bot.cancel(1) == CancelOutcome.STOPPING
+    rescuer, stop = _worker(redis_url, prefix, name="rescuer"), asyncio.Event()
+    running = asyncio.create_task(rescuer.run(stop))
+    try:
+        events = await _collect(
+            bot, lambda ev: any(isinstance(e, JobCancelled | JobDone | JobFailed) for e in ev)
+        )
+        assert isinstance(events[-1], JobCancelled), events
+        assert not [e for e in events if isinstance(e, JobRetrying)], events
+    finally:
+        stop.set()
+        await running
+        await bot.close(0)

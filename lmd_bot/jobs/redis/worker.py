@@ -212,6 +212,10 @@ class RedisWorker:
         spec = attempt.spec
         self._attempt = attempt
         try:
+            # First: a job its owner cancelled (maybe while its last worker was lost) just ends.
+            if await self._link.call(self._link.client.exists, self._keys.cancel(spec.job_id)):
+                self._emit(JobCancelled(job_id=spec.job_id))
+                return
             if attempt.count > 1:
                 log.warning(
                     "job %s: its worker stopped answering; taking it over (try %d)", spec.job_id, spec.attempt
@@ -220,9 +224,6 @@ class RedisWorker:
                     self._emit(JobFailed(job_id=spec.job_id, user_message=CRASH_MESSAGE, detail="lost"))
                     return
                 self._emit(JobRetrying(job_id=spec.job_id, attempt=spec.attempt, user_message=LOST_MESSAGE))
-            if await self._link.call(self._link.client.exists, self._keys.cancel(spec.job_id)):
-                self._emit(JobCancelled(job_id=spec.job_id))
-                return
             await self._render(attempt, stop, grace_s)
         finally:
             await self._drain(None if not stop.is_set() else grace_s)
