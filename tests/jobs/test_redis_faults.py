@@ -30,7 +30,7 @@ from lmd_bot.jobs.models import (
     JobStarted,
     QueueChanged,
 )
-from lmd_bot.jobs.redis import RedisJobQueue, RedisWorker
+from lmd_bot.jobs.redis import QueueUnavailableError, RedisJobQueue, RedisWorker
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.jobs.supervisor import WorkerSupervisor
 from lmd_bot.layout.schema import SceneLayout
@@ -427,3 +427,29 @@ async def test_a_redis_that_may_evict_the_queues_keys_is_a_warning_at_start(serv
         await bot.close(0)
     warned = [r.getMessage() for r in caplog.records if "allkeys-lru" in r.getMessage()]
     assert len(warned) == 1 and "noeviction" in warned[0], warned
+
+
+async def test_a_cancel_while_redis_hangs_gives_up_at_its_deadline(server, tmp_path):
+    """Redis stops answering without closing its connections (a network partition, a paused VM).
+    A cancel used to wait out the socket timeout of every try, well past its own deadline; it
+    must give up at the deadline with the queue's "unavailable" message."""
+    redis = server(False)
+    bot = RedisJobQueue(redis.url, prefix=PREFIX, heartbeat_s=0.2, cancel_timeout_s=1.0)
+    await bot.start()
+    worker, stop = _worker(redis.url, "w1", spec("gated", folder=str(tmp_path))), asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_s=1))
+    try:
+        await bot.submit(_job(1, 10, seed=1))
+        await _collect(bot, _started(1))
+        redis.signal(signal.SIGSTOP)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(QueueUnavailableError) as err:
+            await bot.cancel(1)
+        assert asyncio.get_running_loop().time() - started < 3.0
+        assert err.value.user_message.startswith("The render queue is unavailable")
+    finally:
+        redis.signal(signal.SIGCONT)
+        (tmp_path / "go").touch()
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await bot.close(0)

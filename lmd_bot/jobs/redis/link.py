@@ -106,7 +106,11 @@ class Link:
         task = asyncio.current_task()
         while True:
             try:
-                result = await fn(*args, **kwargs)
+                # A server that stops answering but keeps the connection (a partition) would hold
+                # each try for the socket timeout: a deadline bounds the try itself.
+                left = None if give_up is None else max(give_up - time.monotonic(), 0.0)
+                async with asyncio.timeout(left):
+                    result = await fn(*args, **kwargs)
             except Exception as exc:
                 _reraise_swallowed_cancel(task)
                 if not self.connected and (error := _settings_error(exc, self._url)) is not None:

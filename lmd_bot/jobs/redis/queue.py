@@ -92,7 +92,9 @@ class RedisJobQueue:
             f"{self._link.where}; give each bot its own queue.redis_prefix, or stop the other one"
         )
         try:
-            await self._link.call(self._hold.take, refused, deadline_s=self._connect_timeout_s)
+            await self._link.call(self._link.client.ping, deadline_s=self._connect_timeout_s)
+            # Redis answers: the wait for a stopped bot's hold is not bound by the connect timeout.
+            await self._link.call(self._hold.take, refused)
             await self._link.call(self._adopt, deadline_s=self._connect_timeout_s)
             await self._link.call(self._check_eviction, deadline_s=self._connect_timeout_s)
         except QueueUnavailableError as exc:
