@@ -5,7 +5,9 @@ with the same settings and no GPU of its own. Each worker takes one job at a tim
 supervised child process (restarted after a crash or out-of-memory error) and publishes progress
 and results back through Redis. Ctrl+C or SIGTERM: stop taking jobs, let the current one finish
 within ``queue.shutdown_grace_s``, else give it back for another worker. Redis down at start or
-restarted meanwhile: the worker waits for it (one log line) and carries on.
+restarted meanwhile: the worker waits for it (one log line) and carries on. Models that cannot
+load, a wrong password or database in ``queue.redis_url``, or another worker of the same name:
+it exits with code 2 and the reason, taking no job.
 """
 
 from __future__ import annotations
@@ -16,7 +18,19 @@ import signal
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("worker", help="a GPU worker for the Redis-backed queue (scale out)")
+    p = sub.add_parser(
+        "worker",
+        help="a GPU worker for the Redis-backed queue (scale out)",
+        description=(
+            "Render the bot's jobs on this host: one worker per GPU, taking jobs from the Redis "
+            "server of queue.redis_url (LMD_QUEUE__REDIS_URL) under queue.redis_prefix "
+            "(LMD_QUEUE__REDIS_PREFIX), both as the bot has them, with the models of [diffusion]. "
+            "Redis down: it waits for it. SIGTERM or Ctrl+C: the current job gets "
+            "queue.shutdown_grace_s to finish, else goes back to another worker; exit 0. A refused "
+            "password or database, models that cannot load, or another worker of the same name: "
+            "exit 2 with the reason."
+        ),
+    )
     p.add_argument(
         "--renderer",
         choices=("diffusion", "tiny", "preview"),

@@ -174,12 +174,15 @@ class WorkerSupervisor:
         self._aborting = True
         self._poke()
 
-    async def warm(self) -> None:
-        """Start the worker (and load the models) before the first job needs it."""
+    async def warm(self) -> str | None:
+        """Start the worker (and load the models) before the first job needs it; returns why it
+        could not start, or None."""
         try:
             await self._ensure_worker()
         except _StartError as exc:
             log.error("the GPU worker could not start: %s", exc)
+            return str(exc)
+        return None
 
     async def close(self) -> None:
         worker, self._worker = self._worker, None

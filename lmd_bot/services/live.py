@@ -48,7 +48,10 @@ def place_status(live: Live, running: int, avg_render_s: float | None) -> Status
     if live.position is None or live.waiting is None or live.shown == (live.position, live.waiting):
         return None
     live.shown = (live.position, live.waiting)
-    ahead = live.position - 1 + running
+    # While jobs wait, every worker is busy: the running ones end about together, then the line
+    # moves on as many at a time (one per worker, with several workers on the Redis queue).
+    lanes = max(running, 1)
+    rounds = (live.position - 1) // lanes + (1 if running else 0)
     return StatusView(
         scene=live.scene,
         job=live.job,
@@ -56,5 +59,5 @@ def place_status(live: Live, running: int, avg_render_s: float | None) -> Status
         state="queued",
         position=live.position,
         waiting=live.waiting,
-        eta_s=avg_render_s * ahead if avg_render_s is not None else None,
+        eta_s=avg_render_s * rounds if avg_render_s is not None else None,
     )

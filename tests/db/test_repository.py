@@ -8,6 +8,7 @@ import dataclasses
 import sqlite3
 from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -19,10 +20,11 @@ from lmd_bot.db.engine import alembic_config
 from lmd_bot.db.models import Base
 from lmd_bot.db.records import NewJob
 from lmd_bot.db.repository import CapReachedError, NotFoundError
-from lmd_bot.errors import ConfigError
+from lmd_bot.errors import ConfigError, StorageError
 from lmd_bot.layout.schema import SceneLayout
 from lmd_bot.rendering import RenderMode
 from lmd_bot.scenes.models import JobStatus, MessageKind, RoundKind, ServerSettings
+from tests.db.postgres import _free_port
 
 LAYOUT = SceneLayout.model_validate(
     {"objects": [{"id": 1, "caption": "a red apple", "box": [40, 300, 90, 90]}], "background": "A table"}
@@ -302,3 +304,48 @@ async def test_a_scenes_tree_reads_rounds_as_stored_even_after_they_were_seen(db
     _, tree = await repo.scene_tree(scene.id)
     assert tree[second.id].layout.background == "A beach" and tree[first.id] == first
     await db.close()
+
+
+async def test_a_postgresql_server_that_cannot_serve_now_is_a_storage_error(postgres_root, postgres_url):
+    """Down, out of connections, or a standby after a failover (read-only): the user used to get a
+    generic failure, and a finished render's result was dropped instead of being retried and
+    recorded later (what the tracker does on a StorageError). Nothing is half-written."""
+    plain = postgres_root.replace("postgresql+asyncpg://", "postgresql://")
+    name = postgres_url.rsplit("/", 1)[1]
+    db = open_database(postgres_url)
+    await db.migrate()
+    repo = Repository(db)
+    admin = await asyncpg.connect(f"{plain}/postgres")
+    try:
+        await repo.save_server_settings(BIG_ID, ServerSettings(steps=5), by=1)
+        # A standby: every new session is read-only.
+        await admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        await admin.execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+        with pytest.raises(StorageError):
+            await repo.save_server_settings(BIG_ID, ServerSettings(steps=9), by=1)
+        await admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
+        await admin.execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+        assert (await repo.server_settings(BIG_ID)).steps == 5
+        # Out of connections: the bot's role may open none.
+        await admin.execute("CREATE ROLE lmd_capped LOGIN CONNECTION LIMIT 0")
+        capped = open_database(postgres_url.replace("postgres@", "lmd_capped@"))
+        try:
+            with pytest.raises(StorageError):
+                await Repository(capped).server_settings(BIG_ID)
+        finally:
+            await capped.close()
+            await admin.execute("DROP ROLE lmd_capped")
+    finally:
+        await admin.close()
+        await db.close()
+    # Down: nothing listens on its port.
+    gone = open_database(f"postgresql+asyncpg://postgres@127.0.0.1:{_free_port()}/{name}")
+    try:
+        with pytest.raises(StorageError):
+            await Repository(gone).server_settings(BIG_ID)
+    finally:
+        await gone.close()

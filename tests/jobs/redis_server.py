@@ -34,6 +34,10 @@ class RedisProcess(RedisServer):
         except RedisServerError as exc:
             pytest.fail(str(exc))
 
+    def signal(self, signum: int) -> None:
+        """SIGSTOP: a server that stops answering but keeps its connections open; SIGCONT."""
+        self._proc.send_signal(signum)
+
 
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:

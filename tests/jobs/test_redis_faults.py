@@ -8,6 +8,7 @@ queue's view stays true, nothing is lost."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as redis_asyncio
 
+from lmd_bot.errors import ConfigError
 from lmd_bot.jobs.models import (
     CancelOutcome,
     JobCancelled,
@@ -28,7 +30,7 @@ from lmd_bot.jobs.models import (
     JobStarted,
     QueueChanged,
 )
-from lmd_bot.jobs.redis import RedisJobQueue, RedisWorker
+from lmd_bot.jobs.redis import QueueUnavailableError, RedisJobQueue, RedisWorker
 from lmd_bot.jobs.renderers import RendererSpec
 from lmd_bot.jobs.supervisor import WorkerSupervisor
 from lmd_bot.layout.schema import SceneLayout
@@ -353,3 +355,101 @@ async def test_an_idle_worker_stops_when_told_while_redis_is_gone():
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         redis.close()
+
+
+async def test_a_result_finished_while_redis_is_out_of_memory_arrives_once_memory_frees(server, tmp_path):
+    """Redis at its ``maxmemory`` refuses writes (OOM) as the render ends. The worker used to lose
+    its event publisher to that answer and then wait for it forever, holding the job: the user's
+    job never finished. It must wait for memory like for an outage, then deliver the result."""
+    redis = server(False)
+    bot = await _bot(redis.url)
+    worker, stop = _worker(redis.url, "full", spec("gated", folder=str(tmp_path))), asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_s=1))
+    admin = redis_asyncio.from_url(redis.url)
+    try:
+        await bot.submit(_job(1, 10, seed=1))
+        events = await _collect(bot, _started(1))
+        await admin.config_set("maxmemory", "1")  # the default policy, noeviction: writes fail
+        (tmp_path / "go").touch()
+        await asyncio.sleep(0.5)  # the result is refused meanwhile
+        await admin.config_set("maxmemory", "0")
+        await _collect(bot, _finished([1]), events, timeout=10)
+        await _settle(bot, events, 0.5)
+        assert [e.job_id for e in events if isinstance(e, JobDone)] == [1]
+        assert not task.done(), "the worker exited"
+        await bot.submit(_job(2, 10, seed=2))  # and it takes the next job
+        await _collect(bot, _finished([2]), events, timeout=10)
+    finally:
+        await admin.config_set("maxmemory", "0")
+        await admin.aclose()
+        stop.set()
+        with contextlib.suppress(TimeoutError):  # a hung worker fails the test, not the run
+            await asyncio.wait_for(asyncio.shield(task), 10)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await bot.close(0)
+
+
+async def test_a_wrong_password_or_database_number_is_a_clear_settings_error_at_start(server):
+    """An operator's mistyped ``queue.redis_url``: the worker used to retry a refused password
+    forever as if Redis were down, and crash with a traceback on a database number the server
+    does not have. Both bot and worker must stop at once, naming the setting."""
+    redis = server(False)
+    admin = redis_asyncio.from_url(redis.url)
+    await admin.config_set("requirepass", "s3cret")
+    await admin.aclose()
+    port = redis.url.split(":")[2].split("/")[0]
+    wrong_password = f"redis://:oops@127.0.0.1:{port}/0"
+    no_password = f"redis://127.0.0.1:{port}/0"
+    wrong_database = f"redis://:s3cret@127.0.0.1:{port}/99"
+    for url, says in [(wrong_password, "password"), (no_password, "password"), (wrong_database, "99")]:
+        bot = RedisJobQueue(url, prefix=PREFIX, connect_timeout_s=5)
+        with pytest.raises(ConfigError) as err:
+            await asyncio.wait_for(bot.start(), 10)
+        assert "queue.redis_url" in str(err.value) and says in str(err.value), str(err.value)
+        assert "oops" not in str(err.value) and "s3cret" not in str(err.value)
+        worker = _worker(url, "misconfigured")
+        with pytest.raises(ConfigError) as err:
+            await asyncio.wait_for(worker.run(asyncio.Event(), grace_s=1), 10)
+        assert "queue.redis_url" in str(err.value) and says in str(err.value), str(err.value)
+
+
+async def test_a_redis_that_may_evict_the_queues_keys_is_a_warning_at_start(server, caplog):
+    """A Redis shared with a cache (``maxmemory-policy allkeys-lru``) may evict the jobs stream
+    under memory pressure: the jobs in it would never finish, and the users never hear. The bot
+    said nothing about it; it warns at start, naming the setting."""
+    redis = server(False)
+    admin = redis_asyncio.from_url(redis.url)
+    await admin.config_set("maxmemory-policy", "allkeys-lru")
+    await admin.aclose()
+    with caplog.at_level("WARNING", logger="lmd_bot.jobs.redis"):
+        bot = await _bot(redis.url)
+        await bot.close(0)
+    warned = [r.getMessage() for r in caplog.records if "allkeys-lru" in r.getMessage()]
+    assert len(warned) == 1 and "noeviction" in warned[0], warned
+
+
+async def test_a_cancel_while_redis_hangs_gives_up_at_its_deadline(server, tmp_path):
+    """Redis stops answering without closing its connections (a network partition, a paused VM).
+    A cancel used to wait out the socket timeout of every try, well past its own deadline; it
+    must give up at the deadline with the queue's "unavailable" message."""
+    redis = server(False)
+    bot = RedisJobQueue(redis.url, prefix=PREFIX, heartbeat_s=0.2, cancel_timeout_s=1.0)
+    await bot.start()
+    worker, stop = _worker(redis.url, "w1", spec("gated", folder=str(tmp_path))), asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, grace_s=1))
+    try:
+        await bot.submit(_job(1, 10, seed=1))
+        await _collect(bot, _started(1))
+        redis.signal(signal.SIGSTOP)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(QueueUnavailableError) as err:
+            await bot.cancel(1)
+        assert asyncio.get_running_loop().time() - started < 3.0
+        assert err.value.user_message.startswith("The render queue is unavailable")
+    finally:
+        redis.signal(signal.SIGCONT)
+        (tmp_path / "go").touch()
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)
+        await bot.close(0)

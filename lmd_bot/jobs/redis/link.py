@@ -1,9 +1,10 @@
 """One Redis connection that waits out outages: a restart, a failover, a server not up yet.
 
-Every call the queue makes goes through :meth:`Link.call`, which retries connection errors with
-exponential backoff. An outage is logged once when it starts and once when it ends, however many
-tasks are waiting on it; errors Redis itself answers (a script bug, ``NOGROUP``) are not retried
-here: the caller knows what they mean.
+Every call the queue makes goes through :meth:`Link.call`, which retries connection errors, and a
+server that refuses writes for now (out of memory, a read-only replica), with exponential backoff.
+An outage is logged once when it starts and once when it ends, however many tasks are waiting on
+it; other errors Redis itself answers (a script bug, ``NOGROUP``) are not retried here: the caller
+knows what they mean.
 """
 
 from __future__ import annotations
@@ -16,6 +17,16 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import redis.asyncio as redis_asyncio
+from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
+    MasterDownError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -27,11 +38,26 @@ T = TypeVar("T")
 
 # Errors that mean "the server is not there right now" (redis-py's BusyLoadingError, a server
 # still loading its data after a restart, is a ConnectionError).
-TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+# Answers that mean "there, but taking no writes right now": full (maxmemory with noeviction), a
+# replica (a failover in progress), cut off from its primary. Waited out like an outage: a caller
+# that got one would otherwise lose what it was writing (a worker, its finished job's result).
+REFUSING = (OutOfMemoryError, ReadOnlyError, MasterDownError, TryAgainError)
+TRANSIENT = UNREACHABLE + REFUSING
 
 
 class QueueUnavailableError(LmdError):
     user_message = "The render queue is unavailable right now; try again in a minute."
+
+
+def _settings_error(exc: Exception, url: str) -> ConfigError | None:
+    """A refusal that no wait mends when the first call gets it: ``queue.redis_url`` is wrong."""
+    if isinstance(exc, AuthenticationError | AuthenticationWrongNumberOfArgsError | NoPermissionError):
+        return ConfigError(f"queue.redis_url: redis at {where(url)} refused the password or user: {exc}")
+    if isinstance(exc, ResponseError) and "DB index" in str(exc):
+        database = urlsplit(url).path.lstrip("/")
+        return ConfigError(f"queue.redis_url: redis at {where(url)} has no database {database}: {exc}")
+    return None
 
 
 def where(url: str) -> str:
@@ -60,7 +86,11 @@ class Link:
             )
         except ValueError as exc:
             raise ConfigError(f"queue.redis_url: {exc}") from None
+        self._url = url
         self.where = where(url)
+        # Until a first call succeeds, a refused password or database is a settings error; later
+        # (a password rotated while running) it is waited out like an outage.
+        self.connected = False
         self._max_backoff_s = max_backoff_s
         self._down_since: float | None = None
         self._closed = False
@@ -69,26 +99,37 @@ class Link:
         self, fn: Callable[..., Awaitable[T]], *args: Any, deadline_s: float | None = None, **kwargs: Any
     ) -> T:
         """``await fn(*args, **kwargs)``, again and again while Redis is unreachable. With
-        ``deadline_s``, gives up after that long with :class:`QueueUnavailableError`."""
+        ``deadline_s``, gives up after that long with :class:`QueueUnavailableError`. Before a first
+        call succeeds, a refused password or database raises :class:`ConfigError`."""
         give_up = None if deadline_s is None else time.monotonic() + deadline_s
         delay = 0.05
         task = asyncio.current_task()
         while True:
             try:
-                result = await fn(*args, **kwargs)
-            except TRANSIENT as exc:
+                # A server that stops answering but keeps the connection (a partition) would hold
+                # each try for the socket timeout: a deadline bounds the try itself.
+                left = None if give_up is None else max(give_up - time.monotonic(), 0.0)
+                async with asyncio.timeout(left):
+                    result = await fn(*args, **kwargs)
+            except Exception as exc:
                 _reraise_swallowed_cancel(task)
+                if not self.connected and (error := _settings_error(exc, self._url)) is not None:
+                    raise error from None
+                if not isinstance(exc, TRANSIENT):
+                    raise
                 if self._closed:
                     raise QueueUnavailableError(f"redis link closed: {exc}") from None
                 if self._down_since is None:
                     self._down_since = time.monotonic()
-                    log.warning("redis at %s unreachable (%s); retrying until it is back", self.where, exc)
+                    state = "refuses writes" if isinstance(exc, REFUSING) else "unreachable"
+                    log.warning("redis at %s %s (%s); retrying until it is back", self.where, state, exc)
                 if give_up is not None and time.monotonic() + delay > give_up:
                     raise QueueUnavailableError(f"redis at {self.where} unreachable: {exc}") from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_backoff_s)
                 continue
             _reraise_swallowed_cancel(task)
+            self.connected = True
             if self._down_since is not None:
                 log.info("redis at %s is back after %.1f s", self.where, time.monotonic() - self._down_since)
                 self._down_since = None

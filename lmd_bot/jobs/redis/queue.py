@@ -21,6 +21,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from lmd_bot.errors import ConfigError
 from lmd_bot.jobs.fair import FairQueue
 from lmd_bot.jobs.models import (
     EVENT_ADAPTER,
@@ -36,6 +37,7 @@ from lmd_bot.jobs.models import (
     QueueFullError,
     QueueSnapshot,
 )
+from lmd_bot.jobs.redis.hold import Hold
 from lmd_bot.jobs.redis.link import Link, QueueUnavailableError
 from lmd_bot.jobs.redis.scripts import BOT_GROUP, WORKERS_GROUP, Keys, Scripts
 
@@ -63,7 +65,9 @@ class RedisJobQueue:
         self._cancel_timeout_s = cancel_timeout_s
         self._link: Link | None = None
         self._scripts: Scripts | None = None
+        self._hold: Hold | None = None
         self._epoch = ""
+        self._no_workers = False  # jobs wait and no worker is registered (logged once)
         # Waiting here, in turn order; handed to Redis (in dispatch order); started by a worker.
         self._fair = FairQueue()
         self._waiting: dict[int, JobSpec] = {}
@@ -82,11 +86,23 @@ class RedisJobQueue:
     async def start(self) -> None:
         self._link = Link(self._url)
         self._scripts = Scripts.on(self._link.client)
+        self._hold = Hold(self._link, self._scripts, self._keys.bot, expiry_s=3 * self._poll_s)
+        refused = (
+            f"queue.redis_prefix: another bot serves the queue {self._keys.prefix!r} on redis at "
+            f"{self._link.where}; give each bot its own queue.redis_prefix, or stop the other one"
+        )
         try:
+            await self._link.call(self._link.client.ping, deadline_s=self._connect_timeout_s)
+            # Redis answers: the wait for a stopped bot's hold is not bound by the connect timeout.
+            await self._link.call(self._hold.take, refused)
             await self._link.call(self._adopt, deadline_s=self._connect_timeout_s)
+            await self._link.call(self._check_eviction, deadline_s=self._connect_timeout_s)
         except QueueUnavailableError as exc:
             await self._link.close()
             raise QueueUnavailableError(f"{exc} (queue.redis_url)") from None
+        except ConfigError:
+            await self._link.close()
+            raise
         self._tasks = [
             asyncio.create_task(self._read_events(), name="lmd-redis-events"),
             asyncio.create_task(self._dispatch_forever(), name="lmd-redis-dispatch"),
@@ -148,6 +164,9 @@ class RedisJobQueue:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._link is not None:
+            if self._tasks:  # started: the next bot need not wait for the hold to run out
+                with contextlib.suppress(QueueUnavailableError):
+                    await self._link.call(self._hold.let_go, deadline_s=1)
             await self._link.close()
         return []
 
@@ -179,6 +198,23 @@ class RedisJobQueue:
                     self._started.add(int(fields[b"job"]))
             log.info("%d job(s) are with the workers", len(self._handed))
 
+    async def _check_eviction(self) -> None:
+        """Warn about a Redis that may drop the queue's keys when full: an evicted jobs stream
+        would leave its jobs unfinished, unnoticed (only a lost epoch is noticed)."""
+        try:
+            policy = (await self._link.client.info("memory")).get("maxmemory_policy", "noeviction")
+        except ResponseError:  # INFO not allowed (an ACL, a managed Redis): nothing to check
+            return
+        if isinstance(policy, bytes):
+            policy = policy.decode()
+        if policy != "noeviction":
+            log.warning(
+                "redis at %s has maxmemory-policy %s: when full it may evict the queue's jobs, "
+                "which would then never finish; give the queue a Redis with maxmemory-policy noeviction",
+                self._link.where,
+                policy,
+            )
+
     async def _ensure_events_group(self) -> None:
         try:
             await self._link.client.xgroup_create(self._keys.events, BOT_GROUP, id="0", mkstream=True)
@@ -209,6 +245,7 @@ class RedisJobQueue:
 
     async def _dispatch(self) -> None:
         """Hand out jobs while workers are free; notice a Redis that lost its data."""
+        await self._hold.renew()
         if not self._fair:
             epoch = await self._link.client.get(self._keys.epoch)
             if epoch is None or epoch.decode() != self._epoch:
@@ -221,8 +258,22 @@ class RedisJobQueue:
             if answer == -1:
                 await self._recover_lost_data()
                 continue
+            if answer == -2:
+                if not self._no_workers:
+                    self._no_workers = True
+                    log.warning(
+                        "%d job(s) waiting and no worker is serving the queue %r at %s: start `lmd-bot "
+                        "worker` on a GPU host (same queue.redis_url and queue.redis_prefix)",
+                        len(self._fair),
+                        self._keys.prefix,
+                        self._link.where,
+                    )
+                return  # a worker that registers wakes us
             if answer == 0:
                 return  # every worker is busy: a finished job or a new worker wakes us
+            if self._no_workers:
+                self._no_workers = False
+                log.info("a worker is serving the queue %r again", self._keys.prefix)
             self._fair.pop()
             del self._waiting[spec.job_id]
             self._handed[spec.job_id] = spec

@@ -12,6 +12,9 @@ Under the prefix ``P`` (``queue.redis_prefix``):
 - ``P:workers``: a sorted set of live workers, scored by when their registration runs out.
 - ``P:cancel:<job>``: set when the owner cancels a job a worker is running.
 - ``P:epoch``: a random value the bot writes; its absence means Redis lost its data.
+- ``P:bot`` and ``P:worker:<name>``: holds, each a random token of the one bot serving the prefix
+  and of the one worker by that name, with an expiry renewed on every heartbeat: a second bot or
+  a second worker of the same name is refused, and a crashed one's hold runs out by itself.
 
 Each script runs atomically, so a worker that lost its lease can never publish past the one that
 claimed the job after it.
@@ -56,8 +59,9 @@ end
 """
 
 # Bot: hand a job to the workers if one is free. ARGV: epoch, job id, spec JSON.
-# Returns -1 (Redis lost its data: the epoch is not ours), 0 (no free worker), or the entry id
-# (also when the job is already there: a retried call must not add it twice).
+# Returns -1 (Redis lost its data: the epoch is not ours), -2 (no live worker at all), 0 (every
+# worker busy), or the entry id (also when the job is already there: a retried call must not add
+# it twice).
 DISPATCH = (
     _NOW
     + _FIND
@@ -74,7 +78,9 @@ if redis.call('EXISTS', jobs) == 1 then
 else
   redis.call('XGROUP', 'CREATE', jobs, 'workers', '0', 'MKSTREAM')
 end
-if redis.call('ZCARD', p..':workers') <= busy then return 0 end
+local live = redis.call('ZCARD', p..':workers')
+if live == 0 then return -2 end
+if live <= busy then return 0 end
 redis.call('DEL', p..':cancel:'..ARGV[2])
 return redis.call('XADD', jobs, '*', 'job', ARGV[2], 'spec', ARGV[3])
 """
@@ -165,6 +171,22 @@ return 1
 )
 
 
+# Bot or worker: take or renew a hold. KEYS[1]: the hold; ARGV: token, expiry (ms).
+# Returns 1, or 0 when another token holds it.
+HOLD = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Bot or worker, stopping: let go of its hold (and only its own). KEYS[1]: the hold; ARGV: token.
+LET_GO = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 @dataclass(frozen=True)
 class Scripts:
     """The scripts registered on one client (redis-py reloads them after a Redis restart)."""
@@ -175,6 +197,8 @@ class Scripts:
     beat: Any
     publish: Any
     release: Any
+    hold: Any
+    let_go: Any
 
     @classmethod
     def on(cls, client: Any) -> Scripts:
@@ -185,6 +209,8 @@ class Scripts:
             beat=client.register_script(BEAT),
             publish=client.register_script(PUBLISH),
             release=client.register_script(RELEASE),
+            hold=client.register_script(HOLD),
+            let_go=client.register_script(LET_GO),
         )
 
 
@@ -207,6 +233,13 @@ class Keys:
     @property
     def workers(self) -> str:
         return f"{self.prefix}:workers"
+
+    @property
+    def bot(self) -> str:
+        return f"{self.prefix}:bot"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
 
     def cancel(self, job_id: int) -> str:
         return f"{self.prefix}:cancel:{job_id}"

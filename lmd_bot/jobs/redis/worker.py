@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 from redis.exceptions import ResponseError
 
+from lmd_bot.errors import LmdError
 from lmd_bot.jobs.models import (
     JobCancelled,
     JobDone,
@@ -34,6 +35,7 @@ from lmd_bot.jobs.models import (
     JobSpec,
     QueueChanged,
 )
+from lmd_bot.jobs.redis.hold import Hold
 from lmd_bot.jobs.redis.link import Link, QueueUnavailableError
 from lmd_bot.jobs.redis.scripts import WORKERS_GROUP, Keys, Scripts
 from lmd_bot.jobs.supervisor import CRASH_MESSAGE, WorkerSupervisor
@@ -43,6 +45,10 @@ T = TypeVar("T")
 
 EVENTS_CAP = 10_000  # events kept in Redis while the bot is away (it deletes what it reads)
 LOST_MESSAGE = f"{CRASH_MESSAGE} I'm retrying on another worker."
+
+
+class RendererStartError(LmdError):
+    """This host cannot render (its models do not load): it takes no jobs."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,7 @@ class RedisWorker:
         self.current: JobSpec | None = None
         self.jobs_done = 0
         self.results_dropped = 0  # final events refused because another worker holds the job
+        self._named = False  # this worker holds its name (no other worker of that name runs)
         self._stopped = False  # loops check it too: a cancellation can be lost inside redis-py
 
     async def run(self, stop: asyncio.Event, grace_s: float = 30.0) -> None:
@@ -104,10 +111,21 @@ class RedisWorker:
         even a wait for a Redis that is down."""
         self._link = Link(self._url, block_s=self._block_ms / 1000)
         self._scripts = Scripts.on(self._link.client)
+        self._hold = Hold(self._link, self._scripts, self._keys.worker(self.name), self._lease_ms / 1000)
         forwarder = asyncio.create_task(self._forward(), name="lmd-worker-events")
         beat: asyncio.Task[None] | None = None
         try:
-            await self.supervisor.warm()
+            if (failed := await self.supervisor.warm()) is not None:
+                # Registered, it would fail each job it took at once and, free again at once, take
+                # most of them from the healthy workers: it stops instead (its host may restart it).
+                raise RendererStartError(f"worker {self.name}: the GPU worker could not start: {failed}")
+            refused = (
+                f"another worker named {self.name!r} serves the queue {self._keys.prefix!r} on redis at "
+                f"{self._link.where}; give each worker its own --name"
+            )
+            if not await self._unless_stopped(self._link.call(self._hold.take, refused), stop):
+                return
+            self._named = True
             # Registered once the models are loaded: the bot hands jobs only to ready workers.
             if not await self._unless_stopped(self._beat_once(), stop):
                 return
@@ -194,6 +212,10 @@ class RedisWorker:
         spec = attempt.spec
         self._attempt = attempt
         try:
+            # First: a job its owner cancelled (maybe while its last worker was lost) just ends.
+            if await self._link.call(self._link.client.exists, self._keys.cancel(spec.job_id)):
+                self._emit(JobCancelled(job_id=spec.job_id))
+                return
             if attempt.count > 1:
                 log.warning(
                     "job %s: its worker stopped answering; taking it over (try %d)", spec.job_id, spec.attempt
@@ -202,9 +224,6 @@ class RedisWorker:
                     self._emit(JobFailed(job_id=spec.job_id, user_message=CRASH_MESSAGE, detail="lost"))
                     return
                 self._emit(JobRetrying(job_id=spec.job_id, attempt=spec.attempt, user_message=LOST_MESSAGE))
-            if await self._link.call(self._link.client.exists, self._keys.cancel(spec.job_id)):
-                self._emit(JobCancelled(job_id=spec.job_id))
-                return
             await self._render(attempt, stop, grace_s)
         finally:
             await self._drain(None if not stop.is_set() else grace_s)
@@ -264,6 +283,7 @@ class RedisWorker:
     async def _beat_once(self) -> None:
         attempt = self._attempt
         entry, count = (attempt.entry, attempt.count) if attempt is not None else (b"", 0)
+        await self._link.call(self._hold.renew)
         held = await self._link.call(
             self._scripts.beat, keys=[self._keys.prefix], args=[self.name, self._lease_ms, entry, count]
         )
@@ -278,8 +298,11 @@ class RedisWorker:
             await self._beat_once()
 
     async def _unregister(self) -> None:
+        if not self._named:
+            return  # the name is another worker's, or was never checked: leave its entries alone
         with contextlib.suppress(QueueUnavailableError):  # else the registration runs out by itself
             await self._link.call(self._link.client.zrem, self._keys.workers, self.name, deadline_s=2)
+            await self._link.call(self._hold.let_go, deadline_s=1)
 
     # --- publishing events ---------------------------------------------------------------------
 
@@ -305,6 +328,8 @@ class RedisWorker:
                         continue
                     last_progress = now
                 await self._publish(attempt, event)
+            except Exception:  # an answer no retry helps: one event lost, not every later one
+                log.exception("publishing %s of job %s failed", event.kind, getattr(event, "job_id", "-"))
             finally:
                 self._outbox.task_done()
 
