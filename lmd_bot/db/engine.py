@@ -38,7 +38,7 @@ from alembic.config import Config
 from alembic.util.exc import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -152,6 +152,21 @@ class Database(ABC):
         except (SQLAlchemyError, OSError) as exc:
             log.debug("database start-up failed", exc_info=True)
             raise ConfigError(f"{SETTING}: cannot use {self.where}: {_reason(exc)}.") from None
+
+
+# PostgreSQL's SQLSTATE classes and codes for "not now" (a later try may work): a lost
+# connection, out of connections, memory or disk, the server shutting down or starting up, a
+# standby that takes no writes (a failover under way), a transaction that lost a race.
+_UNAVAILABLE_CLASSES = ("08", "53", "57")
+_UNAVAILABLE_CODES = ("25006", "40001", "40P01")
+
+
+def unavailable(exc: DBAPIError | OSError) -> bool:
+    """Whether the database failed for a while rather than for a bug in a statement."""
+    if isinstance(exc, OSError | OperationalError | InterfaceError) or exc.connection_invalidated:
+        return True  # OSError: no server at all (refused, reset, unreachable)
+    code = getattr(exc.orig, "sqlstate", None) or ""
+    return code[:2] in _UNAVAILABLE_CLASSES or code in _UNAVAILABLE_CODES
 
 
 def _busy(exc: OperationalError) -> bool:

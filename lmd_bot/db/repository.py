@@ -27,10 +27,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from lmd_bot.db import statements as sql
-from lmd_bot.db.engine import Database
+from lmd_bot.db.engine import Database, unavailable
 from lmd_bot.db.models import GuildConfig, utcnow
 from lmd_bot.db.records import (
     FinishedJob,
@@ -71,21 +71,6 @@ class NotFoundError(LookupError):
     """A scene, round or job id that is not in the database."""
 
 
-# PostgreSQL's SQLSTATE classes and codes for "not now" (a later try may work): a lost
-# connection, out of connections, memory or disk, the server shutting down or starting up, a
-# standby that takes no writes (a failover under way), a transaction that lost a race.
-_UNAVAILABLE_CLASSES = ("08", "53", "57")
-_UNAVAILABLE_CODES = ("25006", "40001", "40P01")
-
-
-def _unavailable(exc: DBAPIError | OSError) -> bool:
-    """Whether the database failed for a while rather than for a bug in a statement."""
-    if isinstance(exc, OSError | OperationalError | InterfaceError) or exc.connection_invalidated:
-        return True  # OSError: no server at all (refused, reset, unreachable)
-    code = getattr(exc.orig, "sqlstate", None) or ""
-    return code[:2] in _UNAVAILABLE_CLASSES or code in _UNAVAILABLE_CODES
-
-
 class Repository:
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -105,7 +90,7 @@ class Repository:
         try:
             return await self._db.write(work)
         except (DBAPIError, OSError) as exc:
-            if not _unavailable(exc):
+            if not unavailable(exc):
                 raise
             raise StorageError(f"database write failed: {getattr(exc, 'orig', exc)}") from exc
 
@@ -113,7 +98,7 @@ class Repository:
         try:
             return await self._db.read(work)
         except (DBAPIError, OSError) as exc:
-            if not _unavailable(exc):
+            if not unavailable(exc):
                 raise
             raise StorageError(f"database read failed: {getattr(exc, 'orig', exc)}") from exc
 
