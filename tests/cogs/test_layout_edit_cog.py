@@ -74,14 +74,19 @@ async def test_the_layout_button_offers_editors_an_edit_box_that_makes_a_round(d
     await eventually(lambda: len([m for m in fake.in_channel(thread.id) if m.field("Seed")]) == 2)
 
 
+async def _submit_refused(fake, thread, text: str):
+    """The owner sends ``text`` in round 1's edit box; the bot's private answer (its call)."""
+    modal = EditLayoutModal(1, 1, "")
+    modal.layout._value = text
+    submit = fake.interaction(OWNER, thread)
+    await modal.on_submit(submit)
+    return submit.followup.send.await_args
+
+
 async def test_a_bad_edit_hands_the_text_back_and_changes_nothing(discord_core):
     core, fake = discord_core
     _, thread, _ = await _scene(core, fake)
-    modal = EditLayoutModal(1, 1, "")
-    modal.layout._value = '{"objects": [{"caption": "a cat", "box": [1, 2'
-    submit = fake.interaction(OWNER, thread)
-    await modal.on_submit(submit)
-    said = submit.followup.send.await_args
+    said = await _submit_refused(fake, thread, '{"objects": [{"caption": "a cat", "box": [1, 2')
     assert said.args[0].startswith("That layout isn't valid: the JSON is malformed")
     assert said.kwargs["file"].filename == "layout.txt" and said.kwargs["ephemeral"] is True
     assert len(await core.repo.rounds(1)) == 1
@@ -92,11 +97,8 @@ async def test_an_edit_refused_for_another_reason_hands_the_text_back_too(tmp_pa
     core, fake = await start_discord(tmp_path, guard={"banned_words": ["dragon"]})
     try:
         _, thread, _ = await _scene(core, fake)
-        modal = EditLayoutModal(1, 1, "")
-        modal.layout._value = (await core.scenes.layout_json(1)).replace("a blue cup", "a red dragon")
-        submit = fake.interaction(OWNER, thread)
-        await modal.on_submit(submit)
-        said = submit.followup.send.await_args
+        banned = (await core.scenes.layout_json(1)).replace("a blue cup", "a red dragon")
+        said = await _submit_refused(fake, thread, banned)
         assert said.args[0].startswith("That prompt isn't allowed here")
         assert said.kwargs["file"].filename == "layout.txt" and said.kwargs["ephemeral"] is True
         assert len(await core.repo.rounds(1)) == 1
