@@ -164,6 +164,7 @@ class RecordingNotifier:
         self._threads = itertools.count(70_000)
         self.changed = asyncio.Condition()
         self.gone_threads: set[int] = set()
+        self.refused: list[JobUpdate] = []  # updates that found their thread gone
 
     async def _record(self, view: Shown) -> None:
         name = type(view).__name__
@@ -195,6 +196,7 @@ class RecordingNotifier:
 
     async def _job_update(self, view: JobUpdate) -> int:
         if view.scene.thread_id in self.gone_threads:
+            self.refused.append(view)
             raise DestinationGoneError(view.scene.thread_id)
         await self._record(view)
         return view.job.status_message_id or next(self._ids)

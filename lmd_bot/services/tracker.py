@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 # How much the running-average render time follows the newest job.
 _ETA_WEIGHT = 0.3
+_GONE_SCENES_KEPT = 4096
 # Pauses between tries of a job's last step (a busy disk or database often clears in seconds).
 # How often an end the database refused is written again, in the background.
 RECORD_AGAIN_S = 5.0
@@ -91,6 +93,9 @@ class RenderTracker:
         # Each job's status message as last posted: a view built before the message existed is
         # delivered as an edit of it, without asking the database.
         self._status_ids: dict[int, int] = {}
+        # Scenes whose thread a write found gone: their later updates are dropped, not tried (each
+        # try of a locked thread is another refused request to reopen it), until a new job.
+        self._gone: OrderedDict[int, None] = OrderedDict()
         self.avg_render_s: float | None = None
         self._positions_task: asyncio.Task[None] | None = None
         self._positions_dirty = False
@@ -139,6 +144,7 @@ class RenderTracker:
     async def submit(self, scene: SceneRecord, round_: RoundRecord, job: JobRecord, attempt: int = 1) -> None:
         """Queue ``job``; if the queue refuses it, the job is marked failed and the error raised."""
         self._live[job.id] = Live(job=job, scene=scene, round=round_, queued_at=self._clock())
+        self._gone.pop(scene.id, None)
         try:
             spec = await job_spec(self.settings, self._repo, self._images, scene, round_, job, attempt)
             await self.queue.submit(spec)
@@ -544,6 +550,9 @@ class RenderTracker:
             view = place_status(live, self._running_now, self.avg_render_s) if live else None
         if self._notifier is None or view is None:
             return
+        if view.scene.id in self._gone:
+            self._status_ids.pop(view.job.id, None)
+            return
         known = self._status_ids.get(view.job.id, view.job.status_message_id)
         if known != view.job.status_message_id:
             view = view.model_copy(update={"job": view.job.model_copy(update={"status_message_id": known})})
@@ -561,6 +570,9 @@ class RenderTracker:
         except DestinationGoneError:
             log.info("scene %s: its thread is gone", view.scene.id)
             self._status_ids.pop(view.job.id, None)
+            self._gone[view.scene.id] = None
+            while len(self._gone) > _GONE_SCENES_KEPT:
+                self._gone.popitem(last=False)
             await self.cancel_scene(view.scene.id, "the thread is gone")
             return
         if final:

@@ -205,9 +205,13 @@ async def test_a_deleted_thread_cancels_its_jobs(tmp_path):
 
 
 async def test_a_thread_found_gone_while_posting_cancels_the_scene(tmp_path):
+    """The first write that finds the thread gone ends the scene, and nothing more is tried there:
+    not the running job's result, not the waiting job's "cancelled" (on Discord, each try of a
+    locked thread was another refused request to reopen it)."""
     gate = _gate(tmp_path)
     async with running_core(tmp_path, renderer=spec("gated", folder=str(gate))) as (app, notes):
         plan, job = await _queue(app, notes, seed=1)
+        waiting = await app.scenes.reroll(ALICE, plan.round.id)
         await _running(notes, job.id)
         notes.gone_threads.add(plan.scene.thread_id)
         (gate / "go").touch()
@@ -216,7 +220,14 @@ async def test_a_thread_found_gone_while_posting_cancels_the_scene(tmp_path):
                 break
             await asyncio.sleep(0.02)
         assert (await app.repo.job(job.id)).status in (JobStatus.DONE, JobStatus.CANCELLED)
+        assert (await app.repo.job(waiting.id)).status == JobStatus.CANCELLED
         assert await app.repo.count_active_jobs(ALICE.user_id) == 0
+        refused = len(notes.refused)
+        notes.gone_threads.clear()  # the bot was let back in: a new render there is shown
+        (gate / "go").touch()
+        again = await app.scenes.reroll(ALICE, plan.round.id)
+        assert isinstance(await notes.result_of(again.id), ResultView)
+    assert refused == len(notes.refused) == 1, notes.refused  # close waited for every update
 
 
 @pytest.mark.parametrize(
