@@ -59,6 +59,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     tr.add_argument("--batch", type=int, default=8, help="scenes per UNet step")
     tr.add_argument(
+        "--init",
+        type=Path,
+        help="a new run starts from this export's weights in the joint phase (no VAE phase)",
+    )
+    tr.add_argument(
+        "--position-weight",
+        type=float,
+        default=0.0,
+        help="weight of the base's 'where am I' loss (docs/shapes.md; 1 measured there; 0 = off)",
+    )
+    tr.add_argument(
+        "--route-weight",
+        type=float,
+        default=0.0,
+        help="weight of the fusers' routing loss (docs/shapes.md; 0.1 measured there; 0 = off)",
+    )
+    tr.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)"
     )
     tr.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -118,9 +135,18 @@ def run_train(args: argparse.Namespace) -> int:
         gligen_start=args.gligen_start,
         batch=args.batch,
         checkpoint_minutes=args.checkpoint_minutes,
+        position_weight=args.position_weight,
+        route_weight=args.route_weight,
     )
     logging.getLogger("lmd_bot.shapes").setLevel(logging.INFO)
     trainer = Trainer(args.out, config, torch.device(args.device))
+    if args.init is not None:
+        if trainer.checkpoint_path.exists():
+            _say(f"{args.out} has a checkpoint: resuming it (--init starts new runs only)")
+        else:
+            from lmd_bot.shapes.export import start_from_export
+
+            start_from_export(trainer, args.init)
     with _stop_on_signals(trainer.request_stop):
         trainer.run(progress=not args.no_progress)
     for note in trainer.state.notes:

@@ -16,7 +16,13 @@ from pathlib import Path
 import torch
 
 from lmd_bot.shapes import models
-from lmd_bot.shapes.train import read_checkpoint, tie_base_weights
+from lmd_bot.shapes.train import (
+    CheckpointError,
+    Trainer,
+    adapter_parameters,
+    read_checkpoint,
+    tie_base_weights,
+)
 
 SD_DIR = "sd"
 GLIGEN_DIR = "gligen"
@@ -59,8 +65,6 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "", ema
     if payload["gligen"] is not None:
         gligen.load_state_dict(payload["gligen"])
     tie_base_weights(gligen, unet)
-    from lmd_bot.shapes.train import adapter_parameters
-
     with torch.no_grad():
         if ema:
             averaged = list(payload["ema"]["adapters"].values())
@@ -101,3 +105,34 @@ def export_checkpoint(checkpoint: Path, out_dir: Path, *, command: str = "", ema
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
     return facts
+
+
+def start_from_export(trainer: Trainer, folder: Path) -> None:
+    """Write ``trainer``'s first checkpoint from an export in ``folder``: the joint phase at step 0
+    on its weights (VAE and its scaling, base, adapters) with fresh optimizers, the moving
+    averages starting at those weights. Another recipe (the auxiliary losses of
+    :mod:`lmd_bot.shapes.auxiliary`) can so fine-tune the committed models without their run."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    if not (folder / SD_DIR / "unet").is_dir() or not (folder / GLIGEN_DIR / "unet").is_dir():
+        needs = f"{SD_DIR}/ and {GLIGEN_DIR}/"
+        raise CheckpointError(f"--init {folder} is no export: it needs {needs} (lmd-bot shapes export)")
+    vae = AutoencoderKL.from_pretrained(folder / SD_DIR / "vae")
+    trainer.vae.load_state_dict(vae.float().state_dict())
+    trainer.state.vae_scaling = float(vae.config.scaling_factor)
+    trainer.vae.config.scaling_factor = trainer.state.vae_scaling
+    unet = UNet2DConditionModel.from_pretrained(folder / SD_DIR / "unet")
+    trainer.unet.load_state_dict(unet.float().state_dict())
+    text_encoder = CLIPTextModel.from_pretrained(folder / SD_DIR / "text_encoder")
+    trainer.text_encoder.load_state_dict(text_encoder.float().state_dict())
+    trainer._begin_phase("joint", fresh=True)
+    exported = dict(UNet2DConditionModel.from_pretrained(folder / GLIGEN_DIR / "unet").named_parameters())
+    with torch.no_grad():
+        for name, p in trainer.gligen.named_parameters():
+            if ".fuser." in name or name.startswith("position_net."):
+                p.copy_(exported[name].float())
+        for e, p in zip(trainer.ema["adapters"], adapter_parameters(trainer.gligen), strict=True):
+            e.copy_(p)
+    trainer.state.notes.append(f"started from the export in {folder}")
+    trainer.save()

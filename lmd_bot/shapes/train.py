@@ -37,10 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lmd_bot.diffusion.gligen import MAX_OBJECTS, grounding_inputs
 from lmd_bot.diffusion.spec import Span, negative_prompt
 from lmd_bot.diffusion.tokens import token_span
 from lmd_bot.errors import LmdError
 from lmd_bot.shapes import models
+from lmd_bot.shapes.auxiliary import PositionHeads, install_routing_capture, routing_loss
 from lmd_bot.shapes.grounding import GroundingTargets, grounding_loss, install_capture
 from lmd_bot.shapes.world import IMAGE_SIZE, PALETTE, masks, render, sample_scene
 
@@ -70,6 +72,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_minutes: float = 5.0
     caption_dropout: float = 0.1
+    # Auxiliary losses for the adapters' prerequisites (lmd_bot/shapes/auxiliary.py); 0 = off.
+    position_weight: float = 0.0
+    route_weight: float = 0.0
 
 
 class CheckpointError(LmdError, ValueError):
@@ -146,6 +151,9 @@ class Trainer:
         self.ema: dict[str, torch.nn.Module] = {}
         self.optimizer: torch.optim.Optimizer | None = None
         self.adapter_optimizer: torch.optim.Optimizer | None = None
+        self.position: PositionHeads | None = None  # with its own optimizer: training-only
+        self.position_optimizer: torch.optim.Optimizer | None = None
+        self._routing: dict[str, torch.Tensor] | None = None
         self.state = TrainState(config=config)
         self._last_save = time.monotonic()
         self._stop_requested = False
@@ -175,6 +183,8 @@ class Trainer:
             "ema": {name: model.state_dict() for name, model in self.ema.items()},
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
             "adapter_optimizer": self.adapter_optimizer.state_dict() if self.adapter_optimizer else None,
+            "position": self.position.state_dict() if self.position is not None else None,
+            "position_optimizer": self.position_optimizer.state_dict() if self.position_optimizer else None,
         }
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(payload, tmp)
@@ -215,6 +225,9 @@ class Trainer:
             self.optimizer.load_state_dict(payload["optimizer"])
         if payload.get("adapter_optimizer") is not None and self.adapter_optimizer is not None:
             self.adapter_optimizer.load_state_dict(payload["adapter_optimizer"])
+        if payload.get("position") is not None and self.position is not None:
+            self.position.load_state_dict(payload["position"])
+            self.position_optimizer.load_state_dict(payload["position_optimizer"])
         return True
 
     # ---------------------------------------------------------------- phases
@@ -244,6 +257,12 @@ class Trainer:
         )
         self.adapter_optimizer = self._new_adapter_optimizer()
         self.ema = self._new_ema()
+        if cfg.position_weight > 0 and self.position is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed + 4)
+                self.position = PositionHeads(self.unet).to(self.device)
+            # A read-out learns far faster than the base it reads: its own, larger step.
+            self.position_optimizer = torch.optim.AdamW(self.position.parameters(), lr=1e-2, weight_decay=0.0)
 
     def _begin_adapters(self, *, fresh: bool) -> None:
         """The base is frozen at the moving average an export ships, so the adapters learn on the
@@ -368,25 +387,34 @@ class Trainer:
         z0, ids, targets, _, _, generator = self._batch(rng_seed)
         states = self.text_encoder(ids)[0]
         loss, eps, ground, ratio = self._diffusion_loss(self.unet, z0, states, targets, generator)
+        metrics = {"eps": eps, "grounding": ground, "in_mask_ratio": ratio}
+        if self.position is not None:
+            position = self.position.loss()
+            loss = loss + self.state.config.position_weight * position
+            metrics["position"] = position.item()
+            self.position_optimizer.zero_grad(set_to_none=True)
         params = [*self.unet.parameters(), *self.text_encoder.parameters()]
         self._optimise(loss, params, self.optimizer, self.state.config.lr)
+        if self.position is not None:
+            self.position_optimizer.step()
         self._update_ema(("unet", "text_encoder"))
-        return {"eps": eps, "grounding": ground, "in_mask_ratio": ratio}
+        return metrics
 
     def _gligen_step(self, rng_seed: int) -> dict[str, float]:
-        from lmd_bot.diffusion.gligen import grounding_inputs
-
         z0, ids, targets, scenes, captions, generator = self._batch(rng_seed)
         gen = np.random.default_rng(rng_seed + 1)
+        slot_masks = torch.zeros(len(scenes), MAX_OBJECTS, IMAGE_SIZE, IMAGE_SIZE)
         with torch.no_grad():
             states = self.text_encoder(ids)[0].detach()
             rows_boxes, rows_phrases = [], []
             for scene, caption in zip(scenes, captions, strict=True):
                 dropped = caption != scene.caption or gen.random() < 0.1
                 boxes, phrases = [], []
+                object_masks = masks(scene)
                 for phrase in [] if dropped else scene.phrases:
                     for index in phrase.objects:
                         obj = scene.objects[index]
+                        slot_masks[len(rows_boxes), len(boxes)] = torch.from_numpy(object_masks[index])
                         boxes.append(obj.nbox)
                         # The overall run grounds every box with its group's phrase ("two red
                         # circles"), the per-object run with the object's own caption.
@@ -404,14 +432,22 @@ class Trainer:
                 torch.stack([pooled[p] for p in row]) if row else torch.zeros(0, dim) for row in rows_phrases
             ]
             gligen_inputs = grounding_inputs(rows_boxes, feats, device=self.device, dtype=torch.float32)
+        if self.state.config.route_weight > 0 and self._routing is None:
+            self.gligen._shapes_store = install_capture(self.gligen)  # before: it resets processors
+            self._routing = install_routing_capture(self.gligen)
         loss, eps, ground, ratio = self._diffusion_loss(
             self.gligen, z0, states, targets, generator, cross_attention_kwargs={"gligen": gligen_inputs}
         )
+        metrics = {"gligen_eps": eps, "gligen_grounding": ground, "gligen_in_mask_ratio": ratio}
+        if self._routing is not None:
+            route, share = routing_loss(self._routing, slot_masks.to(self.device))
+            loss = loss + self.state.config.route_weight * route
+            metrics["route_share"] = share
         # Only the adapters learn from this loss (GLIGEN's recipe: the base is frozen for it).
         adapters = adapter_parameters(self.gligen)
         self._optimise(loss, adapters, self.adapter_optimizer, self.state.config.gligen_lr, only=adapters)
         self._update_ema(("adapters",))
-        return {"gligen_eps": eps, "gligen_grounding": ground, "gligen_in_mask_ratio": ratio}
+        return metrics
 
     def _optimise(self, loss, params, optimizer, base_lr: float, *, only=None) -> None:
         """One AdamW step; ``only``: compute gradients for these parameters alone."""

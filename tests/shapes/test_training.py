@@ -4,10 +4,13 @@ import re
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
+from lmd_bot.diffusion.gligen import MAX_OBJECTS
+from lmd_bot.shapes.auxiliary import routing_loss
 from lmd_bot.shapes.export import export_checkpoint
 from lmd_bot.shapes.grounding import GroundingTargets, grounding_loss
 from lmd_bot.shapes.train import TrainConfig, Trainer
@@ -172,3 +175,84 @@ def test_a_file_that_is_no_checkpoint_of_this_run_is_one_line_not_a_traceback(tm
     assert main(train) == 2
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert said == f"error: {run / 'checkpoint.pt'} was trained with seed 5, not 3"
+
+
+def test_the_auxiliary_losses_train_and_a_run_with_them_resumes_exactly(tmp_path):
+    """The position read-outs and the fusers' routing loss (docs/shapes.md) are part of the
+    training state: a resumed run ends where an uninterrupted one does, read-outs included."""
+
+    def config(steps: int) -> TrainConfig:
+        return replace(_tiny(steps), position_weight=1.0, route_weight=0.1)
+
+    from lmd_bot.shapes.assets import WEIGHTS_DIR
+    from lmd_bot.shapes.export import start_from_export
+
+    def trainer(folder: str, steps: int) -> Trainer:
+        made = Trainer(tmp_path / folder, config(steps), torch.device("cpu"))
+        if not made.checkpoint_path.exists():
+            start_from_export(made, WEIGHTS_DIR)  # as such a run starts: no VAE phase to train
+        made.run(progress=False)
+        return made
+
+    straight = trainer("a", 4)
+    trainer("b", 3)
+    resumed = trainer("b", 4)
+    for a, b in [(straight.unet, resumed.unet), (straight.gligen, resumed.gligen)]:
+        assert _same(a, b)
+    assert _same(straight.position, resumed.position)
+    metrics = straight._base_step(123)
+    assert metrics["position"] > 0
+    assert 0 < straight._gligen_step(456)["route_share"] < 1
+
+
+def test_the_routing_loss_is_low_when_in_mask_tokens_attend_to_their_own_grounding_token():
+    side, slots = 4, MAX_OBJECTS
+    masks = torch.zeros(1, slots, 8, 8)
+    masks[0, 0, :4, :4] = 1  # object 0: the top-left quarter
+    masks[0, 1, 4:, 4:] = 1  # object 1: the bottom-right quarter
+    visual = side * side
+
+    def probs(own: bool) -> dict[str, torch.Tensor]:
+        p = torch.zeros(1, 2, visual + slots, visual + slots)
+        p[..., :, 0] = 1.0  # every token on visual token 0 ...
+        for row in range(visual):
+            y, x = divmod(row, side)
+            slot = {(0, 0): 0, (1, 1): 1}.get((y // 2, x // 2))
+            if slot is not None:  # ... but tokens inside an object on a grounding token
+                target = slot if own else 1 - slot
+                p[..., row, 0] = 0.2
+                p[..., row, visual + target] = 0.8
+        return {"fuser": p}
+
+    good, good_share = routing_loss(probs(True), masks)
+    bad, bad_share = routing_loss(probs(False), masks)
+    assert good < bad
+    assert abs(good_share - 0.8) < 1e-5 and bad_share == 0
+
+
+def test_a_run_can_start_from_an_export_and_refuses_a_folder_that_is_none(tmp_path, capsys):
+    from diffusers import UNet2DConditionModel
+
+    from lmd_bot.cli import main
+    from lmd_bot.shapes.assets import WEIGHTS_DIR
+    from lmd_bot.shapes.export import start_from_export
+    from lmd_bot.shapes.train import adapter_parameters
+
+    trainer = Trainer(tmp_path / "run", replace(_tiny(1), seed=0), torch.device("cpu"))
+    start_from_export(trainer, WEIGHTS_DIR)
+    resumed = Trainer(tmp_path / "run", replace(_tiny(1), seed=0), torch.device("cpu"))
+    assert resumed.load() and (resumed.state.phase, resumed.state.step) == ("joint", 0)
+    shipped = UNet2DConditionModel.from_pretrained(WEIGHTS_DIR / "gligen" / "unet").float()
+    named = dict(shipped.named_parameters())
+    adapters = [n for n, _ in resumed.gligen.named_parameters() if ".fuser." in n or "position_net." in n]
+    for name, p in zip(adapters, adapter_parameters(resumed.gligen), strict=True):
+        assert torch.allclose(p, named[name]), name
+    base = dict(resumed.gligen.named_parameters())["mid_block.attentions.0.proj_in.weight"]
+    assert torch.allclose(base, named["mid_block.attentions.0.proj_in.weight"])
+    assert resumed.state.vae_scaling == pytest.approx(0.2825, abs=1e-4)
+
+    init = ["shapes", "train", "--out", str(tmp_path / "new"), "--init", str(tmp_path), "--no-progress"]
+    assert main(init) == 2
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said == f"error: --init {tmp_path} is no export: it needs sd/ and gligen/ (lmd-bot shapes export)"
+    assert not (tmp_path / "new" / "checkpoint.pt").exists()
