@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lmd_bot.diffusion.gligen import MAX_OBJECTS
+from lmd_bot.shapes.grounding import CaptureTrainingProcessor
 
 
 class PositionHeads(torch.nn.Module):
@@ -62,30 +63,13 @@ class PositionHeads(torch.nn.Module):
         return torch.stack(losses).mean()
 
 
-class _FuserCapture:
-    """The fuser's self-attention, explicit, keeping its probabilities (with autograd)."""
-
-    def __init__(self, name: str, store: dict[str, torch.Tensor]) -> None:
-        self.name = name
-        self.store = store
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kw):
-        batch = hidden_states.shape[0]
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(hidden_states))
-        value = attn.head_to_batch_dim(attn.to_v(hidden_states))
-        probs = attn.get_attention_scores(query, key, None)
-        self.store[self.name] = probs.view(batch, attn.heads, *probs.shape[1:])
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        return attn.to_out[1](attn.to_out[0](out))
-
-
 def install_routing_capture(gligen_unet) -> dict[str, torch.Tensor]:
     """Capture processors on every fuser's attention; returns their store."""
     store: dict[str, torch.Tensor] = {}
     for name, module in gligen_unet.named_modules():
         if name.endswith("fuser.attn"):
-            module.set_processor(_FuserCapture(name, store))
+            # the cross-attention capture, on a self-attention: it attends over its own tokens
+            module.set_processor(CaptureTrainingProcessor(name, store))
     return store
 
 

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 
 class CaptureTrainingProcessor:
-    """Explicit softmax cross-attention that keeps its probabilities (with autograd) in ``store``."""
+    """Explicit softmax attention that keeps its probabilities (with autograd) in ``store``: a
+    cross-attention's, or a self-attention's (no ``encoder_hidden_states``: the GLIGEN fusers')."""
 
     def __init__(self, name: str, store: dict[str, torch.Tensor]) -> None:
         self.name = name
