@@ -61,17 +61,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tr.add_argument(
         "--init",
         type=Path,
+        metavar="EXPORT",
         help="a new run starts from this export's weights in the joint phase (no VAE phase)",
     )
     tr.add_argument(
         "--position-weight",
         type=float,
+        metavar="W",
         default=0.0,
         help="weight of the base's 'where am I' loss (docs/shapes.md; 1 measured there; 0 = off)",
     )
     tr.add_argument(
         "--route-weight",
         type=float,
+        metavar="W",
         default=0.0,
         help="weight of the fusers' routing loss (docs/shapes.md; 0.1 measured there; 0 = off)",
     )
