@@ -154,7 +154,8 @@ def status_content(view: StatusView, now: float | None = None) -> str:
         if view.eta_s is not None:
             ready = int((now or time.time()) + view.eta_s)
             eta = f" (about {_seconds(view.eta_s)}, <t:{ready}:R>)"
-        return f"⏳ {round_}: queued, {where}{eta}."
+        why = f"\n⚠️ {view.note[0].upper()}{view.note[1:]}." if view.note else ""  # why it waits
+        return f"⏳ {round_}: queued, {where}{eta}.{why}"
     if view.state == "running":
         icon, doing = ("✨", "refining") if view.job.refine_of is not None else ("🎨", "rendering")
         again = f"\n♻️ {view.note}" if view.note else ""  # why this is another try

@@ -104,6 +104,8 @@ class ConsoleNotifier:
     async def show_status(self, view: StatusView) -> int:
         if view.state == "queued":
             line = f"queued, position {view.position} of {view.waiting}"
+            if view.note:  # why it waits
+                line = f"{line} ({view.note})"
         elif view.state == "running":
             line = f"rendering, step {view.step}/{view.total_steps}" if view.step else "rendering…"
             if view.note:  # another try: why

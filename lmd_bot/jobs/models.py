@@ -60,6 +60,9 @@ class QueueSnapshot(BaseModel):
 
     running: list[QueuedJob] = Field(default_factory=list)
     queued: list[QueuedJob] = Field(default_factory=list)
+    # False while jobs wait and no worker serves the queue at all (Redis, none started): they
+    # start when one does, and no ETA can be given.
+    serving: bool = True
 
     def position(self, job_id: int) -> int | None:
         """1-based place among the waiting jobs, or None if it is not waiting."""

@@ -28,7 +28,8 @@ class Live:
     # message shows.
     position: int | None = None
     waiting: int | None = None
-    shown: tuple[int, int] | None = None
+    serving: bool = True  # whether a worker served the queue at the last look at the line
+    shown: tuple[int, int, bool] | None = None
     # Why the job is on another try: kept on its running statuses, which follow within moments
     # and would otherwise replace the "retrying" status before anyone saw it.
     retry_note: str | None = None
@@ -40,14 +41,27 @@ class Place:
 
 PLACE = Place()
 
+NO_WORKER = "no GPU worker is online right now; it starts as soon as one is"
+
 
 def place_status(live: Live, running: int, avg_render_s: float | None) -> StatusView | None:
     """The waiting job's status from its place now; None once it left the line, or while its
     message says that place already (a new ETA alone is no edit: Discord counts the shown one
     down by itself)."""
-    if live.position is None or live.waiting is None or live.shown == (live.position, live.waiting):
+    place = (live.position, live.waiting, live.serving)
+    if live.position is None or live.waiting is None or live.shown == place:
         return None
-    live.shown = (live.position, live.waiting)
+    live.shown = place
+    if not live.serving:  # nothing renders until a worker starts: no ETA to give
+        return StatusView(
+            scene=live.scene,
+            job=live.job,
+            round_number=live.round.number,
+            state="queued",
+            position=live.position,
+            waiting=live.waiting,
+            note=NO_WORKER,
+        )
     # While jobs wait, every worker is busy: the running ones end about together, then the line
     # moves on as many at a time (one per worker, with several workers on the Redis queue).
     lanes = max(running, 1)

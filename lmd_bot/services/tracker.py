@@ -524,9 +524,10 @@ class RenderTracker:
             self._running_now = len(snap.running)
             for position, queued in enumerate(snap.queued, start=1):
                 live = self._live.get(queued.job_id)
-                if live is None or (live.position, live.waiting) == (position, len(snap.queued)):
+                place = (position, len(snap.queued), snap.serving)
+                if live is None or (live.position, live.waiting, live.serving) == place:
                     continue
-                live.position, live.waiting = position, len(snap.queued)
+                live.position, live.waiting, live.serving = place
                 self._throttle.push(live.job.id, PLACE)
 
     # --- internals: delivering updates ---------------------------------------------------------

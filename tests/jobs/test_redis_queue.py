@@ -366,9 +366,11 @@ async def test_jobs_waiting_with_no_worker_at_all_are_logged_once_for_the_operat
             warnings = [r.getMessage() for r in caplog.records if "no worker" in r.getMessage()]
             assert len(warnings) == 1 and "lmd-bot worker" in warnings[0], warnings
             assert "2 job(s)" in warnings[0]
+            assert not (await bot.snapshot()).serving  # what waiting users' statuses say
             running = asyncio.create_task(worker.run(stop))
             await _collect(bot, _done([1, 2]))
         assert any("worker is serving" in r.getMessage() for r in caplog.records)
+        assert (await bot.snapshot()).serving
         stop.set()
         await running
     finally:

@@ -50,3 +50,24 @@ async def test_a_waiting_jobs_status_follows_the_line_and_never_repeats_itself(t
             shown = _queued(notes, job.id)
             # Each edit says something new: never the same place twice in a row.
             assert all(a != b for a, b in itertools.pairwise(shown)), shown
+
+
+async def test_a_job_waiting_with_no_worker_online_says_so_instead_of_an_eta(tmp_path):
+    """On the Redis queue with no `lmd-bot worker` running, a user saw "queued, position 1 of 1"
+    (with an ETA once renders had been timed) for as long as none started; only the operator's
+    log said why. The status says it, and says the place again once a worker serves the queue."""
+    from cogs._format import status_content
+    from tests.jobs.redis_server import redis_server
+
+    with redis_server() as url:
+        queue = {"backend": "redis", "redis_url": url, "redis_prefix": "noworker"}
+        async with running_core(tmp_path, queue=queue) as (app, notes):
+            plan = await app.scenes.imagine(ALICE, "a red apple", notes)
+            waiting = await notes.wait_for(
+                lambda u: isinstance(u, StatusView) and u.job.id == plan.job.id and u.note is not None
+            )
+            assert (waiting.state, waiting.position, waiting.eta_s) == ("queued", 1, None)
+            assert status_content(waiting) == (
+                "⏳ Round 1: queued, position 1 of 1.\n"
+                "⚠️ No GPU worker is online right now; it starts as soon as one is."
+            )

@@ -148,6 +148,7 @@ class RedisJobQueue:
         return QueueSnapshot(
             running=[entry(s) for s in handed if s.job_id in self._started],
             queued=[entry(s) for s in handed if s.job_id not in self._started] + self._fair.order(),
+            serving=not self._no_workers,
         )
 
     async def known_jobs(self) -> set[int]:
@@ -268,12 +269,14 @@ class RedisJobQueue:
                         self._keys.prefix,
                         self._link.where,
                     )
+                    self._events.put_nowait(QueueChanged())  # waiting users are told too
                 return  # a worker that registers wakes us
             if answer == 0:
                 return  # every worker is busy: a finished job or a new worker wakes us
             if self._no_workers:
                 self._no_workers = False
                 log.info("a worker is serving the queue %r again", self._keys.prefix)
+                self._events.put_nowait(QueueChanged())
             self._fair.pop()
             del self._waiting[spec.job_id]
             self._handed[spec.job_id] = spec
