@@ -206,7 +206,11 @@ async def test_a_result_the_bot_may_not_upload_still_arrives_and_names_the_permi
         assert [u["id"] for u in result["mentions"]] == [str(OWNER)]
         assert "**Attach Files**" in result["content"] and not result["attachments"]
         assert any(b.startswith("lmd:reroll:") for b in _buttons(result))
-        [status] = [m for m in world.api.messages_in(thread_id) if m["content"].startswith("✅")]
+        # The status shrinks to a line after the result is posted (a request later: under load,
+        # not yet there when the result is).
+        [status] = await eventually(
+            lambda: [m for m in world.api.messages_in(thread_id) if m["content"].startswith("✅")]
+        )
         assert not status["components"]  # no Cancel left on a finished job
         await world.settle()
         assert await world.core.repo.message(int(result["id"])) is not None  # 🔄 on it works

@@ -62,6 +62,8 @@ async def test_imagine_defers_shows_the_plan_opens_a_thread_and_renders(discord_
     thread = plan.thread
     assert thread is not None and thread.name == "a red apple, a blue cup"
     result = (await eventually(lambda: _result_in(fake, thread.id)))[0]
+    # The reaction and the status's last edit follow the result's post: wait for the last of them.
+    await eventually(lambda: fake.in_channel(thread.id)[0].content.startswith("✅"))
     assert result.field("Seed") == "`31337`" and result.embeds[0].title == "Round 1"
     assert result.files == ["round1-seed31337-image.png", "round1-seed31337-overlay.png"]
     rid = (await core.repo.scene_by_thread(thread.id)).head_round_id
