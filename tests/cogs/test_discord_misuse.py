@@ -9,7 +9,7 @@ import logging
 import re
 
 from lmd_bot.testing import ScriptedPlanner, layout_of
-from tests.cogs.conftest import recorded
+from tests.cogs.conftest import eventually_async, recorded
 from tests.cogs.world import (
     GUILD_ID,
     OTHER,
@@ -212,8 +212,8 @@ async def test_a_result_the_bot_may_not_upload_still_arrives_and_names_the_permi
             lambda: [m for m in world.api.messages_in(thread_id) if m["content"].startswith("✅")]
         )
         assert not status["components"]  # no Cancel left on a finished job
-        await world.settle()
-        assert await world.core.repo.message(int(result["id"])) is not None  # 🔄 on it works
+        # 🔄 on it works: the message is linked to its round once its post returns
+        assert await eventually_async(lambda: world.core.repo.message(int(result["id"])))
         told = await eventually(lambda: _bot_replies(world, world.text_id)[1:])  # the admins hear of it
         assert len(told) == 1, told
         [told] = told
