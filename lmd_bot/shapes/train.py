@@ -403,18 +403,20 @@ class Trainer:
     def _gligen_step(self, rng_seed: int) -> dict[str, float]:
         z0, ids, targets, scenes, captions, generator = self._batch(rng_seed)
         gen = np.random.default_rng(rng_seed + 1)
-        slot_masks = torch.zeros(len(scenes), MAX_OBJECTS, IMAGE_SIZE, IMAGE_SIZE)
+        routing = self.state.config.route_weight > 0
+        slot_masks = torch.zeros(len(scenes), MAX_OBJECTS, IMAGE_SIZE, IMAGE_SIZE)  # routing's targets
         with torch.no_grad():
             states = self.text_encoder(ids)[0].detach()
             rows_boxes, rows_phrases = [], []
             for scene, caption in zip(scenes, captions, strict=True):
                 dropped = caption != scene.caption or gen.random() < 0.1
                 boxes, phrases = [], []
-                object_masks = masks(scene)
+                object_masks = masks(scene) if routing else None
                 for phrase in [] if dropped else scene.phrases:
                     for index in phrase.objects:
                         obj = scene.objects[index]
-                        slot_masks[len(rows_boxes), len(boxes)] = torch.from_numpy(object_masks[index])
+                        if object_masks is not None:
+                            slot_masks[len(rows_boxes), len(boxes)] = torch.from_numpy(object_masks[index])
                         boxes.append(obj.nbox)
                         # The overall run grounds every box with its group's phrase ("two red
                         # circles"), the per-object run with the object's own caption.
@@ -432,7 +434,7 @@ class Trainer:
                 torch.stack([pooled[p] for p in row]) if row else torch.zeros(0, dim) for row in rows_phrases
             ]
             gligen_inputs = grounding_inputs(rows_boxes, feats, device=self.device, dtype=torch.float32)
-        if self.state.config.route_weight > 0 and self._routing is None:
+        if routing and self._routing is None:
             self.gligen._shapes_store = install_capture(self.gligen)  # before: it resets processors
             self._routing = install_routing_capture(self.gligen)
         loss, eps, ground, ratio = self._diffusion_loss(
